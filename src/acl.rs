@@ -1,0 +1,194 @@
+//! Authorize: the queue ACL, decided on the typed request only.
+//!
+//! Admins may call everything. Managers may call per-queue reports and the
+//! queue discovery routes only for a `queueId` they manage (403
+//! `queue_forbidden`), never tenant-wide reports or
+//! `GetAvailableGlobalReports` (403 `admin_only`), and SessionDetails only
+//! when the session belongs to one of their queues: that is known only from
+//! Chime's answer, so this layer marks the request with a
+//! [`SessionQueueCheck`] and the proxy verifies the answer's `QueueId`
+//! before releasing any byte of it (403 `session_forbidden` otherwise).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::Request;
+
+use crate::auth::{Principal, Role};
+use crate::body::Response;
+use crate::catalog::Category;
+use crate::request::{GatewayRequest, Target};
+use crate::{BoxError, BoxFuture};
+
+/// Why the ACL refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Denied {
+    /// A manager asked for a queue they do not manage.
+    #[error("you do not have access to queue {queue}")]
+    QueueForbidden {
+        /// The queue asked for.
+        queue: u32,
+    },
+    /// A manager asked for tenant-wide data.
+    #[error("this route is tenant-wide and only admins may call it")]
+    AdminOnly,
+    /// The session belongs to a queue the manager does not manage.
+    #[error("this session belongs to a queue you do not have access to")]
+    SessionForbidden,
+}
+
+/// Set on a manager's SessionDetails request: the answer's `QueueId` must be one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionQueueCheck(pub Arc<BTreeSet<u32>>);
+
+/// The ACL verdict for `principal` on `request`.
+pub fn decide(
+    principal: &Principal,
+    request: &GatewayRequest,
+) -> Result<Option<SessionQueueCheck>, Denied> {
+    if principal.role == Role::Admin {
+        return Ok(None);
+    }
+    let per_queue = match &request.target {
+        Target::Report(r) => r.category.is_per_queue(),
+        Target::Discovery(c) => *c != Category::Global,
+        Target::SessionDetails(_) => {
+            return Ok(Some(SessionQueueCheck(Arc::clone(&principal.queues))));
+        }
+    };
+    if !per_queue {
+        return Err(Denied::AdminOnly);
+    }
+    // The parser guarantees queueId on per-queue routes; its absence is refused all the same.
+    let queue = request.params.queue_id.unwrap_or(0);
+    if principal.may_see_queue(queue) {
+        Ok(None)
+    } else {
+        Err(Denied::QueueForbidden { queue })
+    }
+}
+
+/// Layer for [`Acl`].
+#[derive(Debug, Clone, Default)]
+pub struct AclLayer;
+
+impl<S> tower::Layer<S> for AclLayer {
+    type Service = Acl<S>;
+    fn layer(&self, inner: S) -> Acl<S> {
+        Acl { inner }
+    }
+}
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct Acl<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request<()>> for Acl<S>
+where
+    S: tower::Service<Request<()>, Response = Response, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<()>) -> Self::Future {
+        let ext = req.extensions();
+        let verdict: Result<Option<SessionQueueCheck>, BoxError> =
+            match (ext.get::<Principal>(), ext.get::<GatewayRequest>()) {
+                (Some(p), Some(r)) => decide(p, r).map_err(Into::into),
+                // Fail closed if the stack was assembled without auth or parse.
+                _ => Err("acl layer reached without principal or typed request".into()),
+            };
+        match verdict {
+            Ok(check) => {
+                if let Some(check) = check {
+                    req.extensions_mut().insert(check);
+                }
+                Box::pin(self.inner.call(req))
+            }
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{builtin, Catalog};
+
+    fn principal(role: Role, queues: &[u32]) -> Principal {
+        Principal {
+            user: "u".into(),
+            role,
+            queues: Arc::new(queues.iter().copied().collect()),
+            tier: "default".into(),
+            fingerprint: crate::auth::ApiKey::generate().hash().fingerprint(),
+        }
+    }
+
+    fn req(path: &str, query: &str) -> GatewayRequest {
+        let route = crate::route::match_path(path).unwrap();
+        crate::request::parse(&route, Some(query), &Catalog::new(&builtin())).unwrap()
+    }
+
+    #[test]
+    fn manager_sees_only_their_queues() {
+        let m = principal(Role::Manager, &[1, 3]);
+        let ok = req(
+            "/Chime/Report/InboundVsAnsweredChats",
+            "queueId=3&start=2020-01-01T00:00:00Z",
+        );
+        assert!(decide(&m, &ok).unwrap().is_none());
+        let no = req(
+            "/Chime/Report/InboundVsAnsweredChats",
+            "queueId=2&start=2020-01-01T00:00:00Z",
+        );
+        assert!(matches!(
+            decide(&m, &no),
+            Err(Denied::QueueForbidden { queue: 2 })
+        ));
+        assert!(decide(&m, &req("/Chime/Report/GetQueueBotReports", "queueId=1")).is_ok());
+        assert!(decide(&m, &req("/Chime/Report/GetQueueBotReports", "queueId=2")).is_err());
+    }
+
+    #[test]
+    fn tenant_wide_routes_are_admin_only() {
+        let m = principal(Role::Manager, &[1]);
+        let global = req(
+            "/Chime/Report/GlobalChatVolume",
+            "start=2020-01-01T00:00:00Z",
+        );
+        assert!(matches!(decide(&m, &global), Err(Denied::AdminOnly)));
+        let disc = req("/Chime/Report/GetAvailableGlobalReports", "");
+        assert!(matches!(decide(&m, &disc), Err(Denied::AdminOnly)));
+        let a = principal(Role::Admin, &[]);
+        assert!(decide(&a, &global).unwrap().is_none());
+        assert!(decide(&a, &disc).unwrap().is_none());
+        let q = req(
+            "/Chime/Report/InboundVsAnsweredChats",
+            "queueId=77&start=2020-01-01T00:00:00Z",
+        );
+        assert!(decide(&a, &q).unwrap().is_none());
+    }
+
+    #[test]
+    fn manager_session_details_are_checked_on_the_answer() {
+        let m = principal(Role::Manager, &[1, 3]);
+        let check = decide(&m, &req("/Chime/Session/SessionDetails/5", ""))
+            .unwrap()
+            .unwrap();
+        assert_eq!(*check.0, BTreeSet::from([1, 3]));
+        let a = principal(Role::Admin, &[]);
+        assert!(decide(&a, &req("/Chime/Session/SessionDetails/5", ""))
+            .unwrap()
+            .is_none());
+    }
+}

@@ -1,0 +1,229 @@
+//! Authenticate: `Authorization: Bearer {GUID}` to a [`Principal`].
+//!
+//! Exactly one `Authorization` header is accepted (several: 400
+//! `multiple_credentials`); the scheme is matched case-insensitively and the
+//! key must be a GUID (hyphenated, or braced as .NET prints it). A key is
+//! never read from the query string. Missing, malformed and unknown keys are
+//! refused with 401 and `WWW-Authenticate: Bearer realm="chime", ...`; an
+//! unreachable key store with 503 (never 401, so a partner does not think
+//! their key is wrong). Adds the [`Principal`] and the canonical [`ApiKey`]
+//! (for upstream pass-through) to the request's extensions.
+
+pub mod key;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, Request};
+use serde::{Deserialize, Serialize};
+
+use crate::body::Response;
+use crate::keystore::KeyStore;
+use crate::observe::Trace;
+use crate::{BoxError, BoxFuture};
+pub use key::{ApiKey, Fingerprint, KeyHash};
+
+/// Why authentication failed. Messages never echo the key.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization` header.
+    #[error("missing credentials: send `Authorization: Bearer {{API key}}`")]
+    Missing,
+    /// Not `Bearer {GUID}`.
+    #[error("malformed credentials: the Authorization header must be `Bearer` followed by the API key GUID")]
+    Malformed,
+    /// Well-formed, but not a valid key.
+    #[error("unknown key: the API key is not valid (unknown, expired or revoked)")]
+    Unknown,
+    /// More than one `Authorization` header.
+    #[error("send exactly one Authorization header")]
+    Multiple,
+    /// The key store cannot answer and no cached verdict exists.
+    #[error("the key store is unavailable; retry shortly")]
+    StoreUnavailable,
+}
+
+/// What a user may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Every report and queue.
+    Admin,
+    /// Only the queues in [`Principal::queues`].
+    Manager,
+}
+
+impl Role {
+    /// As text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Manager => "manager",
+        }
+    }
+}
+
+/// The authenticated user behind a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// User name.
+    pub user: Arc<str>,
+    /// Role.
+    pub role: Role,
+    /// Queues a manager may see (ignored for admins).
+    pub queues: Arc<BTreeSet<u32>>,
+    /// Rate-limit tier.
+    pub tier: Arc<str>,
+    /// Fingerprint of the key used.
+    pub fingerprint: Fingerprint,
+}
+
+impl Principal {
+    /// Whether this principal may see `queue`.
+    pub fn may_see_queue(&self, queue: u32) -> bool {
+        self.role == Role::Admin || self.queues.contains(&queue)
+    }
+}
+
+/// Extracts the bearer key from the request headers.
+pub fn bearer_key(headers: &HeaderMap) -> Result<ApiKey, AuthError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = match (values.next(), values.next()) {
+        (None, _) => return Err(AuthError::Missing),
+        (Some(_), Some(_)) => return Err(AuthError::Multiple),
+        (Some(v), None) => v,
+    };
+    let text = value.to_str().map_err(|_| AuthError::Malformed)?;
+    let (scheme, key) = text.split_once(' ').ok_or(AuthError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Malformed);
+    }
+    ApiKey::parse(key.trim_matches(' ')).ok_or(AuthError::Malformed)
+}
+
+/// Layer for [`Authenticate`].
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    store: Arc<dyn KeyStore>,
+}
+
+impl AuthLayer {
+    /// Authenticates against `store`.
+    pub fn new(store: Arc<dyn KeyStore>) -> Self {
+        AuthLayer { store }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = Authenticate<S>;
+    fn layer(&self, inner: S) -> Authenticate<S> {
+        Authenticate {
+            inner,
+            store: Arc::clone(&self.store),
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct Authenticate<S> {
+    inner: S,
+    store: Arc<dyn KeyStore>,
+}
+
+impl<S> tower::Service<Request<()>> for Authenticate<S>
+where
+    S: tower::Service<Request<()>, Response = Response, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<()>) -> Self::Future {
+        let store = Arc::clone(&self.store);
+        // Take the service that was driven to readiness; leave a fresh clone behind.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let key = bearer_key(req.headers())?;
+            let hash = key.hash();
+            let principal = store
+                .lookup(&hash)
+                .await
+                .map_err(|_| AuthError::StoreUnavailable)?
+                .ok_or(AuthError::Unknown)?;
+            if let Some(trace) = req.extensions().get::<Trace>() {
+                trace.set_principal(&principal);
+            }
+            req.extensions_mut().insert(principal);
+            req.extensions_mut().insert(key);
+            inner.call(req).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    const DOC_KEY: &str = "b5c38d85-a042-4cef-8418-eb06752e346b";
+
+    fn with_auth(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        let canonical = ApiKey::parse(DOC_KEY).unwrap();
+        for ok in [
+            format!("Bearer {DOC_KEY}"),
+            format!("bearer {DOC_KEY}"),
+            format!("BEARER {}", DOC_KEY.to_uppercase()),
+            format!("Bearer {{{DOC_KEY}}}"),
+        ] {
+            assert_eq!(bearer_key(&with_auth(&[&ok])).unwrap(), canonical, "{ok}");
+        }
+        assert!(matches!(
+            bearer_key(&with_auth(&[])),
+            Err(AuthError::Missing)
+        ));
+        let two = format!("Bearer {DOC_KEY}");
+        assert!(matches!(
+            bearer_key(&with_auth(&[&two, &two])),
+            Err(AuthError::Multiple)
+        ));
+        for bad in [
+            "Bearer".to_owned(),
+            "Bearer ".to_owned(),
+            format!("Basic {DOC_KEY}"),
+            format!("Token {DOC_KEY}"),
+            DOC_KEY.to_owned(),
+            format!("Bearer {DOC_KEY} extra"),
+            "Bearer not-a-guid".to_owned(),
+        ] {
+            assert!(
+                matches!(bearer_key(&with_auth(&[&bad])), Err(AuthError::Malformed)),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_never_echo_the_key() {
+        for e in [AuthError::Missing, AuthError::Malformed, AuthError::Unknown] {
+            assert!(!e.to_string().contains("b5c38d85"));
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! API keys, their hashes and fingerprints.
+//!
+//! A key is a GUID. It is canonicalised to lower-case hyphenated form, and
+//! only its SHA-256 hash is ever stored or compared; logs and listings show
+//! the fingerprint (the first 8 hex characters of the hash), never the key.
+
+use sha2::{Digest, Sha256};
+
+/// A syntactically valid API key in canonical form. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// Parses a GUID: 36-character hyphenated form, or the same in braces as
+    /// .NET prints it; hex digits in any case.
+    pub fn parse(raw: &str) -> Option<ApiKey> {
+        let inner = match raw.strip_prefix('{') {
+            Some(rest) => rest.strip_suffix('}')?,
+            None => raw,
+        };
+        let b = inner.as_bytes();
+        if b.len() != 36 {
+            return None;
+        }
+        for (i, &c) in b.iter().enumerate() {
+            let ok = match i {
+                8 | 13 | 18 | 23 => c == b'-',
+                _ => c.is_ascii_hexdigit(),
+            };
+            if !ok {
+                return None;
+            }
+        }
+        Some(ApiKey(inner.to_ascii_lowercase()))
+    }
+
+    /// A fresh random key.
+    pub fn generate() -> ApiKey {
+        ApiKey(uuid::Uuid::new_v4().hyphenated().to_string())
+    }
+
+    /// The canonical key; call only where it is shown once or sent upstream.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The key's hash.
+    pub fn hash(&self) -> KeyHash {
+        KeyHash(Sha256::digest(self.0.as_bytes()).into())
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKey({})", self.hash().fingerprint())
+    }
+}
+
+/// SHA-256 of a canonical key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyHash([u8; 32]);
+
+impl KeyHash {
+    /// Parses 64 hex characters.
+    pub fn from_hex(s: &str) -> Option<KeyHash> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(KeyHash(out))
+    }
+
+    /// Lower-case hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The short, public identifier of the key.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint(hex::encode(&self.0[..4]))
+    }
+}
+
+impl std::fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyHash({}…)", self.fingerprint())
+    }
+}
+
+/// First 8 hex characters of a key's hash: safe to log and display.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fingerprint(String);
+
+impl Fingerprint {
+    /// As text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC_KEY: &str = "b5c38d85-a042-4cef-8418-eb06752e346b";
+
+    #[test]
+    fn canonical_forms() {
+        let k = ApiKey::parse(DOC_KEY).unwrap();
+        assert_eq!(ApiKey::parse(&DOC_KEY.to_uppercase()).unwrap(), k);
+        assert_eq!(ApiKey::parse(&format!("{{{DOC_KEY}}}")).unwrap(), k);
+        assert_eq!(k.expose(), DOC_KEY);
+    }
+
+    #[test]
+    fn malformed_keys() {
+        for bad in [
+            "",
+            "b5c38d85a0424cef8418eb06752e346b",
+            "b5c38d85-a042-4cef-8418-eb06752e346",
+            "b5c38d85-a042-4cef-8418-eb06752e346bb",
+            "g5c38d85-a042-4cef-8418-eb06752e346b",
+            "{b5c38d85-a042-4cef-8418-eb06752e346b",
+            "(b5c38d85-a042-4cef-8418-eb06752e346b)",
+            "urn:uuid:b5c38d85-a042-4cef-8418-eb06752e346b",
+            "b5c38d85-a042-4cef-8418-eb06752e346b ",
+            "b5c38d85+a042-4cef-8418-eb06752e346b",
+        ] {
+            assert!(ApiKey::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let k = ApiKey::parse(DOC_KEY).unwrap();
+        let shown = format!("{k:?} {:?}", k.hash());
+        assert!(!shown.contains("b5c38d85"), "{shown}");
+        assert!(shown.contains(k.hash().fingerprint().as_str()));
+    }
+
+    #[test]
+    fn hash_round_trips_through_hex() {
+        let h = ApiKey::parse(DOC_KEY).unwrap().hash();
+        assert_eq!(KeyHash::from_hex(&h.to_hex()), Some(h));
+        assert_eq!(h.fingerprint().as_str().len(), 8);
+        assert!(KeyHash::from_hex("zz").is_none());
+    }
+}

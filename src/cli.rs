@@ -1,0 +1,161 @@
+//! The command line: `serve`, `check-config` and `demo`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, LogConfig, LogFormat, ProcessEnv};
+use crate::demo;
+use crate::server::Gateway;
+
+/// Authenticating, ACL-enforcing reverse proxy for Chime's reporting API.
+#[derive(Debug, Parser)]
+#[command(name = "chime-gateway", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Configuration file.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print the effective settings (secrets masked).
+    CheckConfig {
+        /// Configuration file.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Run the gateway in front of a built-in simulated Chime, with demo keys.
+    Demo {
+        /// Gateway address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Admin address.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
+    },
+}
+
+/// Installs the tracing subscriber; `RUST_LOG` overrides the configured level.
+pub fn init_tracing(log: &LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+/// Runs the command line; the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chime-gateway: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli.command))
+}
+
+#[allow(clippy::print_stdout)]
+async fn run(command: Command) -> ExitCode {
+    match command {
+        Command::CheckConfig { config } => match Config::load(&config, &ProcessEnv) {
+            Ok(c) => {
+                println!("# {}: OK\n{}", config.display(), c.to_masked_toml());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("chime-gateway: invalid configuration: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Serve { config } => {
+            let config = match Config::load(&config, &ProcessEnv) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("chime-gateway: invalid configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_tracing(&config.log);
+            match Gateway::bind(config).await {
+                Ok(gw) => {
+                    gw.run(shutdown_signal()).await;
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start");
+                    eprintln!("chime-gateway: cannot start: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Demo { listen, admin } => {
+            init_tracing(&LogConfig {
+                format: LogFormat::Text,
+                level: "info".into(),
+            });
+            match demo::start(listen, admin).await {
+                Ok(d) => {
+                    println!(
+                        "{}",
+                        demo::instructions(
+                            d.gateway.public_addr(),
+                            d.gateway.admin_addr(),
+                            &d.simulator.base_url()
+                        )
+                    );
+                    d.gateway.run(shutdown_signal()).await;
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("chime-gateway: cannot start the demo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! Configuration: a TOML file read into [`raw`] structs, then validated once
+//! into typed values. Every error names the file and the key.
+//!
+//! Environment overrides (read through [`Env`], so tests pass a map):
+//! `CHIME_GATEWAY_LISTEN`, `CHIME_GATEWAY_ADMIN_LISTEN`,
+//! `CHIME_GATEWAY_UPSTREAM_URL`, `CHIME_GATEWAY_KEYS_FILE`; the upstream
+//! service key comes from a file or from the variable named by
+//! `upstream.service_key_env`, never from the file itself.
+
+mod raw;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::catalog::{self, ReportDef};
+use raw::RawConfig;
+
+/// A configuration problem, naming where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {message}")]
+pub struct ConfigError {
+    /// The file (or `<embedded>` / `<env>`).
+    pub file: String,
+    /// The offending key, dotted (`upstream.base_url`).
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// Where environment variables come from.
+pub trait Env {
+    /// The variable's value, if set.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// A secret value: masked in `Debug` and when the config is printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself; call only where it is sent.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_duration(*d))
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// Public listener.
+    pub listen: ListenConfig,
+    /// Admin listener.
+    pub admin: AdminConfig,
+    /// Upstream Chime.
+    pub upstream: UpstreamConfig,
+    /// Key store.
+    pub keys: KeysConfig,
+    /// Report catalog.
+    pub catalog: CatalogConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Public listener settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenConfig {
+    /// Address to bind.
+    pub address: SocketAddr,
+    /// Time allowed for a request's headers to arrive.
+    #[serde(serialize_with = "ser_duration")]
+    pub header_read_timeout: Duration,
+    /// Largest request head, in bytes (HTTP/1 read buffer, HTTP/2 header list).
+    pub max_header_bytes: usize,
+    /// Most request headers.
+    pub max_headers: usize,
+    /// Longest query string, in bytes.
+    pub max_query_bytes: usize,
+    /// A connection with no request in flight and no traffic for this long is closed.
+    #[serde(serialize_with = "ser_duration")]
+    pub idle_timeout: Duration,
+    /// Most open client connections; further ones wait in the accept backlog.
+    pub max_connections: usize,
+    /// Most requests being handled at once; more are shed with 503.
+    pub max_in_flight: usize,
+    /// How long in-flight requests may run on after SIGTERM.
+    #[serde(serialize_with = "ser_duration")]
+    pub shutdown_grace: Duration,
+}
+
+/// Admin listener settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminConfig {
+    /// Address to bind.
+    pub address: SocketAddr,
+}
+
+/// Which roots verify an https upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Roots {
+    /// Mozilla's roots, compiled in.
+    Webpki,
+    /// The operating system's store.
+    Native,
+}
+
+/// What `Authorization` the upstream receives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "mode", content = "key")]
+pub enum UpstreamAuth {
+    /// The client's own (canonicalised) bearer key, so Chime re-checks it.
+    Passthrough,
+    /// One service key replaces the client's.
+    Service(Secret),
+}
+
+/// The upstream Chime.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamConfig {
+    /// Base URL, e.g. `https://chime.example.com/Chime`.
+    #[serde(serialize_with = "ser_display")]
+    pub base_url: http::Uri,
+    /// TCP (and TLS) connect timeout.
+    #[serde(serialize_with = "ser_duration")]
+    pub connect_timeout: Duration,
+    /// Time allowed until the upstream's response headers arrive.
+    #[serde(serialize_with = "ser_duration")]
+    pub response_timeout: Duration,
+    /// Idle pooled connections are closed after this long.
+    #[serde(serialize_with = "ser_duration")]
+    pub pool_idle_timeout: Duration,
+    /// Most idle pooled connections.
+    pub pool_max_idle_per_host: usize,
+    /// Trust roots for https.
+    pub roots: Roots,
+    /// Extra CA bundle (PEM) trusted for https.
+    pub ca_file: Option<PathBuf>,
+    /// Upstream authentication mode.
+    pub auth: UpstreamAuth,
+}
+
+fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+impl UpstreamConfig {
+    /// The base URL's path with no trailing slash (`/Chime`).
+    pub fn path_prefix(&self) -> &str {
+        self.base_url.path().trim_end_matches('/')
+    }
+}
+
+/// Where keys come from.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeysConfig {
+    /// A key file on disk.
+    File(PathBuf),
+    /// A key file compiled into the binary (demo mode).
+    Embedded(&'static str),
+}
+
+/// The report catalog.
+#[derive(Debug, Clone, Serialize)]
+pub struct CatalogConfig {
+    /// Known reports.
+    pub report: Vec<ReportDef>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Text,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogConfig {
+    /// Format.
+    pub format: LogFormat,
+    /// A `tracing` filter directive (`info`, `chime_gateway=debug`).
+    pub level: String,
+}
+
+/// The configuration file's own defaults (`check-config` with an empty file prints them).
+pub const DEFAULT_PATH: &str = "config/gateway.toml";
+
+impl Config {
+    /// Reads and validates the file at `path`, with overrides from `env`.
+    pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: "(file)".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, &file, base, env)
+    }
+
+    /// Validates TOML text; relative paths resolve against `base_dir`.
+    pub fn from_toml(
+        text: &str,
+        file: &str,
+        base_dir: &Path,
+        env: &dyn Env,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_owned(),
+            key: e
+                .span()
+                .and_then(|span| key_at(text, span.start))
+                .unwrap_or_else(|| "(syntax)".into()),
+            message: e.message().trim().to_owned(),
+        })?;
+        Validator {
+            file,
+            base_dir,
+            env,
+        }
+        .validate(raw)
+    }
+
+    /// The embedded defaults, as if from an empty file.
+    pub fn defaults() -> Config {
+        // An empty document is always valid: every section has defaults.
+        match Self::from_toml("", "<defaults>", Path::new("."), &HashMap::new()) {
+            Ok(c) => c,
+            Err(e) => unreachable!("embedded defaults are invalid: {e}"),
+        }
+    }
+
+    /// The effective configuration as TOML, secrets masked.
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// The key name on the line where `offset` falls, for errors toml reports by span.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let key = line.split('=').next()?.trim();
+    (!key.is_empty() && !key.starts_with('[')).then(|| key.to_owned())
+}
+
+struct Validator<'a> {
+    file: &'a str,
+    base_dir: &'a Path,
+    env: &'a dyn Env,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn override_str(&self, var: &str, value: String) -> String {
+        self.env.var(var).unwrap_or(value)
+    }
+
+    fn duration(&self, key: &str, value: &str) -> Result<Duration, ConfigError> {
+        humantime::parse_duration(value).map_err(|e| {
+            self.err(
+                key,
+                format!("`{value}` is not a duration like \"30s\": {e}"),
+            )
+        })
+    }
+
+    fn addr(&self, key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+        value.parse().map_err(|_| {
+            self.err(
+                key,
+                format!("`{value}` is not an address like 127.0.0.1:8080"),
+            )
+        })
+    }
+
+    fn positive(&self, key: &str, value: usize) -> Result<usize, ConfigError> {
+        if value == 0 {
+            return Err(self.err(key, "must be at least 1"));
+        }
+        Ok(value)
+    }
+
+    fn path(&self, value: &str) -> PathBuf {
+        let p = PathBuf::from(value);
+        if p.is_absolute() {
+            p
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let l = raw.listen;
+        let address = self.override_str("CHIME_GATEWAY_LISTEN", l.address);
+        let listen = ListenConfig {
+            address: self.addr("listen.address", &address)?,
+            header_read_timeout: self
+                .duration("listen.header_read_timeout", &l.header_read_timeout)?,
+            max_header_bytes: {
+                if l.max_header_bytes < 8192 {
+                    return Err(self.err("listen.max_header_bytes", "must be at least 8192"));
+                }
+                l.max_header_bytes
+            },
+            max_headers: self.positive("listen.max_headers", l.max_headers)?,
+            max_query_bytes: self.positive("listen.max_query_bytes", l.max_query_bytes)?,
+            idle_timeout: self.duration("listen.idle_timeout", &l.idle_timeout)?,
+            max_connections: self.positive("listen.max_connections", l.max_connections)?,
+            max_in_flight: self.positive("listen.max_in_flight", l.max_in_flight)?,
+            shutdown_grace: self.duration("listen.shutdown_grace", &l.shutdown_grace)?,
+        };
+        let admin_addr = self.override_str("CHIME_GATEWAY_ADMIN_LISTEN", raw.admin.address);
+        let admin = AdminConfig {
+            address: self.addr("admin.address", &admin_addr)?,
+        };
+        let upstream = self.upstream(raw.upstream)?;
+        let keys_file = self.override_str("CHIME_GATEWAY_KEYS_FILE", raw.keys.file);
+        let keys = KeysConfig::File(self.path(&keys_file));
+        let report = raw.catalog.report.unwrap_or_else(catalog::builtin);
+        let catalog = CatalogConfig { report };
+        catalog::validate(&catalog.report)
+            .map_err(|message| self.err("catalog.report", message))?;
+        let log = LogConfig {
+            format: match raw.log.format.as_str() {
+                "json" => LogFormat::Json,
+                "text" => LogFormat::Text,
+                other => {
+                    return Err(self.err(
+                        "log.format",
+                        format!("`{other}` is not one of \"json\", \"text\""),
+                    ))
+                }
+            },
+            level: raw.log.level,
+        };
+        Ok(Config {
+            listen,
+            admin,
+            upstream,
+            keys,
+            catalog,
+            log,
+        })
+    }
+
+    fn upstream(&self, u: raw::RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+        let base = self.override_str("CHIME_GATEWAY_UPSTREAM_URL", u.base_url.clone());
+        let key = "upstream.base_url";
+        let base_url: http::Uri = base
+            .parse()
+            .map_err(|e| self.err(key, format!("`{base}` is not a URL: {e}")))?;
+        match base_url.scheme_str() {
+            Some("http") | Some("https") => {}
+            _ => return Err(self.err(key, format!("`{base}` must start with http:// or https://"))),
+        }
+        if base_url.authority().is_none() {
+            return Err(self.err(key, format!("`{base}` has no host")));
+        }
+        if base_url.query().is_some() {
+            return Err(self.err(key, "must not have a query string"));
+        }
+        let roots = match u.roots.as_str() {
+            "webpki" => Roots::Webpki,
+            "native" => Roots::Native,
+            other => {
+                return Err(self.err(
+                    "upstream.roots",
+                    format!("`{other}` is not one of \"webpki\", \"native\""),
+                ))
+            }
+        };
+        let auth = match u.auth.as_str() {
+            "passthrough" => UpstreamAuth::Passthrough,
+            "service" => UpstreamAuth::Service(self.service_key(&u)?),
+            other => {
+                return Err(self.err(
+                    "upstream.auth",
+                    format!("`{other}` is not one of \"passthrough\", \"service\""),
+                ))
+            }
+        };
+        Ok(UpstreamConfig {
+            base_url,
+            connect_timeout: self.duration("upstream.connect_timeout", &u.connect_timeout)?,
+            response_timeout: self.duration("upstream.response_timeout", &u.response_timeout)?,
+            pool_idle_timeout: self.duration("upstream.pool_idle_timeout", &u.pool_idle_timeout)?,
+            pool_max_idle_per_host: u.pool_max_idle_per_host,
+            roots,
+            ca_file: u.ca_file.as_deref().map(|p| self.path(p)),
+            auth,
+        })
+    }
+
+    fn service_key(&self, u: &raw::RawUpstream) -> Result<Secret, ConfigError> {
+        let value = match &u.service_key_file {
+            Some(path) => std::fs::read_to_string(self.path(path)).map_err(|e| {
+                self.err(
+                    "upstream.service_key_file",
+                    format!("cannot read `{path}`: {e}"),
+                )
+            })?,
+            None => self.env.var(&u.service_key_env).ok_or_else(|| {
+                self.err(
+                    "upstream.auth",
+                    format!(
+                        "\"service\" needs upstream.service_key_file or the variable {}",
+                        u.service_key_env
+                    ),
+                )
+            })?,
+        };
+        let value = value.trim();
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(self.err(
+                "upstream.service_key_file",
+                "the service key must be non-empty printable ASCII",
+            ));
+        }
+        Ok(Secret::new(value))
+    }
+}
+
+#[cfg(test)]
+mod tests;

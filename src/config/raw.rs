@@ -1,0 +1,129 @@
+//! The configuration file as written: serde structs with defaults and
+//! `deny_unknown_fields`. Nothing here is validated; see [`super::Config`].
+
+use serde::Deserialize;
+
+use crate::catalog::ReportDef;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawConfig {
+    pub(crate) listen: RawListen,
+    pub(crate) admin: RawAdmin,
+    pub(crate) upstream: RawUpstream,
+    pub(crate) keys: RawKeys,
+    pub(crate) catalog: RawCatalog,
+    pub(crate) log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawListen {
+    pub(crate) address: String,
+    pub(crate) header_read_timeout: String,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) max_headers: usize,
+    pub(crate) max_query_bytes: usize,
+    pub(crate) idle_timeout: String,
+    pub(crate) max_connections: usize,
+    pub(crate) max_in_flight: usize,
+    pub(crate) shutdown_grace: String,
+}
+
+impl Default for RawListen {
+    fn default() -> Self {
+        RawListen {
+            address: "127.0.0.1:8080".into(),
+            header_read_timeout: "10s".into(),
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            max_query_bytes: 2048,
+            idle_timeout: "60s".into(),
+            max_connections: 10_000,
+            max_in_flight: 512,
+            shutdown_grace: "30s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAdmin {
+    pub(crate) address: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            address: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawUpstream {
+    pub(crate) base_url: String,
+    pub(crate) connect_timeout: String,
+    pub(crate) response_timeout: String,
+    pub(crate) pool_idle_timeout: String,
+    pub(crate) pool_max_idle_per_host: usize,
+    pub(crate) roots: String,
+    pub(crate) ca_file: Option<String>,
+    pub(crate) auth: String,
+    pub(crate) service_key_file: Option<String>,
+    pub(crate) service_key_env: String,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        RawUpstream {
+            base_url: "http://127.0.0.1:5000/Chime".into(),
+            connect_timeout: "5s".into(),
+            response_timeout: "120s".into(),
+            pool_idle_timeout: "90s".into(),
+            pool_max_idle_per_host: 64,
+            roots: "webpki".into(),
+            ca_file: None,
+            auth: "passthrough".into(),
+            service_key_file: None,
+            service_key_env: "CHIME_GATEWAY_UPSTREAM_SERVICE_KEY".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawKeys {
+    pub(crate) file: String,
+}
+
+impl Default for RawKeys {
+    fn default() -> Self {
+        RawKeys {
+            file: "keys.toml".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawCatalog {
+    pub(crate) report: Option<Vec<ReportDef>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawLog {
+    pub(crate) format: String,
+    pub(crate) level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: "json".into(),
+            level: "info".into(),
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! The file key store: users and key hashes in a TOML file.
+//!
+//! ```toml
+//! [[user]]
+//! name = "queue1-manager"
+//! role = "manager"          # or "admin"
+//! queues = [1]
+//! tier = "default"
+//!
+//! [[key]]
+//! user = "queue1-manager"
+//! sha256 = "…64 hex…"       # SHA-256 of the lower-case GUID; never the key
+//! created_at = "2026-11-21T00:00:00Z"
+//! # expires_at, not_before (RFC 3339) and disabled = true are optional
+//! ```
+//!
+//! The whole file is parsed and validated into an index before it replaces
+//! the current one, so a broken file never empties the store.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::{KeyStore, LookupFuture};
+use crate::auth::{KeyHash, Principal, Role};
+use crate::clock::Clock;
+
+/// The key file as written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    /// Users.
+    #[serde(default, rename = "user")]
+    pub users: Vec<UserRecord>,
+    /// Keys (hashes).
+    #[serde(default, rename = "key")]
+    pub keys: Vec<KeyRecord>,
+}
+
+/// One user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserRecord {
+    /// Unique name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Queues a manager sees.
+    #[serde(default)]
+    pub queues: Vec<u32>,
+    /// Rate-limit tier.
+    #[serde(default = "default_tier")]
+    pub tier: String,
+}
+
+fn default_tier() -> String {
+    "default".to_owned()
+}
+
+/// One key, by hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRecord {
+    /// Owner.
+    pub user: String,
+    /// SHA-256 of the canonical key, hex.
+    pub sha256: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// Refused from this instant on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    /// Refused before this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Timestamp>,
+    /// Refused while set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+}
+
+/// A key file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct KeyFileError {
+    /// The file.
+    pub file: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+#[derive(Debug)]
+struct Entry {
+    principal: Principal,
+    not_before: Option<Timestamp>,
+    expires_at: Option<Timestamp>,
+    disabled: bool,
+}
+
+impl Entry {
+    fn valid_at(&self, now: Timestamp) -> bool {
+        !self.disabled
+            && self.not_before.is_none_or(|t| now >= t)
+            && self.expires_at.is_none_or(|t| now < t)
+    }
+}
+
+/// A validated, immutable index of a key file.
+#[derive(Debug, Default)]
+struct Index {
+    by_hash: HashMap<KeyHash, Entry>,
+}
+
+impl KeyFile {
+    /// Parses TOML text.
+    pub fn parse(text: &str, file: &str) -> Result<KeyFile, KeyFileError> {
+        toml::from_str(text).map_err(|e| KeyFileError {
+            file: file.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    fn index(&self, file: &str) -> Result<Index, KeyFileError> {
+        let err = |message: String| KeyFileError {
+            file: file.to_owned(),
+            message,
+        };
+        let mut users = HashMap::new();
+        for u in &self.users {
+            if u.name.is_empty() || u.name.chars().any(|c| c.is_control()) {
+                return Err(err(format!(
+                    "user name `{}` is empty or has control characters",
+                    u.name
+                )));
+            }
+            if u.queues.contains(&0) || u.queues.iter().any(|&q| q > i32::MAX as u32) {
+                return Err(err(format!(
+                    "user `{}`: queue ids are positive 32-bit integers",
+                    u.name
+                )));
+            }
+            let principal = (
+                Arc::<str>::from(u.name.as_str()),
+                u.role,
+                Arc::new(u.queues.iter().copied().collect::<BTreeSet<u32>>()),
+                Arc::<str>::from(u.tier.as_str()),
+            );
+            if users.insert(u.name.as_str(), principal).is_some() {
+                return Err(err(format!("user `{}` is defined twice", u.name)));
+            }
+        }
+        let mut by_hash = HashMap::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            let hash = KeyHash::from_hex(&k.sha256)
+                .ok_or_else(|| err(format!("key #{}: sha256 is not 64 hex characters", i + 1)))?;
+            let (user, role, queues, tier) = users
+                .get(k.user.as_str())
+                .ok_or_else(|| err(format!("key #{}: no user named `{}`", i + 1, k.user)))?;
+            let entry = Entry {
+                principal: Principal {
+                    user: Arc::clone(user),
+                    role: *role,
+                    queues: Arc::clone(queues),
+                    tier: Arc::clone(tier),
+                    fingerprint: hash.fingerprint(),
+                },
+                not_before: k.not_before,
+                expires_at: k.expires_at,
+                disabled: k.disabled,
+            };
+            if by_hash.insert(hash, entry).is_some() {
+                return Err(err(format!(
+                    "key #{} ({}) appears twice",
+                    i + 1,
+                    hash.fingerprint()
+                )));
+            }
+        }
+        Ok(Index { by_hash })
+    }
+}
+
+/// Where the store's file comes from.
+#[derive(Debug, Clone)]
+enum Source {
+    Path(PathBuf),
+    Embedded,
+}
+
+/// A key store backed by a TOML file.
+#[derive(Debug)]
+pub struct FileKeyStore {
+    source: Source,
+    clock: Arc<dyn Clock>,
+    index: RwLock<Arc<Index>>,
+}
+
+impl FileKeyStore {
+    /// Loads the file at `path`.
+    pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, KeyFileError> {
+        let index = read_index(path)?;
+        Ok(FileKeyStore {
+            source: Source::Path(path.to_owned()),
+            clock,
+            index: RwLock::new(Arc::new(index)),
+        })
+    }
+
+    /// Uses key-file text compiled into the binary (demo mode).
+    pub fn embedded(text: &str, clock: Arc<dyn Clock>) -> Result<Self, KeyFileError> {
+        let index = KeyFile::parse(text, "<embedded>")?.index("<embedded>")?;
+        Ok(FileKeyStore {
+            source: Source::Embedded,
+            clock,
+            index: RwLock::new(Arc::new(index)),
+        })
+    }
+
+    /// Re-reads the file; on any error the previous keys stay in force.
+    pub fn reload(&self) -> Result<usize, KeyFileError> {
+        let Source::Path(path) = &self.source else {
+            return Ok(self.key_count());
+        };
+        let index = read_index(path)?;
+        let count = index.by_hash.len();
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(index);
+        Ok(count)
+    }
+
+    fn current(&self) -> Arc<Index> {
+        Arc::clone(&self.index.read().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+fn read_index(path: &Path) -> Result<Index, KeyFileError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| KeyFileError {
+        file: file.clone(),
+        message: format!("cannot read: {e}"),
+    })?;
+    KeyFile::parse(&text, &file)?.index(&file)
+}
+
+impl KeyStore for FileKeyStore {
+    fn lookup<'a>(&'a self, hash: &'a KeyHash) -> LookupFuture<'a> {
+        let now = self.clock.now();
+        let found = self
+            .current()
+            .by_hash
+            .get(hash)
+            .filter(|e| e.valid_at(now))
+            .map(|e| e.principal.clone());
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn key_count(&self) -> usize {
+        self.current().by_hash.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::ApiKey;
+    use crate::clock::FixedClock;
+
+    const DOC_KEY: &str = "b5c38d85-a042-4cef-8418-eb06752e346b";
+
+    fn file_for(key: &str, extra: &str) -> String {
+        let hash = ApiKey::parse(key).unwrap().hash().to_hex();
+        format!(
+            "[[user]]\nname = \"m1\"\nrole = \"manager\"\nqueues = [1, 3]\n\n\
+             [[key]]\nuser = \"m1\"\nsha256 = \"{hash}\"\ncreated_at = \"2026-01-01T00:00:00Z\"\n{extra}"
+        )
+    }
+
+    fn clock(at: &str) -> Arc<FixedClock> {
+        Arc::new(FixedClock::new(at.parse().unwrap()))
+    }
+
+    async fn lookup(store: &FileKeyStore, key: &str) -> Option<Principal> {
+        let hash = ApiKey::parse(key).unwrap().hash();
+        store.lookup(&hash).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn finds_principal_by_hash() {
+        let store =
+            FileKeyStore::embedded(&file_for(DOC_KEY, ""), clock("2026-06-01T00:00:00Z")).unwrap();
+        let p = lookup(&store, DOC_KEY).await.unwrap();
+        assert_eq!(&*p.user, "m1");
+        assert_eq!(p.role, Role::Manager);
+        assert!(p.may_see_queue(3) && !p.may_see_queue(2));
+        assert_eq!(&*p.tier, "default");
+        assert!(lookup(&store, "00000000-0000-0000-0000-000000000000")
+            .await
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn validity_window_and_disabled() {
+        let text = file_for(
+            DOC_KEY,
+            "not_before = \"2026-02-01T00:00:00Z\"\nexpires_at = \"2026-03-01T00:00:00Z\"\n",
+        );
+        let c = clock("2026-01-15T00:00:00Z");
+        let store = FileKeyStore::embedded(&text, c.clone()).unwrap();
+        assert!(lookup(&store, DOC_KEY).await.is_none(), "before not_before");
+        c.set("2026-02-01T00:00:00Z".parse().unwrap());
+        assert!(lookup(&store, DOC_KEY).await.is_some(), "at not_before");
+        c.set("2026-03-01T00:00:00Z".parse().unwrap());
+        assert!(lookup(&store, DOC_KEY).await.is_none(), "at expiry");
+        let store = FileKeyStore::embedded(&file_for(DOC_KEY, "disabled = true\n"), c).unwrap();
+        assert!(lookup(&store, DOC_KEY).await.is_none(), "disabled");
+    }
+
+    #[test]
+    fn invalid_files_are_refused() {
+        let cases = [
+            ("[[key]]\nuser = \"ghost\"\nsha256 = \"00\"\ncreated_at = \"2026-01-01T00:00:00Z\"\n", "not 64 hex"),
+            (&*file_for(DOC_KEY, "").replace("m1\"\nsha256", "ghost\"\nsha256"), "no user named"),
+            ("[[user]]\nname = \"a\"\nrole = \"manager\"\nqueues = [0]\n", "positive"),
+            ("[[user]]\nname = \"a\"\nrole = \"owner\"\n", "unknown variant"),
+            ("[[user]]\nname = \"a\"\nrole = \"admin\"\n[[user]]\nname = \"a\"\nrole = \"admin\"\n", "twice"),
+            ("[[user]]\nname = \"a\"\nrole = \"admin\"\ncolour = 1\n", "unknown field"),
+        ];
+        for (text, want) in cases {
+            let e = KeyFile::parse(text, "k.toml")
+                .and_then(|f| f.index("k.toml"))
+                .unwrap_err();
+            assert!(e.to_string().contains(want), "{text}: {e}");
+        }
+        let one = file_for(DOC_KEY, "");
+        let dup = format!("{one}{}", &one[one.find("[[key]]").unwrap()..]);
+        assert!(KeyFile::parse(&dup, "k")
+            .and_then(|f| f.index("k"))
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn broken_reload_keeps_previous_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        std::fs::write(&path, file_for(DOC_KEY, "")).unwrap();
+        let store = FileKeyStore::open(&path, clock("2026-06-01T00:00:00Z")).unwrap();
+        std::fs::write(&path, "[[user]\nbroken").unwrap();
+        assert!(store.reload().is_err());
+        assert!(lookup(&store, DOC_KEY).await.is_some());
+        assert_eq!(store.key_count(), 1);
+    }
+}

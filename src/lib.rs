@@ -1,0 +1,37 @@
+//! chime-gateway: an authenticating, ACL-enforcing reverse proxy for Chime's
+//! reporting API.
+//!
+//! The request path is composed in [`stack`]; each concern is one module
+//! named after the step it performs. [`server::Gateway`] binds the public and
+//! admin listeners; [`simulator`] is a built-in Chime used by `demo`, tests
+//! and benchmarks.
+
+pub mod acl;
+pub mod admin;
+pub mod auth;
+pub mod body;
+pub mod catalog;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod keystore;
+pub mod limits;
+pub mod metrics;
+pub mod observe;
+pub mod proxy;
+pub mod readiness;
+pub mod request;
+pub mod request_id;
+pub mod route;
+pub mod server;
+pub mod simulator;
+pub mod stack;
+pub mod state;
+
+/// The error type every layer returns; [`error::classify`] turns it into a response.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A boxed, `Send` future, as returned by every layer's service.
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;

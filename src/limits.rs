@@ -1,0 +1,119 @@
+//! Limits: refusals that need nothing but the request head.
+//!
+//! Rejects a request that carries a body (`Content-Length` other than 0,
+//! any `Transfer-Encoding`, or body frames) with 400 `body_not_allowed`,
+//! because Chime's model binding would read parameters out of a form body;
+//! a query longer than `listen.max_query_bytes` with 414 `query_too_long`;
+//! and sheds load past `listen.max_in_flight` concurrent requests with 503
+//! `overloaded` + `Retry-After` instead of queueing without bound.
+//! The body is dropped here: inner layers see `Request<()>`.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::Request;
+use tokio::sync::Semaphore;
+
+use crate::body::{self, Response};
+use crate::{BoxError, BoxFuture};
+
+/// Why a request was refused before routing.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    /// GET and HEAD carry no body here.
+    #[error("requests must not carry a body; send every parameter in the query string")]
+    BodyNotAllowed,
+    /// Query string over the limit.
+    #[error("the query string is longer than {limit} bytes")]
+    QueryTooLong {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Too many requests in flight.
+    #[error("the gateway is at capacity; retry shortly")]
+    Overloaded,
+}
+
+/// Layer for [`Limits`].
+#[derive(Debug, Clone)]
+pub struct LimitsLayer {
+    max_query_bytes: usize,
+    in_flight: Arc<Semaphore>,
+}
+
+impl LimitsLayer {
+    /// Limits with the given query length and concurrency caps.
+    pub fn new(max_query_bytes: usize, max_in_flight: usize) -> Self {
+        LimitsLayer {
+            max_query_bytes,
+            in_flight: Arc::new(Semaphore::new(max_in_flight)),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for LimitsLayer {
+    type Service = Limits<S>;
+    fn layer(&self, inner: S) -> Limits<S> {
+        Limits {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct Limits<S> {
+    inner: S,
+    layer: LimitsLayer,
+}
+
+fn has_body<B: http_body::Body>(req: &Request<B>) -> bool {
+    let h = req.headers();
+    let declared = h
+        .get_all(CONTENT_LENGTH)
+        .iter()
+        .any(|v| v.as_bytes() != b"0");
+    declared || h.contains_key(TRANSFER_ENCODING) || !req.body().is_end_stream()
+}
+
+impl<S, B> tower::Service<Request<B>> for Limits<S>
+where
+    S: tower::Service<Request<()>, Response = Response, Error = BoxError>,
+    S::Future: Send + 'static,
+    B: http_body::Body,
+{
+    type Response = Response;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let refused = if has_body(&req) {
+            Some(LimitError::BodyNotAllowed)
+        } else if req.uri().query().map_or(0, str::len) > self.layer.max_query_bytes {
+            Some(LimitError::QueryTooLong {
+                limit: self.layer.max_query_bytes,
+            })
+        } else {
+            None
+        };
+        if let Some(e) = refused {
+            return Box::pin(std::future::ready(Err(e.into())));
+        }
+        let Ok(permit) = Arc::clone(&self.layer.in_flight).try_acquire_owned() else {
+            return Box::pin(std::future::ready(Err(LimitError::Overloaded.into())));
+        };
+        let (parts, _body) = req.into_parts();
+        let fut = self.inner.call(Request::from_parts(parts, ()));
+        Box::pin(async move {
+            let resp = fut.await?;
+            // The permit is released when the response body is finished or dropped.
+            Ok(resp.map(|b| body::with_guard(b, permit)))
+        })
+    }
+}

@@ -1,0 +1,159 @@
+//! Prometheus metrics, registered into a registry the caller owns (no
+//! globals, so each test asserts exact counts on its own registry).
+//!
+//! Labels are bounded: route kind, status class, refusal code, report names
+//! from the catalog (unknown names are labelled `unknown`). Never a key, a
+//! user-supplied path or a query.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Buckets from 5 ms to 5 minutes: report queries range from cache hits to long CSV exports.
+const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// The gateway's metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Requests by route kind, status class and outcome (`ok` or the refusal code).
+    pub requests: IntCounterVec,
+    /// Time to the end of the response body, by route kind.
+    pub request_duration: HistogramVec,
+    /// Time until the upstream's response headers, by route kind.
+    pub upstream_duration: HistogramVec,
+    /// Response body bytes sent, by route kind.
+    pub response_bytes: IntCounterVec,
+    /// Requests being handled.
+    pub in_flight: IntGauge,
+    /// Upstream failures by kind (`connect`, `timeout`, `protocol`, `bad_answer`).
+    pub upstream_errors: IntCounterVec,
+    /// Open client connections.
+    pub connections: IntGauge,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them (and build info) into `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Metrics> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "chime_gateway_requests_total",
+                "Requests handled, by route kind, status class and outcome.",
+            ),
+            &["route", "status_class", "outcome"],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "chime_gateway_request_duration_seconds",
+                "Time from request to the end of the response body.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "chime_gateway_upstream_duration_seconds",
+                "Time until the upstream's response headers arrived.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        let response_bytes = IntCounterVec::new(
+            Opts::new(
+                "chime_gateway_response_bytes_total",
+                "Response body bytes sent to clients.",
+            ),
+            &["route"],
+        )?;
+        let in_flight = IntGauge::new(
+            "chime_gateway_in_flight_requests",
+            "Requests being handled.",
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "chime_gateway_upstream_errors_total",
+                "Upstream failures, by kind.",
+            ),
+            &["kind"],
+        )?;
+        let connections =
+            IntGauge::new("chime_gateway_open_connections", "Open client connections.")?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "chime_gateway_build_info",
+                "Always 1; the version label says which build runs.",
+            ),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(response_bytes.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(build_info))?;
+        Ok(Metrics {
+            requests,
+            request_duration,
+            upstream_duration,
+            response_bytes,
+            in_flight,
+            upstream_errors,
+            connections,
+        })
+    }
+}
+
+/// Renders `registry` in the Prometheus text format.
+pub fn render(registry: &Registry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 * 1024);
+    // Encoding into a Vec fails only on invalid metric families, which registration rejects.
+    let _ = TextEncoder::new().encode(&registry.gather(), &mut out);
+    out
+}
+
+/// `2xx`, `4xx`, ...
+pub fn status_class(status: http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_and_renders() {
+        let registry = Registry::new();
+        let m = Metrics::register(&registry).unwrap();
+        m.requests.with_label_values(&["report", "2xx", "ok"]).inc();
+        let text = String::from_utf8(render(&registry)).unwrap();
+        assert!(
+            text.contains(
+                r#"chime_gateway_requests_total{outcome="ok",route="report",status_class="2xx"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains("chime_gateway_build_info{version="));
+        // A second registration into the same registry is refused, not silently shared.
+        assert!(Metrics::register(&registry).is_err());
+    }
+
+    #[test]
+    fn classes() {
+        assert_eq!(status_class(http::StatusCode::OK), "2xx");
+        assert_eq!(status_class(http::StatusCode::NOT_FOUND), "4xx");
+        assert_eq!(status_class(http::StatusCode::GATEWAY_TIMEOUT), "5xx");
+    }
+}

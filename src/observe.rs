@@ -1,0 +1,244 @@
+//! Observe: the outermost layer, which sees every outcome.
+//!
+//! Assigns the [`RequestId`] (kept from a well-formed `X-Request-Id`, else
+//! generated) and a [`Trace`] that inner layers fill in (route, user, key
+//! fingerprint, report, queue, upstream timing). Turns every inner error
+//! into the JSON refusal via [`crate::error`], so this service never fails.
+//! Adds `X-Request-Id` to every response. When the response body ends (or
+//! the client goes away) it records metrics and writes one access-log line;
+//! neither ever contains a key or the raw query.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+
+use crate::auth::{Fingerprint, Principal};
+use crate::body::{Body, Response};
+use crate::error;
+use crate::metrics::{status_class, Metrics};
+use crate::request::{GatewayRequest, Target};
+use crate::request_id::{RequestId, X_REQUEST_ID};
+use crate::route::RouteMatch;
+use crate::{BoxError, BoxFuture};
+
+/// What inner layers learned about a request, for metrics and logs.
+#[derive(Debug, Clone, Default)]
+pub struct Trace(Arc<Mutex<TraceFields>>);
+
+/// The fields of a [`Trace`].
+#[derive(Debug, Clone, Default)]
+pub struct TraceFields {
+    /// Route kind, `unmatched` until routed.
+    pub route: Option<&'static str>,
+    /// Canonical report or discovery route name.
+    pub report: Option<String>,
+    /// `queueId`.
+    pub queue: Option<u32>,
+    /// User.
+    pub user: Option<Arc<str>>,
+    /// Role.
+    pub role: Option<&'static str>,
+    /// Key fingerprint.
+    pub fingerprint: Option<Fingerprint>,
+    /// Upstream status.
+    pub upstream_status: Option<u16>,
+    /// Seconds until upstream headers.
+    pub upstream_seconds: Option<f64>,
+}
+
+impl Trace {
+    fn update(&self, f: impl FnOnce(&mut TraceFields)) {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// A copy of the fields.
+    pub fn snapshot(&self) -> TraceFields {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records the route.
+    pub fn set_route(&self, m: &RouteMatch) {
+        self.update(|t| t.route = Some(m.kind()));
+    }
+
+    /// Records who is calling.
+    pub fn set_principal(&self, p: &Principal) {
+        self.update(|t| {
+            t.user = Some(Arc::clone(&p.user));
+            t.role = Some(p.role.as_str());
+            t.fingerprint = Some(p.fingerprint.clone());
+        });
+    }
+
+    /// Records the typed request.
+    pub fn set_request(&self, r: &GatewayRequest) {
+        self.update(|t| {
+            t.report = Some(match &r.target {
+                Target::Report(def) => def.name.clone(),
+                Target::Discovery(c) => c.discovery_route().to_owned(),
+                Target::SessionDetails(_) => "SessionDetails".to_owned(),
+            });
+            t.queue = r.params.queue_id;
+        });
+    }
+
+    /// Records the upstream's answer.
+    pub fn set_upstream(&self, status: StatusCode, seconds: f64) {
+        self.update(|t| {
+            t.upstream_status = Some(status.as_u16());
+            t.upstream_seconds = Some(seconds);
+        });
+    }
+}
+
+/// Layer for [`Observe`].
+#[derive(Debug, Clone)]
+pub struct ObserveLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl ObserveLayer {
+    /// Observes into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        ObserveLayer { metrics }
+    }
+}
+
+impl<S> tower::Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct Observe<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+/// Finishes a request's bookkeeping when dropped: with the response body,
+/// or with the request future if the client went away first.
+struct Completion {
+    start: Instant,
+    id: RequestId,
+    method: Method,
+    trace: Trace,
+    metrics: Arc<Metrics>,
+    status: Option<StatusCode>,
+    outcome: &'static str,
+    bytes: u64,
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let m = &self.metrics;
+        m.in_flight.dec();
+        let t = self.trace.snapshot();
+        let route = t.route.unwrap_or("unmatched");
+        let (class, outcome) = match self.status {
+            Some(s) => (status_class(s), self.outcome),
+            None => ("none", "client_closed"),
+        };
+        let elapsed = self.start.elapsed().as_secs_f64();
+        m.requests.with_label_values(&[route, class, outcome]).inc();
+        m.request_duration
+            .with_label_values(&[route])
+            .observe(elapsed);
+        m.response_bytes
+            .with_label_values(&[route])
+            .inc_by(self.bytes);
+        tracing::info!(
+            target: "chime_gateway::access",
+            request_id = %self.id,
+            method = %self.method,
+            route,
+            report = t.report.as_deref(),
+            queue = t.queue,
+            user = t.user.as_deref(),
+            role = t.role,
+            key = t.fingerprint.as_ref().map(Fingerprint::as_str),
+            status = self.status.map(|s| s.as_u16()),
+            outcome,
+            upstream_status = t.upstream_status,
+            upstream_seconds = t.upstream_seconds,
+            bytes = self.bytes,
+            seconds = elapsed,
+            "request"
+        );
+    }
+}
+
+impl<S, B> tower::Service<Request<B>> for Observe<S>
+where
+    S: tower::Service<Request<B>, Response = Response, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Inner layers are always ready (they shed load by refusing, not by waiting).
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let id = RequestId::from_headers(req.headers());
+        let trace = Trace::default();
+        req.extensions_mut().insert(id.clone());
+        req.extensions_mut().insert(trace.clone());
+        self.metrics.in_flight.inc();
+        let mut done = Completion {
+            start: Instant::now(),
+            id,
+            method: req.method().clone(),
+            trace,
+            metrics: Arc::clone(&self.metrics),
+            status: None,
+            outcome: "ok",
+            bytes: 0,
+        };
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let mut resp = match fut.await {
+                Ok(resp) => resp,
+                Err(err) => {
+                    let c = error::classify(err.as_ref());
+                    if c.is_internal() {
+                        tracing::error!(request_id = %done.id, error = %err, "internal error");
+                    }
+                    done.outcome = c.code;
+                    error::render(&c, &done.id)
+                }
+            };
+            resp.headers_mut()
+                .insert(&X_REQUEST_ID, done.id.header_value());
+            done.status = Some(resp.status());
+            Ok(resp.map(|body| count_into(body, done)))
+        })
+    }
+}
+
+fn count_into(body: Body, mut done: Completion) -> Body {
+    body.map_frame(move |frame| {
+        // Borrow the whole value so the closure owns `done`, not just its counter.
+        let done = &mut done;
+        if let Some(data) = frame.data_ref() {
+            done.bytes += data.len() as u64;
+        }
+        frame
+    })
+    .boxed_unsync()
+}

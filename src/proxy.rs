@@ -1,0 +1,303 @@
+//! Proxy: sends the typed request to Chime and streams the answer back.
+//!
+//! The upstream request is built only from the [`GatewayRequest`]: canonical
+//! path and query under the configured base URL, the client's method (GET or
+//! HEAD), allowlisted client headers ([`headers`]), `X-Request-Id`,
+//! `X-Forwarded-For` / `X-Forwarded-Proto` / `Forwarded` set by the gateway
+//! (client values are never forwarded), `Host` from the base URL, and
+//! `Authorization` per the upstream auth mode. Response bodies stream
+//! through unbuffered, except a manager's SessionDetails answer, which is
+//! held (at most 1 MiB) until its `QueueId` has been checked.
+//!
+//! Fails with 502 `upstream_unavailable` (connect failure), 504
+//! `upstream_timeout` (no response headers within `response_timeout`) and
+//! 502 `upstream_error` (anything else).
+
+pub mod client;
+pub mod headers;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, AUTHORIZATION};
+use http::{HeaderName, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+
+use crate::acl::{Denied, SessionQueueCheck};
+use crate::auth::ApiKey;
+use crate::body::{self, Response};
+use crate::config::{UpstreamAuth, UpstreamConfig};
+use crate::metrics::Metrics;
+use crate::observe::Trace;
+use crate::readiness::Readiness;
+use crate::request::GatewayRequest;
+use crate::request_id::{RequestId, X_REQUEST_ID};
+use crate::{BoxError, BoxFuture};
+pub use client::{TlsSetupError, UpstreamClient};
+
+/// Largest SessionDetails answer the gateway holds for the queue check.
+const SESSION_ANSWER_LIMIT: usize = 1 << 20;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Why the upstream exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection could be made.
+    #[error("the Chime server could not be reached")]
+    Unavailable,
+    /// No response headers in time.
+    #[error("the Chime server did not answer in time")]
+    Timeout,
+    /// The exchange failed after connecting.
+    #[error("the Chime server's answer could not be read")]
+    Failed,
+    /// The answer could not be checked (SessionDetails without a queue id).
+    #[error("the Chime server's answer could not be checked, so it is withheld")]
+    BadAnswer,
+}
+
+/// The client's address, inserted by the server for each connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// The scheme the client used to reach the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientScheme(pub &'static str);
+
+/// The proxy service (innermost).
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: UpstreamClient,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    prefix: String,
+    response_timeout: std::time::Duration,
+    auth: UpstreamAuth,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+}
+
+impl Proxy {
+    /// A proxy to `cfg`'s upstream.
+    pub fn new(
+        cfg: &UpstreamConfig,
+        metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
+    ) -> Result<Proxy, TlsSetupError> {
+        let client = client::build(cfg)?;
+        let parts = cfg.base_url.clone().into_parts();
+        Ok(Proxy {
+            inner: Arc::new(Inner {
+                client,
+                scheme: parts.scheme.unwrap_or(http::uri::Scheme::HTTP),
+                authority: parts
+                    .authority
+                    .unwrap_or(http::uri::Authority::from_static("localhost")),
+                prefix: cfg.path_prefix().to_owned(),
+                response_timeout: cfg.response_timeout,
+                auth: cfg.auth.clone(),
+                metrics,
+                readiness,
+            }),
+        })
+    }
+}
+
+impl Inner {
+    fn build(
+        &self,
+        req: &Request<()>,
+        typed: &GatewayRequest,
+    ) -> Result<Request<Empty<Bytes>>, BoxError> {
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(typed.upstream_path_and_query(&self.prefix))
+            .build()?;
+        let mut out = Request::builder()
+            .method(req.method().clone())
+            .uri(uri)
+            .body(Empty::new())?;
+        let h = out.headers_mut();
+        headers::copy_request_headers(req.headers(), h);
+        let ext = req.extensions();
+        if let Some(id) = ext.get::<RequestId>() {
+            h.insert(&X_REQUEST_ID, id.header_value());
+        }
+        let proto = ext.get::<ClientScheme>().map_or("http", |s| s.0);
+        if let Some(ClientAddr(addr)) = ext.get::<ClientAddr>() {
+            let ip = addr.ip();
+            h.insert(&X_FORWARDED_FOR, HeaderValue::from_str(&ip.to_string())?);
+            let node = match ip {
+                std::net::IpAddr::V4(v4) => v4.to_string(),
+                std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+            };
+            h.insert(
+                &FORWARDED,
+                HeaderValue::from_str(&format!("for={node};proto={proto}"))?,
+            );
+        }
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        let bearer = match &self.auth {
+            UpstreamAuth::Passthrough => ext
+                .get::<ApiKey>()
+                .ok_or("proxy reached without an authenticated key")?
+                .expose(),
+            UpstreamAuth::Service(secret) => secret.expose(),
+        };
+        let mut value = HeaderValue::from_str(&format!("Bearer {bearer}"))?;
+        value.set_sensitive(true);
+        h.insert(AUTHORIZATION, value);
+        Ok(out)
+    }
+
+    async fn forward(self: Arc<Self>, req: Request<()>) -> Result<Response, BoxError> {
+        let typed = req
+            .extensions()
+            .get::<GatewayRequest>()
+            .ok_or("proxy reached without a typed request")?;
+        let upstream_req = self.build(&req, typed)?;
+        let route = req.extensions().get::<Trace>().cloned();
+        let started = Instant::now();
+        let sent =
+            tokio::time::timeout(self.response_timeout, self.client.request(upstream_req)).await;
+        let resp = match sent {
+            Err(_elapsed) => {
+                self.metrics
+                    .upstream_errors
+                    .with_label_values(&["timeout"])
+                    .inc();
+                return Err(UpstreamError::Timeout.into());
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                self.metrics
+                    .upstream_errors
+                    .with_label_values(&["connect"])
+                    .inc();
+                self.readiness.upstream_connect_failed();
+                tracing::warn!(error = %e, "upstream connect failed");
+                return Err(UpstreamError::Unavailable.into());
+            }
+            Ok(Err(e)) => {
+                self.metrics
+                    .upstream_errors
+                    .with_label_values(&["protocol"])
+                    .inc();
+                tracing::warn!(error = %e, "upstream exchange failed");
+                return Err(UpstreamError::Failed.into());
+            }
+            Ok(Ok(resp)) => resp,
+        };
+        self.readiness.upstream_answered();
+        let elapsed = started.elapsed().as_secs_f64();
+        let kind = typed_kind(typed);
+        self.metrics
+            .upstream_duration
+            .with_label_values(&[kind])
+            .observe(elapsed);
+        if let Some(trace) = route {
+            trace.set_upstream(resp.status(), elapsed);
+        }
+        let (mut parts, incoming) = resp.into_parts();
+        headers::clean_response_headers(&mut parts.headers);
+        if let Some(check) = req.extensions().get::<SessionQueueCheck>() {
+            if parts.status == StatusCode::OK {
+                let held = self.check_session(incoming, check).await?;
+                return Ok(Response::from_parts(parts, body::full(held)));
+            }
+        }
+        Ok(Response::from_parts(parts, body::stream(incoming)))
+    }
+
+    async fn check_session(
+        &self,
+        incoming: hyper::body::Incoming,
+        check: &SessionQueueCheck,
+    ) -> Result<Bytes, BoxError> {
+        let bad_answer = || {
+            self.metrics
+                .upstream_errors
+                .with_label_values(&["bad_answer"])
+                .inc();
+            UpstreamError::BadAnswer
+        };
+        let bytes = Limited::new(incoming, SESSION_ANSWER_LIMIT)
+            .collect()
+            .await
+            .map_err(|_| bad_answer())?
+            .to_bytes();
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| bad_answer())?;
+        let queue = session_queue(&doc).ok_or_else(bad_answer)?;
+        if check.0.contains(&queue) {
+            Ok(bytes)
+        } else {
+            Err(Denied::SessionForbidden.into())
+        }
+    }
+}
+
+/// The session's queue id: the top-level `QueueId` (any case), a positive integer.
+fn session_queue(doc: &serde_json::Value) -> Option<u32> {
+    let obj = doc.as_object()?;
+    let mut found = obj
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("queueid"));
+    let (_, value) = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    value
+        .as_u64()
+        .filter(|&q| q > 0)
+        .and_then(|q| u32::try_from(q).ok())
+}
+
+fn typed_kind(typed: &GatewayRequest) -> &'static str {
+    match typed.target {
+        crate::request::Target::Report(_) => "report",
+        crate::request::Target::Discovery(_) => "discovery",
+        crate::request::Target::SessionDetails(_) => "session",
+    }
+}
+
+impl tower::Service<Request<()>> for Proxy {
+    type Response = Response;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Response, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<()>) -> Self::Future {
+        Box::pin(Arc::clone(&self.inner).forward(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_queue_is_read_strictly() {
+        let q = |s: &str| session_queue(&serde_json::from_str(s).unwrap());
+        assert_eq!(q(r#"{"SessionId":5,"QueueId":3}"#), Some(3));
+        assert_eq!(q(r#"{"queueid":3}"#), Some(3));
+        assert_eq!(q(r#"{"QueueId":"3"}"#), None);
+        assert_eq!(q(r#"{"QueueId":0}"#), None);
+        assert_eq!(q(r#"{"QueueId":3,"queueId":4}"#), None);
+        assert_eq!(q(r#"{"Session":{"QueueId":3}}"#), None);
+        assert_eq!(q(r#"[{"QueueId":3}]"#), None);
+    }
+}

@@ -1,0 +1,136 @@
+//! Header hygiene between client and upstream.
+//!
+//! Requests: only an allowlist of client headers is copied (never Cookie,
+//! Authorization, Host, method-override or `X-Forwarded-*` headers, and
+//! nothing whose name contains `_`), minus any header the client's
+//! `Connection` names. Responses: hop-by-hop headers, those the upstream's
+//! `Connection` names, cookies and server fingerprints are removed.
+
+use http::header::{self, HeaderMap, HeaderName};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy `Keep-Alive` and
+/// `Proxy-Connection`): meaningful for one connection only.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Client headers that may reach the upstream.
+static FORWARDED_REQUEST_HEADERS: [HeaderName; 7] = [
+    header::ACCEPT,
+    header::ACCEPT_ENCODING,
+    header::ACCEPT_LANGUAGE,
+    header::USER_AGENT,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    HeaderName::from_static("traceparent"),
+];
+
+/// Upstream response headers never passed to clients: Chime's session
+/// cookies and server/framework version banners.
+static DROPPED_RESPONSE_HEADERS: [HeaderName; 5] = [
+    header::SET_COOKIE,
+    header::SERVER,
+    HeaderName::from_static("x-powered-by"),
+    HeaderName::from_static("x-aspnet-version"),
+    HeaderName::from_static("x-aspnetmvc-version"),
+];
+
+/// Names listed in `Connection` headers (lower-cased by `HeaderName`).
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// Copies the allowlisted client headers into `out`.
+pub fn copy_request_headers(client: &HeaderMap, out: &mut HeaderMap) {
+    let listed = connection_listed(client);
+    for name in &FORWARDED_REQUEST_HEADERS {
+        if listed.contains(name) {
+            continue;
+        }
+        for value in client.get_all(name) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Removes what must not travel from the upstream to the client.
+pub fn clean_response_headers(headers: &mut HeaderMap) {
+    for name in connection_listed(headers) {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP.iter().chain(&DROPPED_RESPONSE_HEADERS) {
+        headers.remove(name);
+    }
+    headers.remove(&PROXY_CONNECTION);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn request_headers_are_allowlisted() {
+        let client = map(&[
+            ("accept", "text/csv"),
+            ("user-agent", "PowerBI"),
+            ("cookie", "queueId=2"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-http-method-override", "DELETE"),
+            ("queue_id", "2"),
+            ("authorization", "Bearer x"),
+            ("host", "evil"),
+            ("connection", "keep-alive, User-Agent"),
+            ("te", "trailers"),
+        ]);
+        let mut out = HeaderMap::new();
+        copy_request_headers(&client, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[header::ACCEPT], "text/csv");
+    }
+
+    #[test]
+    fn response_hop_by_hop_and_listed_headers_removed() {
+        let mut h = map(&[
+            ("content-type", "text/csv"),
+            ("connection", "close, x-internal"),
+            ("x-internal", "secret"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-connection", "keep-alive"),
+            ("set-cookie", "ASP.NET_SessionId=abc"),
+            ("server", "Microsoft-IIS/10.0"),
+            ("x-powered-by", "ASP.NET"),
+            ("upgrade", "h2c"),
+        ]);
+        clean_response_headers(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h[header::CONTENT_TYPE], "text/csv");
+    }
+}

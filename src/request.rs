@@ -1,0 +1,497 @@
+//! Parse: the request target becomes a typed [`GatewayRequest`].
+//!
+//! Uses the route ([`RouteMatch`]) and the report [`Catalog`]; every value is
+//! parsed into its type (`queueId` a canonical positive 32-bit integer,
+//! `start`/`stop` instants, `csv` a boolean, `zone` a tz-database zone).
+//! Which parameters a route accepts is fixed here. Rejects with 404
+//! `unknown_report` and the 400 family of [`QueryError`], each naming the
+//! parameter and showing a valid example. Adds the [`GatewayRequest`] to the
+//! request's extensions; nothing downstream looks at the raw query again,
+//! and the upstream receives only [`GatewayRequest::upstream_path_and_query`].
+
+mod query;
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::Request;
+use jiff::tz::{TimeZone, TimeZoneDatabase};
+use jiff::Timestamp;
+
+use crate::body::Response;
+use crate::catalog::{Catalog, Category, ReportDef};
+use crate::observe::Trace;
+use crate::route::RouteMatch;
+use crate::{BoxError, BoxFuture};
+use query::Name;
+
+/// A parameter problem; every message names the parameter.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// Not decodable at all.
+    #[error("malformed query string: {reason}")]
+    Malformed {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A name the gateway does not know.
+    #[error("unknown parameter `{name}`; accepted parameters are queueId, start, stop (or end), csv and zone")]
+    UnknownParameter {
+        /// The name, made printable.
+        name: String,
+    },
+    /// The same parameter twice (after decoding and case folding).
+    #[error("parameter `{name}` is given more than once")]
+    DuplicateParameter {
+        /// Canonical name.
+        name: &'static str,
+    },
+    /// Two parameters that mean the same thing.
+    #[error("give either `{a}` or `{b}`, not both")]
+    ConflictingParameters {
+        /// One.
+        a: &'static str,
+        /// The other.
+        b: &'static str,
+    },
+    /// A required parameter is absent.
+    #[error("parameter `{name}` is required, e.g. `{example}`")]
+    MissingParameter {
+        /// Canonical name.
+        name: &'static str,
+        /// A valid example.
+        example: &'static str,
+    },
+    /// A value that does not parse.
+    #[error("parameter `{name}`: {problem}; for example `{example}`")]
+    BadValue {
+        /// Canonical name.
+        name: &'static str,
+        /// What is wrong with the value (never quotes it).
+        problem: String,
+        /// A valid example.
+        example: &'static str,
+    },
+    /// A known parameter this route does not take.
+    #[error("parameter `{name}` is not accepted by {route}")]
+    NotAccepted {
+        /// Canonical name.
+        name: &'static str,
+        /// Which kind of route.
+        route: &'static str,
+    },
+}
+
+/// A time-zone id from the bundled tz database, in canonical spelling.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    name: Arc<str>,
+    tz: TimeZone,
+}
+
+impl PartialEq for Zone {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+impl Eq for Zone {}
+
+impl Zone {
+    /// Looks `id` up case-insensitively in the tz database bundled with the binary.
+    pub fn parse(id: &str) -> Option<Zone> {
+        static DB: std::sync::OnceLock<TimeZoneDatabase> = std::sync::OnceLock::new();
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return None;
+        }
+        let tz = DB.get_or_init(TimeZoneDatabase::bundled).get(id).ok()?;
+        let name = tz.iana_name()?.into();
+        Some(Zone { name, tz })
+    }
+
+    /// Canonical id (`America/New_York`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The zone.
+    pub fn tz(&self) -> &TimeZone {
+        &self.tz
+    }
+}
+
+/// What the request is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A report from the catalog.
+    Report(Arc<ReportDef>),
+    /// A discovery route.
+    Discovery(Category),
+    /// One session's details.
+    SessionDetails(u64),
+}
+
+/// Typed parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params {
+    /// `queueId`.
+    pub queue_id: Option<u32>,
+    /// `start`.
+    pub start: Option<Timestamp>,
+    /// `stop` (or `end`).
+    pub stop: Option<Timestamp>,
+    /// `csv=true`.
+    pub csv: bool,
+    /// `zone`.
+    pub zone: Option<Zone>,
+}
+
+/// A fully parsed request: the only thing the ACL and the proxy look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayRequest {
+    /// Route and report.
+    pub target: Target,
+    /// Parameters.
+    pub params: Params,
+}
+
+/// Formats an instant the way Chime's examples do: `2020-11-01T04:00:00.000Z`.
+pub fn format_instant(ts: Timestamp) -> String {
+    ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, `:` and `/`
+/// (`+` in particular, which ASP.NET would read as a space).
+fn push_encoded(out: &mut String, value: &str) {
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':' | b'/') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+impl GatewayRequest {
+    /// The upstream path and canonical query under `prefix` (e.g. `/Chime`).
+    /// Parameters always appear in the order queueId, start, stop, csv, zone.
+    pub fn upstream_path_and_query(&self, prefix: &str) -> String {
+        let mut out = String::with_capacity(prefix.len() + 128);
+        out.push_str(prefix);
+        match &self.target {
+            Target::Report(r) => {
+                out.push_str("/Report/");
+                out.push_str(&r.name);
+            }
+            Target::Discovery(c) => {
+                out.push_str("/Report/");
+                out.push_str(c.discovery_route());
+            }
+            Target::SessionDetails(id) => {
+                let _ = write!(out, "/Session/SessionDetails/{id}");
+            }
+        }
+        let p = &self.params;
+        let mut sep = '?';
+        let mut param = |out: &mut String, name: &str, value: &str| {
+            out.push(sep);
+            sep = '&';
+            out.push_str(name);
+            out.push('=');
+            push_encoded(out, value);
+        };
+        if let Some(q) = p.queue_id {
+            param(&mut out, "queueId", &q.to_string());
+        }
+        if let Some(t) = p.start {
+            param(&mut out, "start", &format_instant(t));
+        }
+        if let Some(t) = p.stop {
+            param(&mut out, "stop", &format_instant(t));
+        }
+        if p.csv {
+            param(&mut out, "csv", "true");
+        }
+        if let Some(z) = &p.zone {
+            param(&mut out, "zone", z.name());
+        }
+        out
+    }
+}
+
+fn bad(name: Name, problem: &str) -> QueryError {
+    QueryError::BadValue {
+        name: name.as_str(),
+        problem: problem.to_owned(),
+        example: query::example(name),
+    }
+}
+
+/// A canonical positive 32-bit integer: no sign, no leading zero, digits only.
+fn parse_queue_id(v: &str) -> Result<u32, QueryError> {
+    let canonical = !v.is_empty()
+        && v.len() <= 10
+        && !v.starts_with('0')
+        && v.bytes().all(|b| b.is_ascii_digit());
+    v.parse::<u32>()
+        .ok()
+        .filter(|&n| canonical && n <= i32::MAX as u32)
+        .ok_or_else(|| {
+            bad(
+                Name::QueueId,
+                "must be a positive whole number without sign, leading zeros or separators",
+            )
+        })
+}
+
+fn parse_instant(name: Name, v: &str) -> Result<Timestamp, QueryError> {
+    let ts: Timestamp = v
+        .parse()
+        .map_err(|_| bad(name, "must be an ISO-8601 date-time with an offset"))?;
+    if ts.as_second() < 0 || ts.strftime("%Y").to_string().len() != 4 {
+        return Err(bad(name, "must be between the years 1970 and 9999"));
+    }
+    Ok(ts)
+}
+
+fn parse_csv(v: &str) -> Result<bool, QueryError> {
+    const TRUE: [&str; 3] = ["true", "1", "yes"];
+    const FALSE: [&str; 3] = ["false", "0", "no"];
+    if TRUE.iter().any(|t| t.eq_ignore_ascii_case(v)) {
+        Ok(true)
+    } else if FALSE.iter().any(|t| t.eq_ignore_ascii_case(v)) {
+        Ok(false)
+    } else {
+        Err(bad(Name::Csv, "must be true or false (also 1/0, yes/no)"))
+    }
+}
+
+/// What a route takes.
+struct Accepts {
+    route: &'static str,
+    queue: Presence,
+    window: Presence,
+    stop: bool,
+    csv: bool,
+    zone: bool,
+}
+
+#[derive(PartialEq, Eq)]
+enum Presence {
+    Required,
+    Refused,
+}
+
+fn accepts(target: &Target) -> Accepts {
+    let (route, queue, window, stop, csv, zone) = match target {
+        Target::Report(r) if r.category.is_per_queue() => (
+            "per-queue reports",
+            Presence::Required,
+            Presence::Required,
+            !r.start_only,
+            true,
+            true,
+        ),
+        Target::Report(r) => (
+            "tenant-wide reports",
+            Presence::Refused,
+            Presence::Required,
+            !r.start_only,
+            true,
+            true,
+        ),
+        Target::Discovery(Category::Global) => (
+            "GetAvailableGlobalReports",
+            Presence::Refused,
+            Presence::Refused,
+            false,
+            false,
+            false,
+        ),
+        Target::Discovery(_) => (
+            "queue discovery routes",
+            Presence::Required,
+            Presence::Refused,
+            false,
+            false,
+            false,
+        ),
+        Target::SessionDetails(_) => (
+            "SessionDetails",
+            Presence::Refused,
+            Presence::Refused,
+            false,
+            false,
+            true,
+        ),
+    };
+    Accepts {
+        route,
+        queue,
+        window,
+        stop,
+        csv,
+        zone,
+    }
+}
+
+/// Parses a routed request's query into a [`GatewayRequest`]. Fails with
+/// [`crate::catalog::UnknownReport`] (404) or [`QueryError`] (400).
+pub fn parse(
+    route: &RouteMatch,
+    raw_query: Option<&str>,
+    catalog: &Catalog,
+) -> Result<GatewayRequest, BoxError> {
+    let target = match route {
+        RouteMatch::Report(name) => Target::Report(catalog.find(name)?),
+        RouteMatch::Discovery(c) => Target::Discovery(*c),
+        RouteMatch::SessionDetails(id) => Target::SessionDetails(*id),
+    };
+    Ok(parse_params(target, raw_query)?)
+}
+
+fn parse_params(target: Target, raw_query: Option<&str>) -> Result<GatewayRequest, QueryError> {
+    let mut pairs = query::parse(raw_query.unwrap_or(""))?;
+    let rules = accepts(&target);
+    let refuse = |name: Name| QueryError::NotAccepted {
+        name: name.as_str(),
+        route: rules.route,
+    };
+    let mut params = Params::default();
+
+    let queue = pairs.take(Name::QueueId);
+    params.queue_id = match (queue, &rules.queue) {
+        (Some(v), Presence::Required) => Some(parse_queue_id(&v)?),
+        (Some(_), Presence::Refused) => return Err(refuse(Name::QueueId)),
+        (None, Presence::Required) => {
+            return Err(QueryError::MissingParameter {
+                name: "queueId",
+                example: query::example(Name::QueueId),
+            })
+        }
+        (None, Presence::Refused) => None,
+    };
+
+    let start = pairs.take(Name::Start);
+    let stop = match (pairs.take(Name::Stop), pairs.take(Name::End)) {
+        (Some(_), Some(_)) => {
+            return Err(QueryError::ConflictingParameters {
+                a: "stop",
+                b: "end",
+            })
+        }
+        (Some(v), None) => Some((Name::Stop, v)),
+        (None, Some(v)) => Some((Name::End, v)),
+        (None, None) => None,
+    };
+    if rules.window == Presence::Refused {
+        if start.is_some() {
+            return Err(refuse(Name::Start));
+        }
+        if let Some((name, _)) = stop {
+            return Err(refuse(name));
+        }
+    } else {
+        let start = start.ok_or(QueryError::MissingParameter {
+            name: "start",
+            example: query::example(Name::Start),
+        })?;
+        params.start = Some(parse_instant(Name::Start, &start)?);
+        if let Some((name, v)) = stop {
+            if !rules.stop {
+                return Err(QueryError::NotAccepted {
+                    name: name.as_str(),
+                    route: "StartOnly reports (they cover the one day given by start)",
+                });
+            }
+            let stop = parse_instant(name, &v)?;
+            if params.start.is_some_and(|s| s > stop) {
+                return Err(bad(name, "must not be before start"));
+            }
+            params.stop = Some(stop);
+        }
+    }
+
+    if let Some(v) = pairs.take(Name::Csv) {
+        if !rules.csv {
+            return Err(refuse(Name::Csv));
+        }
+        params.csv = parse_csv(&v)?;
+    }
+    if let Some(v) = pairs.take(Name::Zone) {
+        if !rules.zone {
+            return Err(refuse(Name::Zone));
+        }
+        params.zone = Some(Zone::parse(&v).ok_or_else(|| {
+            bad(
+                Name::Zone,
+                "is not a time-zone id of the IANA tz database (see the TZ identifier column of https://en.wikipedia.org/wiki/List_of_tz_database_time_zones)",
+            )
+        })?);
+    }
+    Ok(GatewayRequest { target, params })
+}
+
+/// Layer for [`Parse`].
+#[derive(Debug, Clone)]
+pub struct ParseLayer {
+    catalog: Arc<Catalog>,
+}
+
+impl ParseLayer {
+    /// Parses against `catalog`.
+    pub fn new(catalog: Arc<Catalog>) -> Self {
+        ParseLayer { catalog }
+    }
+}
+
+impl<S> tower::Layer<S> for ParseLayer {
+    type Service = Parse<S>;
+    fn layer(&self, inner: S) -> Parse<S> {
+        Parse {
+            inner,
+            catalog: Arc::clone(&self.catalog),
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct Parse<S> {
+    inner: S,
+    catalog: Arc<Catalog>,
+}
+
+impl<S> tower::Service<Request<()>> for Parse<S>
+where
+    S: tower::Service<Request<()>, Response = Response, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<()>) -> Self::Future {
+        let parsed = match req.extensions().get::<RouteMatch>() {
+            Some(route) => parse(route, req.uri().query(), &self.catalog),
+            None => Err("parse layer reached without a route".into()),
+        };
+        match parsed {
+            Ok(typed) => {
+                if let Some(trace) = req.extensions().get::<Trace>() {
+                    trace.set_request(&typed);
+                }
+                req.extensions_mut().insert(typed);
+                Box::pin(self.inner.call(req))
+            }
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,222 @@
+//! Strict query-string tokenising.
+//!
+//! Splits on `&` only (`;` is an ordinary byte, and so is refused by every
+//! value parser); percent-decoding accepts exactly `%` + two hex digits,
+//! the result must be UTF-8 without control characters; `+` is a literal
+//! plus, never a space. Names are folded to their canonical spelling, and a
+//! name seen twice after decoding and folding is refused, so no reading of
+//! "first wins" or "last wins" can differ from ours.
+
+use super::QueryError;
+
+/// The parameters the gateway understands, in their canonical spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Name {
+    QueueId,
+    Start,
+    Stop,
+    End,
+    Csv,
+    Zone,
+}
+
+impl Name {
+    const ALL: [Name; 6] = [
+        Name::QueueId,
+        Name::Start,
+        Name::Stop,
+        Name::End,
+        Name::Csv,
+        Name::Zone,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Name::QueueId => "queueId",
+            Name::Start => "start",
+            Name::Stop => "stop",
+            Name::End => "end",
+            Name::Csv => "csv",
+            Name::Zone => "zone",
+        }
+    }
+
+    fn from_folded(s: &str) -> Option<Name> {
+        Name::ALL
+            .into_iter()
+            .find(|n| n.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+/// Decoded `(name, value)` pairs, names canonical and unique.
+#[derive(Debug, Default)]
+pub(crate) struct Pairs(Vec<(Name, String)>);
+
+impl Pairs {
+    pub(crate) fn take(&mut self, name: Name) -> Option<String> {
+        let i = self.0.iter().position(|(n, _)| *n == name)?;
+        Some(self.0.swap_remove(i).1)
+    }
+
+    pub(crate) fn names(&self) -> impl Iterator<Item = Name> + '_ {
+        self.0.iter().map(|(n, _)| *n)
+    }
+}
+
+/// Tokenises a raw query string (without the `?`).
+pub(crate) fn parse(raw: &str) -> Result<Pairs, QueryError> {
+    let mut pairs = Pairs::default();
+    for segment in raw.split('&') {
+        if segment.is_empty() {
+            continue;
+        }
+        let (raw_name, raw_value) = segment.split_once('=').unwrap_or((segment, ""));
+        let name = decode(raw_name)?;
+        let canonical = Name::from_folded(&name).ok_or_else(|| QueryError::UnknownParameter {
+            name: printable(&name),
+        })?;
+        let value = decode(raw_value)?;
+        if value.is_empty() {
+            return Err(QueryError::BadValue {
+                name: canonical.as_str(),
+                problem: "the value is empty".into(),
+                example: example(canonical),
+            });
+        }
+        if pairs.names().any(|n| n == canonical) {
+            return Err(QueryError::DuplicateParameter {
+                name: canonical.as_str(),
+            });
+        }
+        pairs.0.push((canonical, value));
+    }
+    Ok(pairs)
+}
+
+/// An example of a valid value, for error messages.
+pub(crate) fn example(name: Name) -> &'static str {
+    match name {
+        Name::QueueId => "queueId=1",
+        Name::Start => "start=2020-11-01T04:00:00.000Z",
+        Name::Stop => "stop=2020-12-01T04:59:59.999Z",
+        Name::End => "end=2020-12-01T04:59:59.999Z",
+        Name::Csv => "csv=true",
+        Name::Zone => "zone=America/New_York",
+    }
+}
+
+fn decode(s: &str) -> Result<String, QueryError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or_else(bad_escape)?;
+            let hi = (hex[0] as char).to_digit(16).ok_or_else(bad_escape)?;
+            let lo = (hex[1] as char).to_digit(16).ok_or_else(bad_escape)?;
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    let text = String::from_utf8(out).map_err(|_| QueryError::Malformed {
+        reason: "a percent-encoded sequence is not valid UTF-8".into(),
+    })?;
+    if text.chars().any(char::is_control) {
+        return Err(QueryError::Malformed {
+            reason: "the query contains control characters".into(),
+        });
+    }
+    Ok(text)
+}
+
+fn bad_escape() -> QueryError {
+    QueryError::Malformed {
+        reason: "`%` must be followed by two hex digits".into(),
+    }
+}
+
+/// A parameter name made safe to quote back: printable ASCII, at most 40 chars.
+fn printable(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(40)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect();
+    if s.chars().count() > 40 {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(raw: &str) -> Vec<(&'static str, String)> {
+        parse(raw)
+            .unwrap()
+            .0
+            .into_iter()
+            .map(|(n, v)| (n.as_str(), v))
+            .collect()
+    }
+
+    #[test]
+    fn folds_names_and_decodes_values() {
+        assert_eq!(
+            names("QUEUEID=1&Start=a%3Ab&csv=true&&"),
+            vec![
+                ("queueId", "1".into()),
+                ("start", "a:b".into()),
+                ("csv", "true".into())
+            ]
+        );
+        assert_eq!(names("%71ueueId=7"), vec![("queueId", "7".into())]);
+        assert_eq!(
+            names("zone=Etc%2FGMT+5"),
+            vec![("zone", "Etc/GMT+5".into())]
+        );
+    }
+
+    #[test]
+    fn refuses_ambiguity() {
+        let refused = [
+            "queueId=1&queueId=2",
+            "queueId=1&QueueID=2",
+            "queueId=1&%71ueueId=2",
+            "queueId=",
+            "queueId",
+            "queue_id=1",
+            "queueId[]=1",
+            "apikey=x",
+            "queueId=%",
+            "queueId=%4",
+            "queueId=%zz",
+            "queueId=%u0031",
+            "queueId=%00",
+            "queueId=1%0d%0aX:1",
+            "queueId=%ff",
+            "queueId=%c0%b1",
+        ];
+        for raw in refused {
+            assert!(parse(raw).is_err(), "{raw}");
+        }
+    }
+
+    #[test]
+    fn unknown_names_are_quoted_safely() {
+        let Err(QueryError::UnknownParameter { name }) = parse(&format!("{}=1", "x".repeat(100)))
+        else {
+            panic!("expected unknown parameter");
+        };
+        assert_eq!(name.len(), 40 + '…'.len_utf8());
+        let Err(QueryError::UnknownParameter { name }) = parse("a%20b=1") else {
+            panic!("expected unknown parameter");
+        };
+        assert_eq!(name, "a?b");
+    }
+}

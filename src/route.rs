@@ -1,0 +1,206 @@
+//! Route: the allowlist of paths the gateway serves.
+//!
+//! Checks the request target against the only shapes that are ever
+//! forwarded: `/Chime/Report/{ReportName}`, the six discovery routes
+//! `/Chime/Report/Get…Reports`, and `/Chime/Session/SessionDetails/{id}`.
+//! Matching is exact apart from ASCII case: segments must be ASCII letters
+//! and digits, so dot segments, `//`, backslashes, `;` parameters and
+//! percent-encoding never match anything and are refused rather than
+//! "cleaned". Session ids are canonical positive integers (Chime's
+//! `SessionID` is an integer key).
+//!
+//! Rejects with 404 `not_found` (unknown path) and 405 `method_not_allowed`
+//! (anything but GET and HEAD on a known path). Adds a [`RouteMatch`] to the
+//! request's extensions.
+
+use std::task::{Context, Poll};
+
+use http::{Method, Request};
+
+use crate::body::Response;
+use crate::catalog::{self, Category};
+use crate::observe::Trace;
+use crate::{BoxError, BoxFuture};
+
+/// Which allowlisted route a request is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteMatch {
+    /// `/Chime/Report/{name}`: name as sent (shape checked, catalog not yet consulted).
+    Report(String),
+    /// `/Chime/Report/Get…Reports`.
+    Discovery(Category),
+    /// `/Chime/Session/SessionDetails/{id}`.
+    SessionDetails(u64),
+}
+
+impl RouteMatch {
+    /// A bounded label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RouteMatch::Report(_) => "report",
+            RouteMatch::Discovery(_) => "discovery",
+            RouteMatch::SessionDetails(_) => "session",
+        }
+    }
+}
+
+/// Why a request matched no route.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// The path is not one the gateway serves.
+    #[error("no such route; the gateway serves /Chime/Report/{{ReportName}}, the report discovery routes and /Chime/Session/SessionDetails/{{id}}")]
+    NotFound,
+    /// Known path, wrong method.
+    #[error("only GET and HEAD are allowed")]
+    MethodNotAllowed,
+}
+
+/// Matches a path (no query) against the allowlist.
+pub fn match_path(path: &str) -> Result<RouteMatch, RouteError> {
+    let rest = path.strip_prefix('/').ok_or(RouteError::NotFound)?;
+    let mut segs = rest.split('/');
+    let (Some(root), Some(area)) = (segs.next(), segs.next()) else {
+        return Err(RouteError::NotFound);
+    };
+    if !root.eq_ignore_ascii_case("Chime") {
+        return Err(RouteError::NotFound);
+    }
+    let found = if area.eq_ignore_ascii_case("Report") {
+        match (segs.next(), segs.next()) {
+            (Some(name), None) if catalog::is_report_name(name) => {
+                match Category::from_discovery_route(name) {
+                    Some(c) => RouteMatch::Discovery(c),
+                    None => RouteMatch::Report(name.to_owned()),
+                }
+            }
+            _ => return Err(RouteError::NotFound),
+        }
+    } else if area.eq_ignore_ascii_case("Session") {
+        match (segs.next(), segs.next(), segs.next()) {
+            (Some(sd), Some(id), None) if sd.eq_ignore_ascii_case("SessionDetails") => {
+                RouteMatch::SessionDetails(parse_session_id(id).ok_or(RouteError::NotFound)?)
+            }
+            _ => return Err(RouteError::NotFound),
+        }
+    } else {
+        return Err(RouteError::NotFound);
+    };
+    Ok(found)
+}
+
+/// A canonical positive integer: digits only, no leading zero, fits in `i64`.
+fn parse_session_id(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 || s.starts_with('0') || !s.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    s.parse::<u64>().ok().filter(|&n| n <= i64::MAX as u64)
+}
+
+/// Layer for [`Route`].
+#[derive(Debug, Clone, Default)]
+pub struct RouteLayer;
+
+impl<S> tower::Layer<S> for RouteLayer {
+    type Service = Route<S>;
+    fn layer(&self, inner: S) -> Route<S> {
+        Route { inner }
+    }
+}
+
+/// Refuses requests outside the allowlist; inserts [`RouteMatch`].
+#[derive(Debug, Clone)]
+pub struct Route<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request<()>> for Route<S>
+where
+    S: tower::Service<Request<()>, Response = Response, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<()>) -> Self::Future {
+        let matched = match_path(req.uri().path()).and_then(|m| {
+            if req.method() == Method::GET || req.method() == Method::HEAD {
+                Ok(m)
+            } else {
+                Err(RouteError::MethodNotAllowed)
+            }
+        });
+        match matched {
+            Ok(m) => {
+                if let Some(trace) = req.extensions().get::<Trace>() {
+                    trace.set_route(&m);
+                }
+                req.extensions_mut().insert(m);
+                Box::pin(self.inner.call(req))
+            }
+            Err(e) => Box::pin(std::future::ready(Err(e.into()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlisted_shapes() {
+        assert_eq!(
+            match_path("/Chime/Report/InboundVsAnsweredChats").unwrap(),
+            RouteMatch::Report("InboundVsAnsweredChats".into())
+        );
+        assert_eq!(
+            match_path("/chime/report/GetQueueBotReports").unwrap(),
+            RouteMatch::Discovery(Category::QueueBot)
+        );
+        assert_eq!(
+            match_path("/Chime/Session/SessionDetails/12345").unwrap(),
+            RouteMatch::SessionDetails(12345)
+        );
+    }
+
+    #[test]
+    fn everything_else_is_not_found() {
+        for p in [
+            "",
+            "/",
+            "/Chime",
+            "/Chime/",
+            "/Chime/Report",
+            "/Chime/Report/",
+            "/Chime/Report/A/B",
+            "/Chime/Report/../Admin",
+            "/Chime/Report/%41bc",
+            "/Chime/Report/Abc;x=1",
+            "/Chime/Report/Abc.",
+            "/Chime/Report/Abc%2e",
+            "/Chime//Report/Abc",
+            "/Chime/Report//Abc",
+            "/Chime\\Report\\Abc",
+            "/Chime/Report/Ab c",
+            "/Chime/Report/Äbc",
+            "/Chime/Admin/Users",
+            "/Other/Report/Abc",
+            "/Chime/Session/SessionDetails",
+            "/Chime/Session/SessionDetails/",
+            "/Chime/Session/SessionDetails/0",
+            "/Chime/Session/SessionDetails/007",
+            "/Chime/Session/SessionDetails/-1",
+            "/Chime/Session/SessionDetails/1e3",
+            "/Chime/Session/SessionDetails/99999999999999999999",
+            "/Chime/Session/SessionDetails/1/x",
+            "/Chime/Session/Other/1",
+        ] {
+            assert!(matches!(match_path(p), Err(RouteError::NotFound)), "{p}");
+        }
+    }
+}

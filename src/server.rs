@@ -1,0 +1,245 @@
+//! Listeners: the public gateway and the admin endpoint.
+//!
+//! The public listener serves HTTP/1.1 and HTTP/2 (hyper-util auto) with a
+//! header read timeout, header size and count limits, HTTP/2 stream and
+//! reset limits, an idle timeout (no request in flight and no bytes moved),
+//! and at most `max_connections` open connections (further ones wait in the
+//! kernel's accept backlog). On shutdown it stops accepting, marks the
+//! instance not ready, asks every connection to close after its in-flight
+//! requests (long CSV streams included) and waits up to `shutdown_grace`.
+
+mod idle;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tower::ServiceExt;
+
+use crate::admin::Admin;
+use crate::body;
+use crate::clock::SystemClock;
+use crate::config::{Config, ListenConfig};
+use crate::proxy::{ClientAddr, ClientScheme};
+use crate::stack::{self, GatewayService};
+use crate::state::{AppState, StartError};
+use idle::{Activity, ActivityIo};
+
+/// A bound, not yet running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    state: Arc<AppState>,
+    public: TcpListener,
+    admin: TcpListener,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+impl Gateway {
+    /// Builds the state from `config` and binds both listeners.
+    pub async fn bind(config: Config) -> Result<Gateway, StartError> {
+        let state = AppState::build(config, Arc::new(SystemClock))?;
+        Self::bind_state(state).await
+    }
+
+    /// Binds both listeners for an already built state.
+    pub async fn bind_state(state: AppState) -> Result<Gateway, StartError> {
+        let public = bind(state.config.listen.address).await?;
+        let admin = bind(state.config.admin.address).await?;
+        Ok(Gateway {
+            state: Arc::new(state),
+            public,
+            admin,
+        })
+    }
+
+    /// The public listener's address.
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public
+            .local_addr()
+            .unwrap_or(self.state.config.listen.address)
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .unwrap_or(self.state.config.admin.address)
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then drains.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        let Gateway {
+            state,
+            public,
+            admin,
+        } = self;
+        let admin_task = tokio::spawn(serve_admin(admin, Admin::new(Arc::clone(&state))));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+        let builder = Arc::new(connection_builder(&state.config.listen));
+        let svc: GatewayService<Incoming> = stack::build(&state);
+        let slots = Arc::new(Semaphore::new(state.config.listen.max_connections));
+        let idle = state.config.listen.idle_timeout;
+        tracing::info!(address = %public.local_addr().map(|a| a.to_string()).unwrap_or_default(), "gateway listening");
+
+        tokio::pin!(shutdown);
+        loop {
+            let slot = tokio::select! {
+                slot = Arc::clone(&slots).acquire_owned() => slot,
+                () = &mut shutdown => break,
+            };
+            let Ok(slot) = slot else { break };
+            let accepted = tokio::select! {
+                accepted = public.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let conn = Conn {
+                builder: Arc::clone(&builder),
+                svc: svc.clone(),
+                peer,
+                idle,
+                stop: stop_rx.clone(),
+            };
+            let metrics = Arc::clone(&state.metrics);
+            let done = done_tx.clone();
+            metrics.connections.inc();
+            tokio::spawn(async move {
+                conn.serve(stream).await;
+                metrics.connections.dec();
+                drop(slot);
+                drop(done);
+            });
+        }
+
+        state.readiness.start_draining();
+        drop(public);
+        let _ = stop_tx.send(true);
+        drop(done_tx);
+        let grace = state.config.listen.shutdown_grace;
+        tracing::info!(grace = ?grace, open = state.metrics.connections.get(), "draining connections");
+        if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
+            tracing::warn!(
+                open = state.metrics.connections.get(),
+                "shutdown grace period over; closing remaining connections"
+            );
+        }
+        admin_task.abort();
+        tracing::info!("gateway stopped");
+    }
+}
+
+fn connection_builder(cfg: &ListenConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .max_buf_size(cfg.max_header_bytes)
+        .max_headers(cfg.max_headers)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(100)
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(64))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+struct Conn {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    svc: GatewayService<Incoming>,
+    peer: SocketAddr,
+    idle: Duration,
+    stop: watch::Receiver<bool>,
+}
+
+impl Conn {
+    async fn serve(mut self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::new());
+        let io = TokioIo::new(ActivityIo::new(stream, Arc::clone(&activity)));
+        let peer = self.peer;
+        let svc = self.svc;
+        let tracker = Arc::clone(&activity);
+        let hyper_svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(ClientAddr(peer));
+            req.extensions_mut().insert(ClientScheme("http"));
+            let busy = tracker.begin_request();
+            let fut = svc.clone().oneshot(req);
+            async move {
+                let resp = fut.await?;
+                Ok::<_, Infallible>(resp.map(|b| body::with_guard(b, busy)))
+            }
+        });
+        let conn = self.builder.serve_connection(io, hyper_svc);
+        tokio::pin!(conn);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                _ = self.stop.changed(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                () = activity.idle_for(self.idle), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+async fn serve_admin(listener: TcpListener, admin: Admin) {
+    let admin = Arc::new(admin);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let admin = Arc::clone(&admin);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let admin = Arc::clone(&admin);
+                async move { Ok::<_, Infallible>(admin.handle(&req)) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,167 @@
+//! Connection idleness: bytes moved and requests in flight, so a connection
+//! is closed only when it has done nothing for the idle timeout — a slow
+//! report that sends no byte for minutes is not idle.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+/// Last activity and in-flight requests of one connection.
+#[derive(Debug)]
+pub(super) struct Activity {
+    origin: Instant,
+    last_nanos: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+/// Held while a request (including its response body) is in flight.
+#[derive(Debug)]
+pub(super) struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Activity {
+    pub(super) fn new() -> Self {
+        Activity {
+            origin: Instant::now(),
+            last_nanos: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let nanos = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    pub(super) fn begin_request(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.touch();
+        Busy(Arc::clone(self))
+    }
+
+    /// Completes once the connection has been idle for `limit`.
+    pub(super) async fn idle_for(&self, limit: Duration) {
+        loop {
+            let last = self.origin + Duration::from_nanos(self.last_nanos.load(Ordering::Relaxed));
+            let deadline = last + limit;
+            if Instant::now() >= deadline && self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            tokio::time::sleep_until(deadline.max(Instant::now() + limit / 4)).await;
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream that records when bytes move.
+    pub(super) struct ActivityIo<T> {
+        #[pin]
+        inner: T,
+        activity: Arc<Activity>,
+    }
+}
+
+impl<T> ActivityIo<T> {
+    pub(super) fn new(inner: T, activity: Arc<Activity>) -> Self {
+        ActivityIo { inner, activity }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for ActivityIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let res = this.inner.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.touch();
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for ActivityIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let res = this.inner.poll_write(cx, buf);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        res
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let res = this.inner.poll_write_vectored(cx, bufs);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_only_without_requests_or_traffic() {
+        let a = Arc::new(Activity::new());
+        let limit = Duration::from_secs(60);
+        // Idle after the limit when nothing happens.
+        let start = Instant::now();
+        a.idle_for(limit).await;
+        assert!(start.elapsed() >= limit);
+
+        // A request in flight keeps the connection busy however long it takes.
+        let busy = a.begin_request();
+        let waiter = {
+            let a = Arc::clone(&a);
+            tokio::spawn(async move { a.idle_for(limit).await })
+        };
+        tokio::time::sleep(limit * 5).await;
+        assert!(!waiter.is_finished());
+        drop(busy);
+        let released = Instant::now();
+        waiter.await.unwrap();
+        assert!(
+            released.elapsed() >= limit,
+            "idle counts from the request's end"
+        );
+    }
+}

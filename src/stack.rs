@@ -1,0 +1,51 @@
+//! The request path, composed in one place. Outermost first:
+//!
+//! 1. [`observe`](crate::observe) — request id, error → JSON response,
+//!    metrics and access log (sees every outcome);
+//! 2. [`limits`](crate::limits) — no bodies, query length, global in-flight cap;
+//! 3. [`route`](crate::route) — path allowlist and method;
+//! 4. [`auth`](crate::auth) — bearer key → principal;
+//! 5. [`request`](crate::request) — query → typed request (with the catalog);
+//! 6. [`acl`](crate::acl) — queue ACL on the typed request;
+//! 7. [`proxy`](crate::proxy) — canonical upstream request, streamed answer.
+//!
+//! Each layer refuses without calling the next one.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::Request;
+use tower::util::BoxCloneService;
+use tower::ServiceBuilder;
+
+use crate::acl::AclLayer;
+use crate::auth::AuthLayer;
+use crate::body::Response;
+use crate::limits::LimitsLayer;
+use crate::observe::ObserveLayer;
+use crate::request::ParseLayer;
+use crate::route::RouteLayer;
+use crate::state::AppState;
+
+/// The composed gateway service for requests with body type `B`.
+pub type GatewayService<B> = BoxCloneService<Request<B>, Response, Infallible>;
+
+/// Builds the stack over `state`.
+pub fn build<B>(state: &AppState) -> GatewayService<B>
+where
+    B: http_body::Body + Send + 'static,
+{
+    let listen = &state.config.listen;
+    let svc = ServiceBuilder::new()
+        .layer(ObserveLayer::new(Arc::clone(&state.metrics)))
+        .layer(LimitsLayer::new(
+            listen.max_query_bytes,
+            listen.max_in_flight,
+        ))
+        .layer(RouteLayer)
+        .layer(AuthLayer::new(Arc::clone(&state.keys)))
+        .layer(ParseLayer::new(Arc::clone(&state.catalog)))
+        .layer(AclLayer)
+        .service(state.proxy.clone());
+    BoxCloneService::new(svc)
+}
