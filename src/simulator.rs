@@ -75,6 +75,7 @@ struct Shared {
     catalog: Catalog,
     behavior: Mutex<Behavior>,
     recorded: Mutex<Vec<Recorded>>,
+    extra_headers: Mutex<HeaderMap>,
     produced: Arc<AtomicU64>,
 }
 
@@ -107,6 +108,7 @@ impl Simulator {
             catalog: Catalog::new(&cfg.reports),
             behavior: Mutex::new(Behavior::Normal),
             recorded: Mutex::new(Vec::new()),
+            extra_headers: Mutex::new(HeaderMap::new()),
             produced: Arc::new(AtomicU64::new(0)),
         });
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
@@ -126,6 +128,11 @@ impl Simulator {
     /// Changes how it answers from now on.
     pub fn set_behavior(&self, behavior: Behavior) {
         *lock(&self.shared.behavior) = behavior;
+    }
+
+    /// Adds these headers to every answer from now on (to test header hygiene).
+    pub fn set_extra_headers(&self, headers: HeaderMap) {
+        *lock(&self.shared.extra_headers) = headers;
     }
 
     /// Every request received so far.
@@ -152,7 +159,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let shared = Arc::clone(&shared);
-                async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+                async move {
+                    let mut resp = handle(&shared, req).await;
+                    let extra = lock(&shared.extra_headers).clone();
+                    for (name, value) in &extra {
+                        resp.headers_mut().append(name, value.clone());
+                    }
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)

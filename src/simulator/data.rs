@@ -144,20 +144,29 @@ fn discovery(catalog: &Catalog, category: Category, q: &Query) -> Response {
     json(&serde_json::Value::Array(list))
 }
 
-fn zone(q: &Query) -> Result<TimeZone, Response> {
+/// A model-binding failure: the field and Chime's message for it.
+struct Invalid(&'static str, &'static str);
+
+impl From<Invalid> for Response {
+    fn from(Invalid(field, problem): Invalid) -> Response {
+        bad_request(field, problem)
+    }
+}
+
+fn zone(q: &Query) -> Result<TimeZone, Invalid> {
     match q.get("zone") {
         None => Ok(TimeZone::UTC),
         Some(id) => TimeZoneDatabase::bundled()
             .get(id)
-            .map_err(|_| bad_request("zone", "The time zone id is not recognised.")),
+            .map_err(|_| Invalid("zone", "The time zone id is not recognised.")),
     }
 }
 
-fn instant(q: &Query, name: &str) -> Result<Option<Timestamp>, Response> {
+fn instant(q: &Query, name: &'static str) -> Result<Option<Timestamp>, Invalid> {
     q.get(name)
         .map(|v| {
             v.parse::<Timestamp>()
-                .map_err(|_| bad_request(name, "The value is not a valid date."))
+                .map_err(|_| Invalid(name, "The value is not a valid date."))
         })
         .transpose()
 }
@@ -187,16 +196,16 @@ fn report_answer(def: &ReportDef, q: &Query, large: Option<(u64, Arc<AtomicU64>)
     };
     let tz = match zone(q) {
         Ok(tz) => tz,
-        Err(resp) => return resp,
+        Err(invalid) => return invalid.into(),
     };
     let start = match instant(q, "start") {
         Ok(Some(t)) => t,
         Ok(None) => return bad_request("start", "The start field is required."),
-        Err(resp) => return resp,
+        Err(invalid) => return invalid.into(),
     };
     let stop = match instant(q, "stop") {
         Ok(t) => t.unwrap_or_else(Timestamp::now),
-        Err(resp) => return resp,
+        Err(invalid) => return invalid.into(),
     };
     let csv = q.get("csv").is_some_and(|v| v.eq_ignore_ascii_case("true"));
     if let Some((total, produced)) = large {
@@ -277,7 +286,7 @@ fn session_details(id: &str, q: &Query) -> Response {
     }
     let tz = match zone(q) {
         Ok(tz) => tz,
-        Err(resp) => return resp,
+        Err(invalid) => return invalid.into(),
     };
     let queue = (id - 1) % 3 + 1;
     let started =

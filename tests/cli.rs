@@ -1,0 +1,102 @@
+//! The command line: check-config's verdicts and exit codes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+fn gateway() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_chime-gateway"))
+}
+
+#[test]
+fn check_config_accepts_the_shipped_file_and_masks_secrets() {
+    let out = gateway()
+        .args(["check-config", "--config", "config/gateway.toml"])
+        .env("CHIME_GATEWAY_LISTEN", "0.0.0.0:8443")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("OK"), "{text}");
+    assert!(
+        text.contains("address = \"0.0.0.0:8443\""),
+        "env override applied: {text}"
+    );
+    assert!(text.contains("response_timeout = \"2m\""), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, "[upstream]\nauth = \"service\"\n").unwrap();
+    let out = gateway()
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .env(
+            "CHIME_GATEWAY_UPSTREAM_SERVICE_KEY",
+            "very-secret-service-key",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("very-secret"), "{text}");
+    assert!(text.contains("***"), "{text}");
+}
+
+#[test]
+fn check_config_names_file_and_key_when_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    for (text, key) in [
+        (
+            "[listen]\nidle_timeout = \"forever\"\n",
+            "listen.idle_timeout",
+        ),
+        ("[upstream]\nbase_uri = \"http://x\"\n", "base_uri"),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let out = gateway()
+            .args(["check-config", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("broken.toml") && err.contains(key), "{err}");
+    }
+    let out = gateway()
+        .args(["check-config", "--config", "/nonexistent/gw.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn serve_refuses_to_start_on_a_broken_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("keys.toml"),
+        "[[user]]\nname = \"a\"\nrole = \"nobody\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("gw.toml"),
+        "[listen]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let out = gateway()
+        .args([
+            "serve",
+            "--config",
+            dir.path().join("gw.toml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("keys.toml") && err.contains("nobody"), "{err}");
+}

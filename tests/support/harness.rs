@@ -1,0 +1,193 @@
+//! Starts the real gateway on 127.0.0.1:0 in front of the simulated Chime.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chime_gateway::clock::SystemClock;
+use chime_gateway::config::{Config, KeysConfig};
+use chime_gateway::demo::{ADMIN_KEY, DEMO_KEYS, MANAGER_KEY};
+use chime_gateway::server::Gateway;
+use chime_gateway::simulator::{Simulator, SimulatorConfig};
+use chime_gateway::state::AppState;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const MANAGER: &str = MANAGER_KEY;
+pub const ADMIN: &str = ADMIN_KEY;
+
+pub const DOC_QUERY: &str =
+    "queueId=1&start=2020-11-01T04:00:00.000Z&stop=2020-12-01T04:59:59.999Z&csv=true";
+
+pub struct Harness {
+    pub sim: Simulator,
+    pub addr: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+    pub state: Arc<AppState>,
+    pub client: Client<HttpConnector, Empty<Bytes>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+}
+
+pub fn base_config(upstream: &str) -> Config {
+    let toml = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n\
+         [upstream]\nbase_url = \"{upstream}\"\n"
+    );
+    let mut c = Config::from_toml(
+        &toml,
+        "<test>",
+        Path::new("."),
+        &std::collections::HashMap::new(),
+    )
+    .expect("test config");
+    c.keys = KeysConfig::Embedded(DEMO_KEYS);
+    c
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
+        let sim = Simulator::start(SimulatorConfig {
+            keys: vec![MANAGER.into(), ADMIN.into(), "service-key-123".into()],
+            reports: chime_gateway::catalog::builtin(),
+        })
+        .await
+        .expect("simulator");
+        let mut config = base_config(&sim.base_url());
+        tweak(&mut config);
+        Self::start_config(sim, config).await
+    }
+
+    pub async fn start_config(sim: Simulator, config: Config) -> Harness {
+        let state = AppState::build(config, Arc::new(SystemClock)).expect("state");
+        let gw = Gateway::bind_state(state).await.expect("bind");
+        let addr = gw.public_addr();
+        let admin = gw.admin_addr();
+        let state = Arc::clone(gw.state());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(gw.run(async move {
+            let _ = stopped.await;
+        }));
+        Harness {
+            sim,
+            addr,
+            admin,
+            state,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, target: &str) -> String {
+        format!("http://{}{target}", self.addr)
+    }
+
+    pub async fn send(&self, method: Method, target: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut req = Request::builder().method(method).uri(self.url(target));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self
+            .client
+            .request(req.body(Empty::new()).unwrap())
+            .await
+            .expect("request");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, target: &str, headers: &[(&str, &str)]) -> Answer {
+        self.send(Method::GET, target, headers).await
+    }
+
+    pub async fn get_as(&self, key: &str, target: &str) -> Answer {
+        let auth = format!("Bearer {key}");
+        self.get(target, &[("authorization", &auth)]).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Answer {
+        let resp = self
+            .client
+            .request(
+                Request::get(format!("http://{}{path}", self.admin))
+                    .body(Empty::new())
+                    .unwrap(),
+            )
+            .await
+            .expect("admin request");
+        let (parts, body) = resp.into_parts();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.expect("body").to_bytes(),
+        }
+    }
+
+    /// Writes raw bytes on a fresh connection and reads until the server closes it.
+    pub async fn raw(&self, request: &[u8]) -> String {
+        let mut s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    pub fn metrics_text(&self) -> String {
+        String::from_utf8(chime_gateway::metrics::render(&self.state.registry)).unwrap()
+    }
+
+    /// Triggers shutdown and returns the gateway's task, which ends after draining.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.take().expect("running")
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
