@@ -1,0 +1,91 @@
+//! Micro-benchmarks of the request path: `cargo bench --bench pipeline`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chime_gateway::auth::{bearer_key, ApiKey};
+use chime_gateway::catalog::{builtin, Catalog};
+use chime_gateway::clock::SystemClock;
+use chime_gateway::config::{Config, KeysConfig};
+use chime_gateway::demo::{ADMIN_KEY, DEMO_KEYS, MANAGER_KEY};
+use chime_gateway::keystore::file::FileKeyStore;
+use chime_gateway::keystore::KeyStore;
+use chime_gateway::route::match_path;
+use chime_gateway::simulator::{Simulator, SimulatorConfig};
+use chime_gateway::state::AppState;
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::{HeaderMap, HeaderValue, Request};
+use http_body_util::{BodyExt, Empty};
+use tower::ServiceExt;
+
+const TARGET: &str = "/Chime/Report/InboundVsAnsweredChats?queueId=1&start=2020-11-01T04:00:00.000Z&stop=2020-12-01T04:59:59.999Z&csv=true";
+
+fn parse(c: &mut Criterion) {
+    let catalog = Catalog::new(&builtin());
+    let (path, query) = TARGET.split_once('?').unwrap();
+    c.bench_function("route + parse + canonical query", |b| {
+        b.iter(|| {
+            let route = match_path(path).unwrap();
+            let typed = chime_gateway::request::parse(&route, Some(query), &catalog).unwrap();
+            typed.upstream_path_and_query("/Chime")
+        })
+    });
+}
+
+fn auth(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = FileKeyStore::embedded(DEMO_KEYS, Arc::new(SystemClock)).unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {MANAGER_KEY}")).unwrap(),
+    );
+    c.bench_function("bearer parse + hash + key lookup", |b| {
+        b.to_async(&rt).iter(|| async {
+            let key: ApiKey = bearer_key(&headers).unwrap();
+            store.lookup(&key.hash()).await.unwrap().unwrap()
+        })
+    });
+}
+
+fn full_stack(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (svc, _sim) = rt.block_on(async {
+        let sim = Simulator::start(SimulatorConfig {
+            keys: vec![MANAGER_KEY.into(), ADMIN_KEY.into()],
+            reports: builtin(),
+        })
+        .await
+        .unwrap();
+        let toml = format!("[upstream]\nbase_url = \"{}\"\n", sim.base_url());
+        let mut config = Config::from_toml(
+            &toml,
+            "<bench>",
+            Path::new("."),
+            &std::collections::HashMap::new(),
+        )
+        .unwrap();
+        config.keys = KeysConfig::Embedded(DEMO_KEYS);
+        let state = AppState::build(config, Arc::new(SystemClock)).unwrap();
+        (chime_gateway::stack::build::<Empty<Bytes>>(&state), sim)
+    });
+    c.bench_function("full stack, report via simulated Chime", |b| {
+        b.to_async(&rt).iter(|| {
+            let svc = svc.clone();
+            async move {
+                let req = Request::get(TARGET)
+                    .header("authorization", format!("Bearer {MANAGER_KEY}"))
+                    .body(Empty::<Bytes>::new())
+                    .unwrap();
+                let resp = svc.oneshot(req).await.unwrap();
+                assert_eq!(resp.status(), 200);
+                resp.into_body().collect().await.unwrap().to_bytes().len()
+            }
+        })
+    });
+}
+
+criterion_group!(benches, parse, auth, full_stack);
+criterion_main!(benches);
