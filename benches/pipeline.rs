@@ -8,7 +8,7 @@ use bytes::Bytes;
 use chime_gateway::auth::{bearer_key, ApiKey};
 use chime_gateway::catalog::{builtin, Catalog};
 use chime_gateway::clock::SystemClock;
-use chime_gateway::config::{Config, KeysConfig};
+use chime_gateway::config::{Config, KeySource};
 use chime_gateway::demo::{ADMIN_KEY, DEMO_KEYS, MANAGER_KEY};
 use chime_gateway::keystore::file::FileKeyStore;
 use chime_gateway::keystore::KeyStore;
@@ -67,7 +67,7 @@ fn full_stack(c: &mut Criterion) {
             &std::collections::HashMap::new(),
         )
         .unwrap();
-        config.keys = KeysConfig::Embedded(DEMO_KEYS);
+        config.keys.source = KeySource::Embedded(DEMO_KEYS);
         let state = AppState::build(config, Arc::new(SystemClock)).unwrap();
         (chime_gateway::stack::build::<Empty<Bytes>>(&state), sim)
     });

@@ -3,7 +3,9 @@
 //! - `GET /healthz` — 200 while the process is alive;
 //! - `GET /readyz` — 200 when ready to serve, 503 otherwise, with the
 //!   reasons as JSON (draining, keys loaded, upstream proven dead);
-//! - `GET /metrics` — Prometheus text exposition.
+//! - `GET /metrics` — Prometheus text exposition;
+//! - `GET /keys/last-used` — when each key (by fingerprint) was last used by
+//!   this instance, read by `chime-gateway keys list`.
 //!
 //! Anything else is 404 (405 for another method on a known path), in the
 //! gateway's JSON error shape.
@@ -42,7 +44,10 @@ impl Admin {
     /// Answers one admin request.
     pub fn handle<B>(&self, req: &Request<B>) -> Response {
         let id = RequestId::from_headers(req.headers());
-        let known = matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics");
+        let known = matches!(
+            req.uri().path(),
+            "/healthz" | "/readyz" | "/metrics" | "/keys/last-used"
+        );
         let mut resp = if !known {
             error::render(&error::classify(&RouteError::NotFound), &id)
         } else if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -61,6 +66,18 @@ impl Admin {
                     doc["keys"] = self.state.keys.key_count().into();
                     doc["reports"] = self.state.catalog.len().into();
                     json(status, &doc)
+                }
+                "/keys/last-used" => {
+                    let keys: Vec<_> = self
+                        .state
+                        .keys
+                        .last_used()
+                        .into_iter()
+                        .map(|(fp, at)| {
+                            serde_json::json!({"fingerprint": fp.as_str(), "last_used": at.to_string()})
+                        })
+                        .collect();
+                    json(StatusCode::OK, &serde_json::json!({ "keys": keys }))
                 }
                 _ => {
                     let mut resp =

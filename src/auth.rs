@@ -6,12 +6,16 @@
 //! never read from the query string. Missing, malformed and unknown keys are
 //! refused with 401 and `WWW-Authenticate: Bearer realm="chime", ...`; an
 //! unreachable key store with 503 (never 401, so a partner does not think
-//! their key is wrong). Adds the [`Principal`] and the canonical [`ApiKey`]
-//! (for upstream pass-through) to the request's extensions.
+//! their key is wrong). Failed attempts count against the client address's
+//! budget ([`throttle`]); over it, 429 `auth_throttled` + `Retry-After`.
+//! Adds the [`Principal`] and the canonical [`ApiKey`] (for upstream
+//! pass-through) to the request's extensions and records the key's last use.
 
 pub mod key;
+pub mod throttle;
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -21,9 +25,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::body::Response;
 use crate::keystore::KeyStore;
+use crate::metrics::Metrics;
 use crate::observe::Trace;
+use crate::server::ClientAddr;
 use crate::{BoxError, BoxFuture};
 pub use key::{ApiKey, Fingerprint, KeyHash};
+pub use throttle::AuthThrottle;
 
 /// Why authentication failed. Messages never echo the key.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +50,34 @@ pub enum AuthError {
     /// The key store cannot answer and no cached verdict exists.
     #[error("the key store is unavailable; retry shortly")]
     StoreUnavailable,
+    /// Too many failed authentications from this address.
+    #[error("too many failed authentications from your address; retry after {} s", retry_after.as_secs().max(1))]
+    Throttled {
+        /// How long to wait.
+        retry_after: std::time::Duration,
+    },
+}
+
+impl AuthError {
+    /// The `reason` label for the failure metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Malformed => "malformed",
+            AuthError::Unknown => "unknown",
+            AuthError::Multiple => "multiple",
+            AuthError::StoreUnavailable => "store_unavailable",
+            AuthError::Throttled { .. } => "throttled",
+        }
+    }
+
+    /// Whether this failure counts against the address's failure budget.
+    fn counts_as_guess(&self) -> bool {
+        matches!(
+            self,
+            AuthError::Missing | AuthError::Malformed | AuthError::Unknown | AuthError::Multiple
+        )
+    }
 }
 
 /// What a user may see.
@@ -106,13 +141,30 @@ pub fn bearer_key(headers: &HeaderMap) -> Result<ApiKey, AuthError> {
 /// Layer for [`Authenticate`].
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
     store: Arc<dyn KeyStore>,
+    throttle: Arc<AuthThrottle>,
+    metrics: Arc<Metrics>,
 }
 
 impl AuthLayer {
-    /// Authenticates against `store`.
-    pub fn new(store: Arc<dyn KeyStore>) -> Self {
-        AuthLayer { store }
+    /// Authenticates against `store`, throttling failures per address.
+    pub fn new(
+        store: Arc<dyn KeyStore>,
+        throttle: Arc<AuthThrottle>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        AuthLayer {
+            shared: Arc::new(Shared {
+                store,
+                throttle,
+                metrics,
+            }),
+        }
     }
 }
 
@@ -121,7 +173,7 @@ impl<S> tower::Layer<S> for AuthLayer {
     fn layer(&self, inner: S) -> Authenticate<S> {
         Authenticate {
             inner,
-            store: Arc::clone(&self.store),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -130,7 +182,51 @@ impl<S> tower::Layer<S> for AuthLayer {
 #[derive(Debug, Clone)]
 pub struct Authenticate<S> {
     inner: S,
-    store: Arc<dyn KeyStore>,
+    shared: Arc<Shared>,
+}
+
+impl Shared {
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        ip: Option<IpAddr>,
+    ) -> Result<(Principal, ApiKey), AuthError> {
+        if let Some(wait) = ip.and_then(|ip| self.throttle.blocked_for(ip)) {
+            self.metrics
+                .auth_failures
+                .with_label_values(&["throttled"])
+                .inc();
+            return Err(AuthError::Throttled { retry_after: wait });
+        }
+        let outcome: Result<(Principal, ApiKey), AuthError> = async {
+            let key = bearer_key(headers)?;
+            let hash = key.hash();
+            let principal = self
+                .store
+                .lookup(&hash)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "key store lookup failed");
+                    AuthError::StoreUnavailable
+                })?
+                .ok_or(AuthError::Unknown)?;
+            self.store.touch(&hash);
+            Ok((principal, key))
+        }
+        .await;
+        if let Err(e) = &outcome {
+            self.metrics
+                .auth_failures
+                .with_label_values(&[e.reason()])
+                .inc();
+            if let (true, Some(ip)) = (e.counts_as_guess(), ip) {
+                if self.throttle.record_failure(ip).is_some() {
+                    tracing::warn!(client = %ip, "authentication failures over budget; address throttled");
+                }
+            }
+        }
+        outcome
+    }
 }
 
 impl<S> tower::Service<Request<()>> for Authenticate<S>
@@ -147,18 +243,13 @@ where
     }
 
     fn call(&mut self, mut req: Request<()>) -> Self::Future {
-        let store = Arc::clone(&self.store);
+        let shared = Arc::clone(&self.shared);
         // Take the service that was driven to readiness; leave a fresh clone behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let key = bearer_key(req.headers())?;
-            let hash = key.hash();
-            let principal = store
-                .lookup(&hash)
-                .await
-                .map_err(|_| AuthError::StoreUnavailable)?
-                .ok_or(AuthError::Unknown)?;
+            let ip = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
+            let (principal, key) = shared.authenticate(req.headers(), ip).await?;
             if let Some(trace) = req.extensions().get::<Trace>() {
                 trace.set_principal(&principal);
             }

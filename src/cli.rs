@@ -1,4 +1,6 @@
-//! The command line: `serve`, `check-config` and `demo`.
+//! The command line: `serve`, `check-config`, `demo`, `keys` and `users`.
+
+mod keys;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +35,24 @@ pub enum Command {
         /// Configuration file.
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+    },
+    /// Manage API keys in the configured key store.
+    Keys {
+        /// Configuration file (names the key store).
+        #[arg(long, global = true, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// Manage users (role, queues, tier) in the configured key store.
+    Users {
+        /// Configuration file (names the key store).
+        #[arg(long, global = true, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        command: keys::UsersCommand,
     },
     /// Run the gateway in front of a built-in simulated Chime, with demo keys.
     Demo {
@@ -86,6 +106,30 @@ pub async fn shutdown_signal() {
 /// Runs the command line; the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Key commands are synchronous and must not run inside the server runtime.
+    let edited = match cli.command {
+        Command::Keys { config, command } => keys::run_keys(&config, command),
+        Command::Users { config, command } => keys::run_users(&config, command),
+        other => return serve_main(other),
+    };
+    match edited {
+        Ok(out) => {
+            print_out(&out);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("chime-gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn print_out(text: &str) {
+    print!("{text}");
+}
+
+fn serve_main(command: Command) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -96,7 +140,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(cli.command))
+    runtime.block_on(run(command))
 }
 
 #[allow(clippy::print_stdout)]
@@ -133,6 +177,7 @@ async fn run(command: Command) -> ExitCode {
                 }
             }
         }
+        Command::Keys { .. } | Command::Users { .. } => ExitCode::FAILURE,
         Command::Demo { listen, admin } => {
             init_tracing(&LogConfig {
                 format: LogFormat::Text,

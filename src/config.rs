@@ -95,6 +95,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Key store.
     pub keys: KeysConfig,
+    /// Authentication.
+    pub auth: AuthConfig,
     /// Report catalog.
     pub catalog: CatalogConfig,
     /// Logging.
@@ -193,11 +195,45 @@ impl UpstreamConfig {
 /// Where keys come from.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum KeysConfig {
+pub enum KeySource {
     /// A key file on disk.
     File(PathBuf),
     /// A key file compiled into the binary (demo mode).
+    #[serde(serialize_with = "ser_embedded")]
     Embedded(&'static str),
+}
+
+fn ser_embedded<S: serde::Serializer>(_: &&'static str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("<compiled in>")
+}
+
+/// The key store.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeysConfig {
+    /// Where keys come from.
+    pub source: KeySource,
+    /// How often the key file is checked for changes.
+    #[serde(serialize_with = "ser_duration")]
+    pub watch_interval: Duration,
+    /// How long a remote store's positive verdict is cached.
+    #[serde(serialize_with = "ser_duration")]
+    pub cache_ttl: Duration,
+    /// How long a remote store's "unknown key" verdict is cached.
+    #[serde(serialize_with = "ser_duration")]
+    pub negative_cache_ttl: Duration,
+    /// Most cached verdicts.
+    pub cache_capacity: u64,
+}
+
+/// Authentication settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthConfig {
+    /// Failed authentications one client address may make per minute
+    /// before it is refused with 429 until its budget recovers.
+    pub max_failures_per_minute: std::num::NonZeroU32,
+    /// Most client addresses tracked by the failure throttle; past this the
+    /// tracker drops addresses whose budget has recovered.
+    pub throttle_max_tracked: usize,
 }
 
 /// The report catalog.
@@ -368,8 +404,24 @@ impl Validator<'_> {
             address: self.addr("admin.address", &admin_addr)?,
         };
         let upstream = self.upstream(raw.upstream)?;
-        let keys_file = self.override_str("CHIME_GATEWAY_KEYS_FILE", raw.keys.file);
-        let keys = KeysConfig::File(self.path(&keys_file));
+        let keys_file = self.override_str("CHIME_GATEWAY_KEYS_FILE", raw.keys.file.clone());
+        let k = raw.keys;
+        let keys = KeysConfig {
+            source: KeySource::File(self.path(&keys_file)),
+            watch_interval: self.duration("keys.watch_interval", &k.watch_interval)?,
+            cache_ttl: self.duration("keys.cache_ttl", &k.cache_ttl)?,
+            negative_cache_ttl: self.duration("keys.negative_cache_ttl", &k.negative_cache_ttl)?,
+            cache_capacity: k.cache_capacity,
+        };
+        if keys.watch_interval.is_zero() {
+            return Err(self.err("keys.watch_interval", "must be more than 0"));
+        }
+        let auth = AuthConfig {
+            max_failures_per_minute: std::num::NonZeroU32::new(raw.auth.max_failures_per_minute)
+                .ok_or_else(|| self.err("auth.max_failures_per_minute", "must be at least 1"))?,
+            throttle_max_tracked: self
+                .positive("auth.throttle_max_tracked", raw.auth.throttle_max_tracked)?,
+        };
         let report = raw.catalog.report.unwrap_or_else(catalog::builtin);
         let catalog = CatalogConfig { report };
         catalog::validate(&catalog.report)
@@ -392,6 +444,7 @@ impl Validator<'_> {
             admin,
             upstream,
             keys,
+            auth,
             catalog,
             log,
         })

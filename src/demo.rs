@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::catalog;
 use crate::clock::SystemClock;
-use crate::config::{Config, KeysConfig, ProcessEnv};
+use crate::config::{Config, KeySource, ProcessEnv};
 use crate::server::Gateway;
 use crate::simulator::{Simulator, SimulatorConfig};
 use crate::state::AppState;
@@ -44,7 +44,7 @@ pub async fn start(listen: SocketAddr, admin: SocketAddr) -> Result<Demo, BoxErr
         simulator.base_url()
     );
     let mut config = Config::from_toml(&toml, "<demo>", Path::new("."), &ProcessEnv)?;
-    config.keys = KeysConfig::Embedded(DEMO_KEYS);
+    config.keys.source = KeySource::Embedded(DEMO_KEYS);
     let gateway = Gateway::bind_state(AppState::build(config, Arc::new(SystemClock))?).await?;
     Ok(Demo { simulator, gateway })
 }

@@ -51,6 +51,14 @@ impl Classified {
         self
     }
 
+    fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        // Whole seconds, rounded up, never 0: "retry now" would invite a hot loop.
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        self.headers
+            .push((header::RETRY_AFTER, HeaderValue::from(secs.max(1))));
+        self
+    }
+
     /// Whether this is the gateway's own fault (logged as an error, generic body).
     pub fn is_internal(&self) -> bool {
         self.status == StatusCode::INTERNAL_SERVER_ERROR
@@ -58,7 +66,6 @@ impl Classified {
 }
 
 const WWW_AUTHENTICATE: &str = r#"Bearer realm="chime", error="invalid_token""#;
-const WWW_AUTHENTICATE_MISSING: &str = r#"Bearer realm="chime""#;
 
 /// Maps an error (or anything in its source chain) to its response parts.
 pub fn classify(err: &(dyn Error + 'static)) -> Classified {
@@ -103,12 +110,16 @@ fn classify_one(e: &(dyn Error + 'static)) -> Option<Classified> {
     if let Some(err) = e.downcast_ref::<AuthError>() {
         return Some(match err {
             AuthError::Missing => Classified::new(S::UNAUTHORIZED, "missing_credentials", err)
-                .with_header(header::WWW_AUTHENTICATE, WWW_AUTHENTICATE_MISSING),
+                .with_header(header::WWW_AUTHENTICATE, WWW_AUTHENTICATE),
             AuthError::Malformed => Classified::new(S::UNAUTHORIZED, "malformed_credentials", err)
                 .with_header(header::WWW_AUTHENTICATE, WWW_AUTHENTICATE),
             AuthError::Unknown => Classified::new(S::UNAUTHORIZED, "unknown_key", err)
                 .with_header(header::WWW_AUTHENTICATE, WWW_AUTHENTICATE),
             AuthError::Multiple => Classified::new(S::BAD_REQUEST, "multiple_credentials", err),
+            AuthError::Throttled { retry_after } => {
+                Classified::new(S::TOO_MANY_REQUESTS, "auth_throttled", err)
+                    .retry_after(*retry_after)
+            }
             AuthError::StoreUnavailable => {
                 Classified::new(S::SERVICE_UNAVAILABLE, "key_store_unavailable", err)
                     .with_header(header::RETRY_AFTER, "5")
@@ -205,6 +216,14 @@ mod tests {
             (AuthError::Malformed.into(), 401, "malformed_credentials"),
             (AuthError::Unknown.into(), 401, "unknown_key"),
             (AuthError::Multiple.into(), 400, "multiple_credentials"),
+            (
+                AuthError::Throttled {
+                    retry_after: std::time::Duration::from_millis(1500),
+                }
+                .into(),
+                429,
+                "auth_throttled",
+            ),
             (
                 AuthError::StoreUnavailable.into(),
                 503,
@@ -303,6 +322,15 @@ mod tests {
         );
         let c = classify(&LimitError::Overloaded);
         assert_eq!(c.headers[0].0, header::RETRY_AFTER);
+        let c = classify(&AuthError::Throttled {
+            retry_after: std::time::Duration::from_millis(1500),
+        });
+        assert_eq!(
+            c.headers,
+            vec![(header::RETRY_AFTER, HeaderValue::from(2u64))]
+        );
+        let c = classify(&AuthError::Missing);
+        assert_eq!(c.headers[0].1, WWW_AUTHENTICATE);
     }
 
     #[test]

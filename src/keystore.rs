@@ -1,14 +1,19 @@
 //! Key stores: where a key hash is turned into a [`Principal`].
 //!
-//! Backends implement [`KeyStore`]; the file backend ([`file`]) is the
-//! embedded default. Stores hold only SHA-256 hashes of keys.
+//! Backends implement [`KeyStore`]. The file backend ([`file`]) is the
+//! embedded default; remote backends sit behind [`cached::CachedKeyStore`],
+//! a moka cache with negative caching, explicit invalidation and
+//! single-flight lookups. Stores hold only SHA-256 hashes of keys.
 
+pub mod cached;
 pub mod file;
 
-use crate::auth::{KeyHash, Principal};
+use jiff::Timestamp;
+
+use crate::auth::{Fingerprint, KeyHash, Principal};
 
 /// A key store could not answer (as opposed to "no such key").
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("key store unavailable: {0}")]
 pub struct StoreUnavailable(pub String);
 
@@ -25,4 +30,10 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug {
 
     /// How many keys are loaded (for readiness and metrics).
     fn key_count(&self) -> usize;
+
+    /// Records that a key was just used (cheap; called on every authenticated request).
+    fn touch(&self, hash: &KeyHash);
+
+    /// When each key was last used by this instance, by fingerprint.
+    fn last_used(&self) -> Vec<(Fingerprint, Timestamp)>;
 }

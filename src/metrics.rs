@@ -32,6 +32,14 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// Open client connections.
     pub connections: IntGauge,
+    /// Authentication failures by reason (`missing`, `malformed`, `unknown`, `throttled`).
+    pub auth_failures: IntCounterVec,
+    /// Keys currently loaded by the key store.
+    pub keys_loaded: IntGauge,
+    /// Key store reloads by result (`success`, `failure`).
+    pub key_reloads: IntCounterVec,
+    /// Unix time of the last successful key store (re)load.
+    pub key_last_reload: IntGauge,
 }
 
 impl Metrics {
@@ -80,6 +88,26 @@ impl Metrics {
         )?;
         let connections =
             IntGauge::new("chime_gateway_open_connections", "Open client connections.")?;
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "chime_gateway_auth_failures_total",
+                "Failed authentications, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let keys_loaded =
+            IntGauge::new("chime_gateway_keys_loaded", "Keys loaded by the key store.")?;
+        let key_reloads = IntCounterVec::new(
+            Opts::new(
+                "chime_gateway_key_store_reloads_total",
+                "Key store reloads, by result.",
+            ),
+            &["result"],
+        )?;
+        let key_last_reload = IntGauge::new(
+            "chime_gateway_key_store_last_reload_timestamp_seconds",
+            "Unix time of the last successful key store load.",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "chime_gateway_build_info",
@@ -97,6 +125,10 @@ impl Metrics {
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(auth_failures.clone()))?;
+        registry.register(Box::new(keys_loaded.clone()))?;
+        registry.register(Box::new(key_reloads.clone()))?;
+        registry.register(Box::new(key_last_reload.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Metrics {
             requests,
@@ -106,6 +138,10 @@ impl Metrics {
             in_flight,
             upstream_errors,
             connections,
+            auth_failures,
+            keys_loaded,
+            key_reloads,
+            key_last_reload,
         })
     }
 }

@@ -16,7 +16,6 @@
 pub mod client;
 pub mod headers;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -35,6 +34,7 @@ use crate::observe::Trace;
 use crate::readiness::Readiness;
 use crate::request::GatewayRequest;
 use crate::request_id::{RequestId, X_REQUEST_ID};
+use crate::server::{ClientAddr, ClientScheme};
 use crate::{BoxError, BoxFuture};
 pub use client::{TlsSetupError, UpstreamClient};
 
@@ -61,14 +61,6 @@ pub enum UpstreamError {
     #[error("the Chime server's answer could not be checked, so it is withheld")]
     BadAnswer,
 }
-
-/// The client's address, inserted by the server for each connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub SocketAddr);
-
-/// The scheme the client used to reach the gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientScheme(pub &'static str);
 
 /// The proxy service (innermost).
 #[derive(Debug, Clone)]

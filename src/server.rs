@@ -28,10 +28,17 @@ use crate::admin::Admin;
 use crate::body;
 use crate::clock::SystemClock;
 use crate::config::{Config, ListenConfig};
-use crate::proxy::{ClientAddr, ClientScheme};
 use crate::stack::{self, GatewayService};
 use crate::state::{AppState, StartError};
 use idle::{Activity, ActivityIo};
+
+/// The client's address, inserted into each request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// The scheme the client used to reach the gateway (`http` or `https`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientScheme(pub &'static str);
 
 /// A bound, not yet running gateway.
 #[derive(Debug)]
@@ -92,6 +99,7 @@ impl Gateway {
             admin,
         } = self;
         let admin_task = tokio::spawn(serve_admin(admin, Admin::new(Arc::clone(&state))));
+        let maintenance = spawn_maintenance(&state);
         let (stop_tx, stop_rx) = watch::channel(false);
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let builder = Arc::new(connection_builder(&state.config.listen));
@@ -151,8 +159,52 @@ impl Gateway {
             );
         }
         admin_task.abort();
+        for task in maintenance {
+            task.abort();
+        }
         tracing::info!("gateway stopped");
     }
+}
+
+/// Background upkeep: key-file watching, reload on SIGHUP, and pruning of
+/// the failed-authentication tracker.
+fn spawn_maintenance(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if state.key_file.is_some() {
+        let s = Arc::clone(state);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(s.config.keys.watch_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                s.reload_keys(false);
+            }
+        }));
+        #[cfg(unix)]
+        {
+            let s = Arc::clone(state);
+            tasks.push(tokio::spawn(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                    tracing::warn!("cannot listen for SIGHUP; the key file is still watched");
+                    return;
+                };
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading the key file");
+                    s.reload_keys(true);
+                }
+            }));
+        }
+    }
+    let s = Arc::clone(state);
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            s.auth_throttle.prune();
+        }
+    }));
+    tasks
 }
 
 fn connection_builder(cfg: &ListenConfig) -> auto::Builder<TokioExecutor> {
@@ -241,5 +293,49 @@ async fn serve_admin(listener: TcpListener, admin: Admin) {
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{ApiKey, Role};
+    use crate::config::KeySource;
+    use crate::keystore::file::KeyFile;
+
+    /// The watcher picks up a changed key file within one second, on tokio's
+    /// paused clock: a new key is accepted and a revoked one refused.
+    #[tokio::test(start_paused = true)]
+    async fn key_file_changes_are_live_within_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        let now = jiff::Timestamp::now();
+        let mut f = KeyFile::default();
+        f.add_user("m1", Role::Manager, vec![1], "default").unwrap();
+        let old = f.generate("m1", now, None, None).unwrap().key;
+        f.save(&path).unwrap();
+        let mut config = Config::defaults();
+        config.keys.source = KeySource::File(path.clone());
+        let state = Arc::new(AppState::build(config, Arc::new(SystemClock)).unwrap());
+        let tasks = spawn_maintenance(&state);
+        let valid = |key: &ApiKey| {
+            let state = Arc::clone(&state);
+            let hash = key.hash();
+            async move { state.keys.lookup(&hash).await.unwrap().is_some() }
+        };
+        assert!(valid(&old).await);
+
+        let new = f
+            .generate("m1", now, Some(Duration::ZERO), None)
+            .unwrap()
+            .key;
+        f.save(&path).unwrap();
+        assert!(valid(&old).await, "not reloaded before the watcher ran");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(valid(&new).await);
+        assert!(!valid(&old).await);
+        for t in tasks {
+            t.abort();
+        }
     }
 }

@@ -43,7 +43,11 @@ where
             listen.max_in_flight,
         ))
         .layer(RouteLayer)
-        .layer(AuthLayer::new(Arc::clone(&state.keys)))
+        .layer(AuthLayer::new(
+            Arc::clone(&state.keys),
+            Arc::clone(&state.auth_throttle),
+            Arc::clone(&state.metrics),
+        ))
         .layer(ParseLayer::new(Arc::clone(&state.catalog)))
         .layer(AclLayer)
         .service(state.proxy.clone());

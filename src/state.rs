@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use prometheus::Registry;
 
+use crate::auth::AuthThrottle;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
-use crate::config::{Config, KeysConfig};
+use crate::config::{Config, KeySource};
 use crate::keystore::file::{FileKeyStore, KeyFileError};
 use crate::keystore::KeyStore;
 use crate::metrics::Metrics;
@@ -49,6 +50,10 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     /// Key store.
     pub keys: Arc<dyn KeyStore>,
+    /// The key file behind `keys`, when it is the file backend (watched and reloaded).
+    pub key_file: Option<Arc<FileKeyStore>>,
+    /// Failed-authentication throttle.
+    pub auth_throttle: Arc<AuthThrottle>,
     /// Report catalog.
     pub catalog: Arc<Catalog>,
     /// Upstream proxy.
@@ -61,11 +66,22 @@ impl AppState {
         let registry = Registry::new();
         let metrics = Arc::new(Metrics::register(&registry)?);
         let readiness = Arc::new(Readiness::default());
-        let keys: Arc<dyn KeyStore> = match &config.keys {
-            KeysConfig::File(path) => Arc::new(FileKeyStore::open(path, clock)?),
-            KeysConfig::Embedded(text) => Arc::new(FileKeyStore::embedded(text, clock)?),
-        };
+        let file = Arc::new(match &config.keys.source {
+            KeySource::File(path) => FileKeyStore::open(path, clock)?,
+            KeySource::Embedded(text) => FileKeyStore::embedded(text, clock)?,
+        });
+        let keys: Arc<dyn KeyStore> = file.clone();
+        metrics
+            .keys_loaded
+            .set(i64::try_from(keys.key_count()).unwrap_or(i64::MAX));
+        metrics
+            .key_last_reload
+            .set(jiff::Timestamp::now().as_second());
         readiness.set_keys_loaded(true);
+        let auth_throttle = Arc::new(AuthThrottle::new(
+            config.auth.max_failures_per_minute,
+            config.auth.throttle_max_tracked,
+        ));
         let catalog = Arc::new(Catalog::new(&config.catalog.report));
         let proxy = Proxy::new(
             &config.upstream,
@@ -78,8 +94,45 @@ impl AppState {
             metrics,
             readiness,
             keys,
+            key_file: file.path().is_some().then_some(file),
+            auth_throttle,
             catalog,
             proxy,
         })
+    }
+
+    /// Reloads the key file: only if it changed, or unconditionally (`force`,
+    /// on SIGHUP). A failed reload keeps the previous keys, is logged and
+    /// counted; it never empties the store.
+    pub fn reload_keys(&self, force: bool) {
+        let Some(file) = &self.key_file else { return };
+        let outcome = if force {
+            file.reload().map(Some)
+        } else {
+            file.reload_if_changed()
+        };
+        match outcome {
+            Ok(None) => {}
+            Ok(Some(count)) => {
+                self.metrics
+                    .key_reloads
+                    .with_label_values(&["success"])
+                    .inc();
+                self.metrics
+                    .keys_loaded
+                    .set(i64::try_from(count).unwrap_or(i64::MAX));
+                self.metrics
+                    .key_last_reload
+                    .set(jiff::Timestamp::now().as_second());
+                tracing::info!(keys = count, "key file reloaded");
+            }
+            Err(e) => {
+                self.metrics
+                    .key_reloads
+                    .with_label_values(&["failure"])
+                    .inc();
+                tracing::error!(error = %e, "key file reload failed; keeping the previous keys");
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@ pub(crate) struct RawConfig {
     pub(crate) admin: RawAdmin,
     pub(crate) upstream: RawUpstream,
     pub(crate) keys: RawKeys,
+    pub(crate) auth: RawAuth,
     pub(crate) catalog: RawCatalog,
     pub(crate) log: RawLog,
 }
@@ -96,12 +97,36 @@ impl Default for RawUpstream {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawKeys {
     pub(crate) file: String,
+    pub(crate) watch_interval: String,
+    pub(crate) cache_ttl: String,
+    pub(crate) negative_cache_ttl: String,
+    pub(crate) cache_capacity: u64,
 }
 
 impl Default for RawKeys {
     fn default() -> Self {
         RawKeys {
             file: "keys.toml".into(),
+            watch_interval: "250ms".into(),
+            cache_ttl: "30s".into(),
+            negative_cache_ttl: "5s".into(),
+            cache_capacity: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAuth {
+    pub(crate) max_failures_per_minute: u32,
+    pub(crate) throttle_max_tracked: usize,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            max_failures_per_minute: 20,
+            throttle_max_tracked: 100_000,
         }
     }
 }

@@ -19,7 +19,7 @@ fn empty_file_gives_documented_defaults() {
     assert_eq!(c.upstream.response_timeout, Duration::from_secs(120));
     assert_eq!(c.upstream.auth, UpstreamAuth::Passthrough);
     assert_eq!(c.upstream.path_prefix(), "/Chime");
-    assert!(matches!(&c.keys, KeysConfig::File(p) if p == Path::new("/etc/cg/keys.toml")));
+    assert!(matches!(&c.keys.source, KeySource::File(p) if p == Path::new("/etc/cg/keys.toml")));
     assert!(!c.catalog.report.is_empty());
 }
 
@@ -54,6 +54,11 @@ fn bad_values_name_their_key() {
         ("[upstream]\nroots = \"mine\"", "upstream.roots"),
         ("[upstream]\nauth = \"service\"", "upstream.auth"),
         ("[log]\nformat = \"xml\"", "log.format"),
+        ("[keys]\nwatch_interval = \"0s\"", "keys.watch_interval"),
+        (
+            "[auth]\nmax_failures_per_minute = 0",
+            "auth.max_failures_per_minute",
+        ),
         (
             "[[catalog.report]]\nname = \"A B\"\ncategory = \"queue_basic\"",
             "catalog.report",
@@ -89,7 +94,7 @@ fn env_overrides_addresses() {
     assert_eq!(c.admin.address.port(), 1);
     assert_eq!(c.upstream.base_url.host(), Some("chime.example.com"));
     assert_eq!(c.upstream.path_prefix(), "/Chime");
-    assert!(matches!(&c.keys, KeysConfig::File(p) if p == Path::new("/run/keys.toml")));
+    assert!(matches!(&c.keys.source, KeySource::File(p) if p == Path::new("/run/keys.toml")));
 }
 
 #[test]
@@ -140,4 +145,9 @@ fn shipped_example_configs_parse() {
     assert_eq!(c.upstream.response_timeout, d.upstream.response_timeout);
     assert_eq!(c.upstream.connect_timeout, d.upstream.connect_timeout);
     assert_eq!(c.admin.address, d.admin.address);
+    assert_eq!(c.keys.watch_interval, d.keys.watch_interval);
+    assert_eq!(c.keys.cache_ttl, d.keys.cache_ttl);
+    assert_eq!(c.keys.negative_cache_ttl, d.keys.negative_cache_ttl);
+    assert_eq!(c.auth.max_failures_per_minute, d.auth.max_failures_per_minute);
+    assert_eq!(c.auth.throttle_max_tracked, d.auth.throttle_max_tracked);
 }

@@ -17,15 +17,20 @@
 //! The whole file is parsed and validated into an index before it replaces
 //! the current one, so a broken file never empties the store.
 
+pub mod edit;
+
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{KeyStore, LookupFuture};
-use crate::auth::{KeyHash, Principal, Role};
+use sha2::Digest;
+
+use crate::auth::{Fingerprint, KeyHash, Principal, Role};
 use crate::clock::Clock;
 
 /// The key file as written.
@@ -97,6 +102,8 @@ struct Entry {
     not_before: Option<Timestamp>,
     expires_at: Option<Timestamp>,
     disabled: bool,
+    /// Unix seconds of the last use by this instance; 0 = never.
+    last_used: AtomicI64,
 }
 
 impl Entry {
@@ -169,6 +176,7 @@ impl KeyFile {
                 not_before: k.not_before,
                 expires_at: k.expires_at,
                 disabled: k.disabled,
+                last_used: AtomicI64::new(0),
             };
             if by_hash.insert(hash, entry).is_some() {
                 return Err(err(format!(
@@ -189,22 +197,42 @@ enum Source {
     Embedded,
 }
 
+/// What was last loaded: file metadata to notice a change cheaply, and the
+/// content hash to skip reloads of identical content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+    content: [u8; 32],
+}
+
+fn metadata_stamp(meta: &std::fs::Metadata) -> (u64, Option<std::time::SystemTime>, u64) {
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    (meta.len(), meta.modified().ok(), inode)
+}
+
 /// A key store backed by a TOML file.
 #[derive(Debug)]
 pub struct FileKeyStore {
     source: Source,
     clock: Arc<dyn Clock>,
     index: RwLock<Arc<Index>>,
+    stamp: Mutex<Option<Stamp>>,
 }
 
 impl FileKeyStore {
     /// Loads the file at `path`.
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, KeyFileError> {
-        let index = read_index(path)?;
+        let (index, stamp) = read_index(path)?;
         Ok(FileKeyStore {
             source: Source::Path(path.to_owned()),
             clock,
             index: RwLock::new(Arc::new(index)),
+            stamp: Mutex::new(Some(stamp)),
         })
     }
 
@@ -215,7 +243,16 @@ impl FileKeyStore {
             source: Source::Embedded,
             clock,
             index: RwLock::new(Arc::new(index)),
+            stamp: Mutex::new(None),
         })
+    }
+
+    /// The file behind the store, if any.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.source {
+            Source::Path(p) => Some(p),
+            Source::Embedded => None,
+        }
     }
 
     /// Re-reads the file; on any error the previous keys stay in force.
@@ -223,10 +260,62 @@ impl FileKeyStore {
         let Source::Path(path) = &self.source else {
             return Ok(self.key_count());
         };
-        let index = read_index(path)?;
+        let (index, stamp) = read_index(path)?;
+        Ok(self.install(index, stamp))
+    }
+
+    /// Reloads if the file changed since the last load: `Ok(Some(keys))`
+    /// after a reload, `Ok(None)` when nothing changed. On error the
+    /// previous keys stay in force (and the broken version is not retried
+    /// until the file changes again).
+    pub fn reload_if_changed(&self) -> Result<Option<usize>, KeyFileError> {
+        let Source::Path(path) = &self.source else {
+            return Ok(None);
+        };
+        let err = |e: std::io::Error| KeyFileError {
+            file: path.display().to_string(),
+            message: format!("cannot read: {e}"),
+        };
+        let meta = metadata_stamp(&std::fs::metadata(path).map_err(err)?);
+        let previous = lock(&self.stamp).clone();
+        if previous
+            .as_ref()
+            .is_some_and(|s| (s.len, s.modified, s.inode) == meta)
+        {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(path).map_err(err)?;
+        let content: [u8; 32] = sha2::Sha256::digest(text.as_bytes()).into();
+        let stamp = Stamp {
+            len: meta.0,
+            modified: meta.1,
+            inode: meta.2,
+            content,
+        };
+        if previous.is_some_and(|s| s.content == content) {
+            *lock(&self.stamp) = Some(stamp);
+            return Ok(None);
+        }
+        // Remember this version even if it is broken, so it is reported once, not every tick.
+        *lock(&self.stamp) = Some(stamp.clone());
+        let file = path.display().to_string();
+        let index = KeyFile::parse(&text, &file)?.index(&file)?;
+        Ok(Some(self.install(index, stamp)))
+    }
+
+    fn install(&self, index: Index, stamp: Stamp) -> usize {
+        let old = self.current();
+        for (hash, entry) in &index.by_hash {
+            if let Some(prev) = old.by_hash.get(hash) {
+                entry
+                    .last_used
+                    .store(prev.last_used.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
         let count = index.by_hash.len();
         *self.index.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(index);
-        Ok(count)
+        *lock(&self.stamp) = Some(stamp);
+        count
     }
 
     fn current(&self) -> Arc<Index> {
@@ -234,13 +323,25 @@ impl FileKeyStore {
     }
 }
 
-fn read_index(path: &Path) -> Result<Index, KeyFileError> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read_index(path: &Path) -> Result<(Index, Stamp), KeyFileError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| KeyFileError {
+    let err = |e: std::io::Error| KeyFileError {
         file: file.clone(),
         message: format!("cannot read: {e}"),
-    })?;
-    KeyFile::parse(&text, &file)?.index(&file)
+    };
+    let meta = metadata_stamp(&std::fs::metadata(path).map_err(err)?);
+    let text = std::fs::read_to_string(path).map_err(err)?;
+    let stamp = Stamp {
+        len: meta.0,
+        modified: meta.1,
+        inode: meta.2,
+        content: sha2::Sha256::digest(text.as_bytes()).into(),
+    };
+    Ok((KeyFile::parse(&text, &file)?.index(&file)?, stamp))
 }
 
 impl KeyStore for FileKeyStore {
@@ -257,6 +358,27 @@ impl KeyStore for FileKeyStore {
 
     fn key_count(&self) -> usize {
         self.current().by_hash.len()
+    }
+
+    fn touch(&self, hash: &KeyHash) {
+        if let Some(e) = self.current().by_hash.get(hash) {
+            e.last_used
+                .store(self.clock.now().as_second(), Ordering::Relaxed);
+        }
+    }
+
+    fn last_used(&self) -> Vec<(Fingerprint, Timestamp)> {
+        self.current()
+            .by_hash
+            .iter()
+            .filter_map(|(hash, e)| {
+                let secs = e.last_used.load(Ordering::Relaxed);
+                let at = (secs > 0)
+                    .then(|| Timestamp::from_second(secs).ok())
+                    .flatten()?;
+                Some((hash.fingerprint(), at))
+            })
+            .collect()
     }
 }
 
@@ -337,6 +459,42 @@ mod tests {
         assert!(KeyFile::parse(&dup, "k")
             .and_then(|f| f.index("k"))
             .is_err());
+    }
+
+    #[tokio::test]
+    async fn last_use_is_tracked_and_survives_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        std::fs::write(&path, file_for(DOC_KEY, "")).unwrap();
+        let store = FileKeyStore::open(&path, clock("2026-06-01T00:00:00Z")).unwrap();
+        assert!(store.last_used().is_empty());
+        let hash = ApiKey::parse(DOC_KEY).unwrap().hash();
+        store.touch(&hash);
+        let used = store.last_used();
+        assert_eq!(
+            used,
+            vec![(hash.fingerprint(), "2026-06-01T00:00:00Z".parse().unwrap())]
+        );
+        std::fs::write(&path, file_for(DOC_KEY, "\n")).unwrap();
+        assert_eq!(store.reload_if_changed().unwrap(), Some(1));
+        assert_eq!(store.last_used(), used);
+    }
+
+    #[tokio::test]
+    async fn unchanged_files_are_not_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        std::fs::write(&path, file_for(DOC_KEY, "")).unwrap();
+        let store = FileKeyStore::open(&path, clock("2026-06-01T00:00:00Z")).unwrap();
+        assert_eq!(store.reload_if_changed().unwrap(), None);
+        // Same content written again: metadata changes, content does not.
+        std::fs::write(&path, file_for(DOC_KEY, "")).unwrap();
+        assert_eq!(store.reload_if_changed().unwrap(), None);
+        // A broken version is reported once, then left alone until the file changes.
+        std::fs::write(&path, "broken = [").unwrap();
+        assert!(store.reload_if_changed().is_err());
+        assert_eq!(store.reload_if_changed().unwrap(), None);
+        assert_eq!(store.key_count(), 1);
     }
 
     #[tokio::test]

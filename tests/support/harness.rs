@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chime_gateway::clock::SystemClock;
-use chime_gateway::config::{Config, KeysConfig};
+use chime_gateway::config::{Config, KeySource};
 use chime_gateway::demo::{ADMIN_KEY, DEMO_KEYS, MANAGER_KEY};
 use chime_gateway::server::Gateway;
 use chime_gateway::simulator::{Simulator, SimulatorConfig};
@@ -70,7 +70,7 @@ pub fn base_config(upstream: &str) -> Config {
         &std::collections::HashMap::new(),
     )
     .expect("test config");
-    c.keys = KeysConfig::Embedded(DEMO_KEYS);
+    c.keys.source = KeySource::Embedded(DEMO_KEYS);
     c
 }
 

@@ -1,0 +1,355 @@
+//! `chime-gateway keys …` and `chime-gateway users …`: key lifecycle on the
+//! configured key file. Writes are atomic and owner-only; a running gateway
+//! notices the change within `keys.watch_interval`.
+
+use std::collections::HashMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Subcommand;
+use jiff::Timestamp;
+
+use crate::auth::{ApiKey, Role};
+use crate::config::{Config, KeySource, ProcessEnv};
+use crate::keystore::file::KeyFile;
+use crate::BoxError;
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    match s {
+        "admin" => Ok(Role::Admin),
+        "manager" => Ok(Role::Manager),
+        other => Err(format!("`{other}` is not a role (admin, manager)")),
+    }
+}
+
+/// Key commands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Generate a key for a user and print it once.
+    Generate {
+        /// The user.
+        user: String,
+        /// Replace the user's active key(s).
+        #[arg(long)]
+        rotate: bool,
+        /// With --rotate: the old key keeps working this long (e.g. 10m).
+        #[arg(long, value_parser = parse_duration, requires = "rotate")]
+        grace: Option<Duration>,
+        /// The new key expires after this long (e.g. 90d).
+        #[arg(long, value_parser = parse_duration)]
+        expires_in: Option<Duration>,
+        /// Do not ask for confirmation of a rotation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Revoke every active key of a user, or one key by fingerprint.
+    Revoke {
+        /// User name or key fingerprint.
+        who: String,
+    },
+    /// List users and keys (never the keys themselves).
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register an existing Chime key for a user (`-` reads it from stdin).
+    Import {
+        /// The user.
+        user: String,
+        /// The key GUID, or `-`.
+        key: String,
+    },
+}
+
+/// User commands.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add a user.
+    Add {
+        /// User name.
+        name: String,
+        /// admin or manager.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Queues a manager sees, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        queues: Vec<u32>,
+        /// Rate-limit tier.
+        #[arg(long, default_value = "default")]
+        tier: String,
+    },
+    /// Change a user's role, queues or tier.
+    Set {
+        /// User name.
+        name: String,
+        /// admin or manager.
+        #[arg(long, value_parser = parse_role)]
+        role: Option<Role>,
+        /// Queues, comma-separated (replaces the list).
+        #[arg(long, value_delimiter = ',')]
+        queues: Option<Vec<u32>>,
+        /// Rate-limit tier.
+        #[arg(long)]
+        tier: Option<String>,
+    },
+}
+
+fn key_file(config: &Path) -> Result<(PathBuf, Config), BoxError> {
+    let cfg = Config::load(config, &ProcessEnv)?;
+    match &cfg.keys.source {
+        KeySource::File(p) => Ok((p.clone(), cfg)),
+        KeySource::Embedded(_) => {
+            Err("the configured key store is compiled in and cannot be edited".into())
+        }
+    }
+}
+
+fn confirm_rotation(user: &str, grace: Duration) -> Result<(), BoxError> {
+    let when = if grace.is_zero() {
+        "immediately".to_owned()
+    } else {
+        format!("in {}", humantime::format_duration(grace))
+    };
+    if !std::io::stdin().is_terminal() {
+        return Err(format!(
+            "rotating stops {user}'s current key {when}; confirm with --yes when not at a terminal"
+        )
+        .into());
+    }
+    eprint!("Rotating stops {user}'s current key {when}. Type the user name to confirm: ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if line.trim() == user {
+        Ok(())
+    } else {
+        Err("not confirmed; nothing changed".into())
+    }
+}
+
+/// Runs a `keys` command; returns what to print.
+pub(super) fn run_keys(config: &Path, command: KeysCommand) -> Result<String, BoxError> {
+    let (path, cfg) = key_file(config)?;
+    let mut file = KeyFile::load(&path)?;
+    // Whole seconds: the file is read by people.
+    let now = Timestamp::from_second(Timestamp::now().as_second())?;
+    match command {
+        KeysCommand::Generate {
+            user,
+            rotate,
+            grace,
+            expires_in,
+            yes,
+        } => {
+            let rotate = rotate.then(|| grace.unwrap_or(Duration::ZERO));
+            if let Some(grace) = rotate {
+                if file.active_keys(&user, now).next().is_some() && !yes {
+                    confirm_rotation(&user, grace)?;
+                }
+            }
+            let expires_at = expires_in
+                .map(|d| jiff::SignedDuration::try_from(d).and_then(|d| now.checked_add(d)))
+                .transpose()?;
+            let generated = file.generate(&user, now, rotate, expires_at)?;
+            file.save(&path)?;
+            let mut out = format!(
+                "New key for {user} (fingerprint {}). It is shown only this once:\n{}\n",
+                generated.key.hash().fingerprint(),
+                generated.key.expose()
+            );
+            for (fp, until) in generated.retired {
+                out.push_str(&format!("Old key {fp} stops working at {until}.\n"));
+            }
+            Ok(out)
+        }
+        KeysCommand::Revoke { who } => {
+            let revoked = file.revoke(&who, now)?;
+            file.save(&path)?;
+            let list: Vec<_> = revoked.iter().map(|f| f.as_str()).collect();
+            Ok(format!("Revoked {}.\n", list.join(", ")))
+        }
+        KeysCommand::Import { user, key } => {
+            let raw = if key == "-" {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                line.trim().to_owned()
+            } else {
+                key
+            };
+            let key = ApiKey::parse(&raw)
+                .ok_or("the key must be a GUID (e.g. b5c38d85-a042-4cef-8418-eb06752e346b)")?;
+            let fp = file.import(&user, &key, now)?;
+            file.save(&path)?;
+            Ok(format!("Imported a key for {user} (fingerprint {fp}).\n"))
+        }
+        KeysCommand::List { json } => {
+            let last_used = fetch_last_used(&cfg);
+            Ok(render_list(
+                &file,
+                now,
+                last_used.as_ref().ok(),
+                json,
+                last_used.as_ref().err(),
+            ))
+        }
+    }
+}
+
+/// Runs a `users` command.
+pub(super) fn run_users(config: &Path, command: UsersCommand) -> Result<String, BoxError> {
+    let (path, _) = key_file(config)?;
+    let mut file = KeyFile::load(&path)?;
+    let out = match command {
+        UsersCommand::Add {
+            name,
+            role,
+            queues,
+            tier,
+        } => {
+            file.add_user(&name, role, queues, &tier)?;
+            format!("Added user {name}.\n")
+        }
+        UsersCommand::Set {
+            name,
+            role,
+            queues,
+            tier,
+        } => {
+            file.set_user(&name, role, queues, tier.as_deref())?;
+            format!("Updated user {name}.\n")
+        }
+    };
+    file.save(&path)?;
+    Ok(out)
+}
+
+/// Asks the running gateway's admin listener when keys were last used.
+fn fetch_last_used(cfg: &Config) -> Result<HashMap<String, String>, String> {
+    let mut addr = cfg.admin.address;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let fetch = async move {
+        use http_body_util::BodyExt;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let uri: http::Uri = format!("http://{addr}/keys/last-used")
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        let resp = client.get(uri).await.map_err(|e| format!("{e}"))?;
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("{e}"))?
+            .to_bytes();
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| format!("{e}"))?;
+        let mut map = HashMap::new();
+        for k in doc["keys"].as_array().into_iter().flatten() {
+            if let (Some(fp), Some(at)) = (k["fingerprint"].as_str(), k["last_used"].as_str()) {
+                map.insert(fp.to_owned(), at.to_owned());
+            }
+        }
+        Ok::<_, String>(map)
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(1), fetch).await })
+        .map_err(|_| format!("no answer from the gateway's admin listener at {addr}"))?
+        .map_err(|e| format!("gateway's admin listener at {addr} not reachable ({e})"))
+}
+
+fn render_list(
+    file: &KeyFile,
+    now: Timestamp,
+    last_used: Option<&HashMap<String, String>>,
+    json: bool,
+    note: Option<&String>,
+) -> String {
+    let mut rows = Vec::new();
+    for u in &file.users {
+        let queues = u
+            .queues
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let keys: Vec<_> = file.keys.iter().filter(|k| k.user == u.name).collect();
+        if keys.is_empty() {
+            rows.push(serde_json::json!({
+                "user": u.name, "role": u.role.as_str(), "queues": queues, "tier": u.tier,
+                "fingerprint": null, "created": null, "expires": null, "status": "no key", "last_used": null,
+            }));
+        }
+        for k in keys {
+            let fp = k
+                .fingerprint()
+                .map(|f| f.as_str().to_owned())
+                .unwrap_or_default();
+            let status = if k.disabled {
+                "revoked"
+            } else if k.expires_at.is_some_and(|t| now >= t) {
+                "expired"
+            } else if k.not_before.is_some_and(|t| now < t) {
+                "not yet valid"
+            } else {
+                "active"
+            };
+            rows.push(serde_json::json!({
+                "user": u.name, "role": u.role.as_str(), "queues": queues, "tier": u.tier,
+                "fingerprint": fp, "created": k.created_at.to_string(),
+                "expires": k.expires_at.map(|t| t.to_string()), "status": status,
+                "last_used": last_used.and_then(|m| m.get(&fp)).cloned(),
+            }));
+        }
+    }
+    if json {
+        return format!("{}\n", serde_json::Value::Array(rows));
+    }
+    let cell = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) if !s.is_empty() => s.clone(),
+        _ => "-".to_owned(),
+    };
+    let cols = [
+        "user",
+        "role",
+        "queues",
+        "tier",
+        "fingerprint",
+        "created",
+        "expires",
+        "status",
+        "last_used",
+    ];
+    let mut table: Vec<Vec<String>> = vec![cols.iter().map(|c| c.to_uppercase()).collect()];
+    for r in &rows {
+        table.push(cols.iter().map(|c| cell(&r[*c])).collect());
+    }
+    let widths: Vec<usize> = (0..cols.len())
+        .map(|i| table.iter().map(|row| row[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in table {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if let Some(note) = note {
+        out.push_str(&format!("(last used: unknown; {note})\n"));
+    }
+    out
+}
