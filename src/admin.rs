@@ -64,7 +64,7 @@ impl Admin {
                     };
                     let mut doc = serde_json::to_value(&report).unwrap_or_default();
                     doc["keys"] = self.state.keys.key_count().into();
-                    doc["reports"] = self.state.catalog.len().into();
+                    doc["reports"] = self.state.catalog.current().len().into();
                     json(status, &doc)
                 }
                 "/keys/last-used" => {

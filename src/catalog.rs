@@ -2,11 +2,16 @@
 //! each (and so whether it is tenant-wide or per-queue), and whether it is
 //! StartOnly. Report names match case-insensitively and are forwarded in
 //! their canonical spelling; a name the catalog does not know is refused
-//! with 404 `unknown_report` and nothing is forwarded.
+//! with 404 `unknown_report` and nothing is forwarded. The catalog starts
+//! from configuration and is refreshed from Chime's discovery routes
+//! ([`refresh`]); a failed refresh keeps the last good catalog.
+
+pub mod refresh;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 /// The discovery route that lists a report, which also fixes its scope.
@@ -172,6 +177,27 @@ impl Catalog {
     /// Whether the catalog is empty.
     pub fn is_empty(&self) -> bool {
         self.ordered.is_empty()
+    }
+}
+
+/// The catalog in force, swapped atomically when a refresh succeeds.
+#[derive(Debug)]
+pub struct CatalogHandle(ArcSwap<Catalog>);
+
+impl CatalogHandle {
+    /// Starts with `catalog`.
+    pub fn new(catalog: Catalog) -> Self {
+        CatalogHandle(ArcSwap::from_pointee(catalog))
+    }
+
+    /// The catalog now.
+    pub fn current(&self) -> Arc<Catalog> {
+        self.0.load_full()
+    }
+
+    /// Replaces the catalog.
+    pub fn replace(&self, catalog: Catalog) {
+        self.0.store(Arc::new(catalog));
     }
 }
 

@@ -239,8 +239,15 @@ pub struct AuthConfig {
 /// The report catalog.
 #[derive(Debug, Clone, Serialize)]
 pub struct CatalogConfig {
-    /// Known reports.
+    /// Known reports until the first refresh from the upstream.
     pub report: Vec<ReportDef>,
+    /// How often the catalog is refreshed from Chime's discovery routes (0: never).
+    #[serde(serialize_with = "ser_duration")]
+    pub refresh_interval: Duration,
+    /// The queue whose discovery routes list the per-queue reports.
+    pub refresh_queue_id: u32,
+    /// The key the refresh uses; without one, the configured list stays.
+    pub refresh_key: Option<Secret>,
 }
 
 /// Log output format.
@@ -422,10 +429,11 @@ impl Validator<'_> {
             throttle_max_tracked: self
                 .positive("auth.throttle_max_tracked", raw.auth.throttle_max_tracked)?,
         };
-        let report = raw.catalog.report.unwrap_or_else(catalog::builtin);
-        let catalog = CatalogConfig { report };
-        catalog::validate(&catalog.report)
-            .map_err(|message| self.err("catalog.report", message))?;
+        let upstream_key = match &upstream.auth {
+            UpstreamAuth::Service(key) => Some(key.clone()),
+            UpstreamAuth::Passthrough => None,
+        };
+        let catalog = self.catalog(raw.catalog, upstream_key)?;
         let log = LogConfig {
             format: match raw.log.format.as_str() {
                 "json" => LogFormat::Json,
@@ -448,6 +456,45 @@ impl Validator<'_> {
             catalog,
             log,
         })
+    }
+
+    fn catalog(
+        &self,
+        c: raw::RawCatalog,
+        upstream_key: Option<Secret>,
+    ) -> Result<CatalogConfig, ConfigError> {
+        let report = c.report.unwrap_or_else(catalog::builtin);
+        catalog::validate(&report).map_err(|message| self.err("catalog.report", message))?;
+        if c.refresh_queue_id == 0 || c.refresh_queue_id > i32::MAX as u32 {
+            return Err(self.err(
+                "catalog.refresh_queue_id",
+                "must be a positive 32-bit integer",
+            ));
+        }
+        let refresh_key = match &c.refresh_key_file {
+            Some(path) => Some(self.secret_file("catalog.refresh_key_file", path)?),
+            None => self
+                .env
+                .var(&c.refresh_key_env)
+                .map(Secret::new)
+                .or(upstream_key),
+        };
+        Ok(CatalogConfig {
+            report,
+            refresh_interval: self.duration("catalog.refresh_interval", &c.refresh_interval)?,
+            refresh_queue_id: c.refresh_queue_id,
+            refresh_key,
+        })
+    }
+
+    fn secret_file(&self, key: &str, path: &str) -> Result<Secret, ConfigError> {
+        let value = std::fs::read_to_string(self.path(path))
+            .map_err(|e| self.err(key, format!("cannot read `{path}`: {e}")))?;
+        let value = value.trim();
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(self.err(key, "the key must be non-empty printable ASCII"));
+        }
+        Ok(Secret::new(value))
     }
 
     fn upstream(&self, u: raw::RawUpstream) -> Result<UpstreamConfig, ConfigError> {
@@ -499,27 +546,22 @@ impl Validator<'_> {
     }
 
     fn service_key(&self, u: &raw::RawUpstream) -> Result<Secret, ConfigError> {
-        let value = match &u.service_key_file {
-            Some(path) => std::fs::read_to_string(self.path(path)).map_err(|e| {
-                self.err(
-                    "upstream.service_key_file",
-                    format!("cannot read `{path}`: {e}"),
-                )
-            })?,
-            None => self.env.var(&u.service_key_env).ok_or_else(|| {
-                self.err(
-                    "upstream.auth",
-                    format!(
-                        "\"service\" needs upstream.service_key_file or the variable {}",
-                        u.service_key_env
-                    ),
-                )
-            })?,
-        };
+        if let Some(path) = &u.service_key_file {
+            return self.secret_file("upstream.service_key_file", path);
+        }
+        let value = self.env.var(&u.service_key_env).ok_or_else(|| {
+            self.err(
+                "upstream.auth",
+                format!(
+                    "\"service\" needs upstream.service_key_file or the variable {}",
+                    u.service_key_env
+                ),
+            )
+        })?;
         let value = value.trim();
         if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(self.err(
-                "upstream.service_key_file",
+                &format!("env {}", u.service_key_env),
                 "the service key must be non-empty printable ASCII",
             ));
         }

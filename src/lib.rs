@@ -18,6 +18,7 @@ pub mod demo;
 pub mod error;
 pub mod keystore;
 pub mod limits;
+pub mod listing;
 pub mod metrics;
 pub mod observe;
 pub mod proxy;

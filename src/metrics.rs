@@ -40,6 +40,12 @@ pub struct Metrics {
     pub key_reloads: IntCounterVec,
     /// Unix time of the last successful key store (re)load.
     pub key_last_reload: IntGauge,
+    /// Reports in the catalog.
+    pub catalog_reports: IntGauge,
+    /// Catalog refreshes by result (`success`, `failure`).
+    pub catalog_refreshes: IntCounterVec,
+    /// Unix time of the last successful catalog refresh.
+    pub catalog_last_refresh: IntGauge,
 }
 
 impl Metrics {
@@ -108,6 +114,19 @@ impl Metrics {
             "chime_gateway_key_store_last_reload_timestamp_seconds",
             "Unix time of the last successful key store load.",
         )?;
+        let catalog_reports =
+            IntGauge::new("chime_gateway_catalog_reports", "Reports in the catalog.")?;
+        let catalog_refreshes = IntCounterVec::new(
+            Opts::new(
+                "chime_gateway_catalog_refreshes_total",
+                "Catalog refreshes from the upstream, by result.",
+            ),
+            &["result"],
+        )?;
+        let catalog_last_refresh = IntGauge::new(
+            "chime_gateway_catalog_last_refresh_timestamp_seconds",
+            "Unix time of the last successful catalog refresh.",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "chime_gateway_build_info",
@@ -129,6 +148,9 @@ impl Metrics {
         registry.register(Box::new(keys_loaded.clone()))?;
         registry.register(Box::new(key_reloads.clone()))?;
         registry.register(Box::new(key_last_reload.clone()))?;
+        registry.register(Box::new(catalog_reports.clone()))?;
+        registry.register(Box::new(catalog_refreshes.clone()))?;
+        registry.register(Box::new(catalog_last_refresh.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Metrics {
             requests,
@@ -142,6 +164,9 @@ impl Metrics {
             keys_loaded,
             key_reloads,
             key_last_reload,
+            catalog_reports,
+            catalog_refreshes,
+            catalog_last_refresh,
         })
     }
 }

@@ -255,6 +255,46 @@ fn session_queue(doc: &serde_json::Value) -> Option<u32> {
         .and_then(|q| u32::try_from(q).ok())
 }
 
+impl Proxy {
+    /// Fetches a JSON document from the upstream on the gateway's own behalf
+    /// (catalog refresh): `path_and_query` under the base path, with `bearer`.
+    pub async fn fetch_json(
+        &self,
+        path_and_query: &str,
+        bearer: &str,
+    ) -> Result<serde_json::Value, BoxError> {
+        const LIMIT: usize = 4 << 20;
+        let inner = &self.inner;
+        let uri = Uri::builder()
+            .scheme(inner.scheme.clone())
+            .authority(inner.authority.clone())
+            .path_and_query(format!("{}{path_and_query}", inner.prefix))
+            .build()?;
+        let mut auth = HeaderValue::from_str(&format!("Bearer {bearer}"))?;
+        auth.set_sensitive(true);
+        let req = Request::get(uri)
+            .header(AUTHORIZATION, auth)
+            .header(http::header::ACCEPT, "application/json")
+            .header(&X_REQUEST_ID, RequestId::generate().header_value())
+            .body(Empty::new())?;
+        let resp =
+            match tokio::time::timeout(inner.response_timeout, inner.client.request(req)).await {
+                Err(_) => return Err(UpstreamError::Timeout.into()),
+                Ok(Err(e)) if e.is_connect() => return Err(UpstreamError::Unavailable.into()),
+                Ok(Err(_)) => return Err(UpstreamError::Failed.into()),
+                Ok(Ok(resp)) => resp,
+            };
+        if resp.status() != StatusCode::OK {
+            return Err(format!("the upstream answered {}", resp.status()).into());
+        }
+        let bytes = Limited::new(resp.into_body(), LIMIT)
+            .collect()
+            .await?
+            .to_bytes();
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+}
+
 fn typed_kind(typed: &GatewayRequest) -> &'static str {
     match typed.target {
         crate::request::Target::Report(_) => "report",

@@ -20,7 +20,7 @@ use jiff::tz::{TimeZone, TimeZoneDatabase};
 use jiff::Timestamp;
 
 use crate::body::Response;
-use crate::catalog::{Catalog, Category, ReportDef};
+use crate::catalog::{Catalog, CatalogHandle, Category, ReportDef};
 use crate::observe::Trace;
 use crate::route::RouteMatch;
 use crate::{BoxError, BoxFuture};
@@ -346,6 +346,7 @@ pub fn parse(
         RouteMatch::Report(name) => Target::Report(catalog.find(name)?),
         RouteMatch::Discovery(c) => Target::Discovery(*c),
         RouteMatch::SessionDetails(id) => Target::SessionDetails(*id),
+        RouteMatch::Listing => return Err("the report listing is answered before parsing".into()),
     };
     Ok(parse_params(target, raw_query)?)
 }
@@ -435,12 +436,12 @@ fn parse_params(target: Target, raw_query: Option<&str>) -> Result<GatewayReques
 /// Layer for [`Parse`].
 #[derive(Debug, Clone)]
 pub struct ParseLayer {
-    catalog: Arc<Catalog>,
+    catalog: Arc<CatalogHandle>,
 }
 
 impl ParseLayer {
     /// Parses against `catalog`.
-    pub fn new(catalog: Arc<Catalog>) -> Self {
+    pub fn new(catalog: Arc<CatalogHandle>) -> Self {
         ParseLayer { catalog }
     }
 }
@@ -459,7 +460,7 @@ impl<S> tower::Layer<S> for ParseLayer {
 #[derive(Debug, Clone)]
 pub struct Parse<S> {
     inner: S,
-    catalog: Arc<Catalog>,
+    catalog: Arc<CatalogHandle>,
 }
 
 impl<S> tower::Service<Request<()>> for Parse<S>
@@ -477,7 +478,7 @@ where
 
     fn call(&mut self, mut req: Request<()>) -> Self::Future {
         let parsed = match req.extensions().get::<RouteMatch>() {
-            Some(route) => parse(route, req.uri().query(), &self.catalog),
+            Some(route) => parse(route, req.uri().query(), &self.catalog.current()),
             None => Err("parse layer reached without a route".into()),
         };
         match parsed {

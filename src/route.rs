@@ -2,7 +2,8 @@
 //!
 //! Checks the request target against the only shapes that are ever
 //! forwarded: `/Chime/Report/{ReportName}`, the six discovery routes
-//! `/Chime/Report/Get…Reports`, and `/Chime/Session/SessionDetails/{id}`.
+//! `/Chime/Report/Get…Reports`, and `/Chime/Session/SessionDetails/{id}`;
+//! plus the gateway's own `/Chime/Gateway/Reports` (never forwarded).
 //! Matching is exact apart from ASCII case: segments must be ASCII letters
 //! and digits, so dot segments, `//`, backslashes, `;` parameters and
 //! percent-encoding never match anything and are refused rather than
@@ -31,6 +32,8 @@ pub enum RouteMatch {
     Discovery(Category),
     /// `/Chime/Session/SessionDetails/{id}`.
     SessionDetails(u64),
+    /// `/Chime/Gateway/Reports`: the gateway's own per-user report list.
+    Listing,
 }
 
 impl RouteMatch {
@@ -40,6 +43,7 @@ impl RouteMatch {
             RouteMatch::Report(_) => "report",
             RouteMatch::Discovery(_) => "discovery",
             RouteMatch::SessionDetails(_) => "session",
+            RouteMatch::Listing => "listing",
         }
     }
 }
@@ -80,6 +84,11 @@ pub fn match_path(path: &str) -> Result<RouteMatch, RouteError> {
             (Some(sd), Some(id), None) if sd.eq_ignore_ascii_case("SessionDetails") => {
                 RouteMatch::SessionDetails(parse_session_id(id).ok_or(RouteError::NotFound)?)
             }
+            _ => return Err(RouteError::NotFound),
+        }
+    } else if area.eq_ignore_ascii_case("Gateway") {
+        match (segs.next(), segs.next()) {
+            (Some(r), None) if r.eq_ignore_ascii_case("Reports") => RouteMatch::Listing,
             _ => return Err(RouteError::NotFound),
         }
     } else {
@@ -165,6 +174,10 @@ mod tests {
         assert_eq!(
             match_path("/Chime/Session/SessionDetails/12345").unwrap(),
             RouteMatch::SessionDetails(12345)
+        );
+        assert_eq!(
+            match_path("/chime/gateway/reports").unwrap(),
+            RouteMatch::Listing
         );
     }
 

@@ -196,6 +196,19 @@ fn spawn_maintenance(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> 
             }));
         }
     }
+    let every = state.config.catalog.refresh_interval;
+    if state.config.catalog.refresh_key.is_some() && !every.is_zero() {
+        let s = Arc::clone(state);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                // Failures are logged and counted inside; the catalog in force stays.
+                let _ = s.refresh_catalog().await;
+            }
+        }));
+    }
     let s = Arc::clone(state);
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));

@@ -5,9 +5,10 @@
 //! 2. [`limits`](crate::limits) — no bodies, query length, global in-flight cap;
 //! 3. [`route`](crate::route) — path allowlist and method;
 //! 4. [`auth`](crate::auth) — bearer key → principal;
-//! 5. [`request`](crate::request) — query → typed request (with the catalog);
-//! 6. [`acl`](crate::acl) — queue ACL on the typed request;
-//! 7. [`proxy`](crate::proxy) — canonical upstream request, streamed answer.
+//! 5. [`listing`](crate::listing) — answers `/Chime/Gateway/Reports` itself;
+//! 6. [`request`](crate::request) — query → typed request (with the catalog);
+//! 7. [`acl`](crate::acl) — queue ACL on the typed request;
+//! 8. [`proxy`](crate::proxy) — canonical upstream request, streamed answer.
 //!
 //! Each layer refuses without calling the next one.
 
@@ -22,6 +23,7 @@ use crate::acl::AclLayer;
 use crate::auth::AuthLayer;
 use crate::body::Response;
 use crate::limits::LimitsLayer;
+use crate::listing::ListingLayer;
 use crate::observe::ObserveLayer;
 use crate::request::ParseLayer;
 use crate::route::RouteLayer;
@@ -48,6 +50,7 @@ where
             Arc::clone(&state.auth_throttle),
             Arc::clone(&state.metrics),
         ))
+        .layer(ListingLayer::new(Arc::clone(&state.catalog)))
         .layer(ParseLayer::new(Arc::clone(&state.catalog)))
         .layer(AclLayer)
         .service(state.proxy.clone());

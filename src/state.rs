@@ -6,7 +6,8 @@ use std::sync::Arc;
 use prometheus::Registry;
 
 use crate::auth::AuthThrottle;
-use crate::catalog::Catalog;
+use crate::catalog::refresh::{self, RefreshError};
+use crate::catalog::{Catalog, CatalogHandle, Category};
 use crate::clock::Clock;
 use crate::config::{Config, KeySource};
 use crate::keystore::file::{FileKeyStore, KeyFileError};
@@ -55,7 +56,7 @@ pub struct AppState {
     /// Failed-authentication throttle.
     pub auth_throttle: Arc<AuthThrottle>,
     /// Report catalog.
-    pub catalog: Arc<Catalog>,
+    pub catalog: Arc<CatalogHandle>,
     /// Upstream proxy.
     pub proxy: Proxy,
 }
@@ -82,7 +83,10 @@ impl AppState {
             config.auth.max_failures_per_minute,
             config.auth.throttle_max_tracked,
         ));
-        let catalog = Arc::new(Catalog::new(&config.catalog.report));
+        let catalog = Arc::new(CatalogHandle::new(Catalog::new(&config.catalog.report)));
+        metrics
+            .catalog_reports
+            .set(i64::try_from(config.catalog.report.len()).unwrap_or(i64::MAX));
         let proxy = Proxy::new(
             &config.upstream,
             Arc::clone(&metrics),
@@ -99,6 +103,63 @@ impl AppState {
             catalog,
             proxy,
         })
+    }
+
+    /// Refreshes the catalog from the upstream's discovery routes; on any
+    /// failure the catalog in force stays. Returns the number of reports.
+    pub async fn refresh_catalog(&self) -> Result<usize, RefreshError> {
+        let cfg = &self.config.catalog;
+        let Some(key) = &cfg.refresh_key else {
+            return Ok(self.catalog.current().len());
+        };
+        let outcome = async {
+            let mut answers = Vec::new();
+            for category in Category::ALL {
+                let route = category.discovery_route();
+                let path = if category.is_per_queue() {
+                    format!("/Report/{route}?queueId={}", cfg.refresh_queue_id)
+                } else {
+                    format!("/Report/{route}")
+                };
+                let answer = self
+                    .proxy
+                    .fetch_json(&path, key.expose())
+                    .await
+                    .map_err(|source| RefreshError::Fetch { route, source })?;
+                answers.push((category, answer));
+            }
+            refresh::assemble(answers)
+        }
+        .await;
+        match outcome {
+            Ok(reports) => {
+                let count = reports.len();
+                self.catalog.replace(Catalog::new(&reports));
+                self.metrics
+                    .catalog_refreshes
+                    .with_label_values(&["success"])
+                    .inc();
+                self.metrics
+                    .catalog_reports
+                    .set(i64::try_from(count).unwrap_or(i64::MAX));
+                self.metrics
+                    .catalog_last_refresh
+                    .set(jiff::Timestamp::now().as_second());
+                tracing::info!(
+                    reports = count,
+                    "report catalog refreshed from the upstream"
+                );
+                Ok(count)
+            }
+            Err(e) => {
+                self.metrics
+                    .catalog_refreshes
+                    .with_label_values(&["failure"])
+                    .inc();
+                tracing::warn!(error = %e, "catalog refresh failed; keeping the catalog in force");
+                Err(e)
+            }
+        }
     }
 
     /// Reloads the key file: only if it changed, or unconditionally (`force`,

@@ -131,10 +131,26 @@ impl Default for RawAuth {
     }
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawCatalog {
     pub(crate) report: Option<Vec<ReportDef>>,
+    pub(crate) refresh_interval: String,
+    pub(crate) refresh_queue_id: u32,
+    pub(crate) refresh_key_file: Option<String>,
+    pub(crate) refresh_key_env: String,
+}
+
+impl Default for RawCatalog {
+    fn default() -> Self {
+        RawCatalog {
+            report: None,
+            refresh_interval: "10m".into(),
+            refresh_queue_id: 1,
+            refresh_key_file: None,
+            refresh_key_env: "CHIME_GATEWAY_CATALOG_KEY".into(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

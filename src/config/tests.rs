@@ -148,6 +148,9 @@ fn shipped_example_configs_parse() {
     assert_eq!(c.keys.watch_interval, d.keys.watch_interval);
     assert_eq!(c.keys.cache_ttl, d.keys.cache_ttl);
     assert_eq!(c.keys.negative_cache_ttl, d.keys.negative_cache_ttl);
-    assert_eq!(c.auth.max_failures_per_minute, d.auth.max_failures_per_minute);
+    assert_eq!(
+        c.auth.max_failures_per_minute,
+        d.auth.max_failures_per_minute
+    );
     assert_eq!(c.auth.throttle_max_tracked, d.auth.throttle_max_tracked);
 }
