@@ -175,6 +175,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// The value Chime's model binding would take for `name` from a raw query:
+/// names match case-insensitively, `+` is a space, the first of duplicates
+/// wins. Tests use it to check what Chime would make of what the gateway
+/// forwards.
+pub fn bind_like_aspnet(raw_query: &str, name: &str) -> Option<String> {
+    data::Query::parse(raw_query).get(name).map(str::to_owned)
+}
+
 /// Chime's (ASP.NET Web API's) error body.
 fn message(status: StatusCode, text: &str) -> Response {
     let doc = serde_json::json!({ "Message": text });

@@ -54,7 +54,7 @@ impl Query {
     }
 
     /// The first value for `name`, name matched case-insensitively (as model binding does).
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
