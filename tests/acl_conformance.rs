@@ -407,8 +407,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "raw NUL in target",
-            b"/Chime/Report/InboundVsAnsweredChats?queueId=1\x00&start=2020-11-01T04:00:00Z"
-                .to_vec(),
+            b"/Chime/Report/InboundVsAnsweredChats?queueId=1\x00&start=2020-11-01T04:00:00Z",
             400,
             Nothing,
         ),
@@ -423,7 +422,7 @@ fn cases() -> Vec<Case> {
         case("ff name", q(&format!("%ff=1&queueId=1&{S}")), 400, Nothing),
         case(
             "raw ff in path",
-            b"/Chime/Report/Inbound\xffVsAnsweredChats?queueId=1".to_vec(),
+            b"/Chime/Report/Inbound\xffVsAnsweredChats?queueId=1",
             400,
             Nothing,
         ),
