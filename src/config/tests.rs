@@ -153,4 +153,6 @@ fn shipped_example_configs_parse() {
         d.auth.max_failures_per_minute
     );
     assert_eq!(c.auth.throttle_max_tracked, d.auth.throttle_max_tracked);
+    assert_eq!(c.catalog.refresh_interval, d.catalog.refresh_interval);
+    assert_eq!(c.catalog.refresh_queue_id, d.catalog.refresh_queue_id);
 }
