@@ -136,7 +136,13 @@ mod tests {
 
     fn req(path: &str, query: &str) -> GatewayRequest {
         let route = crate::route::match_path(path).unwrap();
-        crate::request::parse(&route, Some(query), &Catalog::new(&builtin())).unwrap()
+        let options = crate::request::RequestOptions::default();
+        let ctx = crate::request::ParseContext {
+            now: "2020-01-02T00:00:00Z".parse().unwrap(),
+            accept_csv: false,
+            options: &options,
+        };
+        crate::request::parse_with(&route, Some(query), &Catalog::new(&builtin()), &ctx).unwrap()
     }
 
     #[test]

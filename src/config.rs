@@ -84,6 +84,27 @@ fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
     s.collect_str(&humantime::format_duration(*d))
 }
 
+pub(crate) fn ser_signed<S: serde::Serializer>(
+    d: &jiff::SignedDuration,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_duration(d.unsigned_abs()))
+}
+
+pub(crate) fn ser_signed_map<S: serde::Serializer>(
+    m: &HashMap<String, jiff::SignedDuration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut sorted: Vec<_> = m.iter().collect();
+    sorted.sort();
+    let mut map = s.serialize_map(Some(sorted.len()))?;
+    for (k, v) in sorted {
+        map.serialize_entry(k, &humantime::format_duration(v.unsigned_abs()).to_string())?;
+    }
+    map.end()
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
@@ -97,6 +118,8 @@ pub struct Config {
     pub keys: KeysConfig,
     /// Authentication.
     pub auth: AuthConfig,
+    /// Request parsing and normalisation.
+    pub request: crate::request::RequestOptions,
     /// Report catalog.
     pub catalog: CatalogConfig,
     /// Logging.
@@ -434,6 +457,7 @@ impl Validator<'_> {
             UpstreamAuth::Passthrough => None,
         };
         let catalog = self.catalog(raw.catalog, upstream_key)?;
+        let request = self.request(raw.request)?;
         let log = LogConfig {
             format: match raw.log.format.as_str() {
                 "json" => LogFormat::Json,
@@ -453,6 +477,7 @@ impl Validator<'_> {
             upstream,
             keys,
             auth,
+            request,
             catalog,
             log,
         })
@@ -484,6 +509,54 @@ impl Validator<'_> {
             refresh_interval: self.duration("catalog.refresh_interval", &c.refresh_interval)?,
             refresh_queue_id: c.refresh_queue_id,
             refresh_key,
+        })
+    }
+
+    fn request(&self, r: raw::RawRequest) -> Result<crate::request::RequestOptions, ConfigError> {
+        let end_name = match r.end_parameter.as_str() {
+            "stop" => "stop",
+            "end" => "end",
+            other => {
+                return Err(self.err(
+                    "request.end_parameter",
+                    format!("`{other}` is not one of \"stop\", \"end\""),
+                ))
+            }
+        };
+        let window = |key: &str, v: &str| -> Result<jiff::SignedDuration, ConfigError> {
+            let d = self.duration(key, v)?;
+            if d.is_zero() {
+                return Err(self.err(key, "must be more than 0"));
+            }
+            jiff::SignedDuration::try_from(d).map_err(|e| self.err(key, e.to_string()))
+        };
+        let max_window = window("request.max_window", &r.max_window)?;
+        let mut per_report = HashMap::new();
+        for (name, v) in &r.max_window_per_report {
+            if !catalog::is_report_name(name) {
+                return Err(self.err(
+                    &format!("request.max_window_per_report.{name}"),
+                    "is not a report name",
+                ));
+            }
+            let d = window(&format!("request.max_window_per_report.{name}"), v)?;
+            per_report.insert(name.to_ascii_lowercase(), d);
+        }
+        if let Some(expr) = &r.default_start {
+            crate::request::time::evaluate(
+                expr,
+                crate::request::time::End::Start,
+                jiff::Timestamp::now(),
+                &jiff::tz::TimeZone::UTC,
+            )
+            .map_err(|problem| self.err("request.default_start", format!("`{expr}` {problem}")))?;
+        }
+        Ok(crate::request::RequestOptions {
+            end_name,
+            max_window,
+            max_window_per_report: per_report,
+            default_start: r.default_start,
+            csv_default: r.csv_default,
         })
     }
 

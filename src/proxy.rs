@@ -45,6 +45,9 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
+/// Names the parameters the gateway received but deliberately did not forward.
+pub static X_IGNORED: HeaderName = HeaderName::from_static("x-chime-gateway-ignored");
+
 /// Why the upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -203,6 +206,12 @@ impl Inner {
         }
         let (mut parts, incoming) = resp.into_parts();
         headers::clean_response_headers(&mut parts.headers);
+        if !typed.ignored.is_empty() {
+            parts.headers.insert(
+                &X_IGNORED,
+                HeaderValue::from_str(&typed.ignored.join(", "))?,
+            );
+        }
         if let Some(check) = req.extensions().get::<SessionQueueCheck>() {
             if parts.status == StatusCode::OK {
                 let held = self.check_session(incoming, check).await?;

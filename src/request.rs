@@ -10,6 +10,7 @@
 //! and the upstream receives only [`GatewayRequest::upstream_path_and_query`].
 
 mod query;
+pub mod time;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -153,6 +154,70 @@ pub struct GatewayRequest {
     pub target: Target,
     /// Parameters.
     pub params: Params,
+    /// The name the end of the window is sent under (`stop` or `end`).
+    pub end_name: &'static str,
+    /// Parameters the client sent that are deliberately not forwarded
+    /// (`stop` on a StartOnly report); the response says so in a header.
+    pub ignored: Vec<&'static str>,
+}
+
+/// How requests are parsed: the `[request]` configuration.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RequestOptions {
+    /// Forward the end of the window as `stop` (default, as in Chime's examples) or `end`.
+    pub end_name: &'static str,
+    /// The longest window (`start` to `stop`, or to now).
+    #[serde(serialize_with = "crate::config::ser_signed")]
+    pub max_window: jiff::SignedDuration,
+    /// Per-report maximum windows, by lower-cased report name.
+    #[serde(serialize_with = "crate::config::ser_signed_map")]
+    pub max_window_per_report: std::collections::HashMap<String, jiff::SignedDuration>,
+    /// `start` when the client gives none (a time expression); `None`: 400.
+    pub default_start: Option<String>,
+    /// Whether reports are CSV when neither `csv` nor `Accept: text/csv` says.
+    pub csv_default: bool,
+}
+
+impl Default for RequestOptions {
+    fn default() -> Self {
+        RequestOptions {
+            end_name: "stop",
+            max_window: jiff::SignedDuration::from_hours(366 * 24),
+            max_window_per_report: std::collections::HashMap::new(),
+            default_start: None,
+            csv_default: false,
+        }
+    }
+}
+
+/// What a parse needs besides the request target.
+#[derive(Debug, Clone, Copy)]
+pub struct ParseContext<'a> {
+    /// Now, for relative times and the window limit.
+    pub now: Timestamp,
+    /// The client sent `Accept: text/csv`.
+    pub accept_csv: bool,
+    /// Options.
+    pub options: &'a RequestOptions,
+}
+
+/// Whether an `Accept` header asks for CSV (`text/csv` with a non-zero q).
+pub fn accepts_csv(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("");
+            let q_zero = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .or_else(|| p.strip_prefix("Q="))
+                    .is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0))
+            });
+            media.eq_ignore_ascii_case("text/csv") && !q_zero
+        })
 }
 
 /// Formats an instant the way Chime's examples do: `2020-11-01T04:00:00.000Z`.
@@ -207,7 +272,7 @@ impl GatewayRequest {
             param(&mut out, "start", &format_instant(t));
         }
         if let Some(t) = p.stop {
-            param(&mut out, "stop", &format_instant(t));
+            param(&mut out, self.end_name, &format_instant(t));
         }
         if p.csv {
             param(&mut out, "csv", "true");
@@ -244,14 +309,14 @@ fn parse_queue_id(v: &str) -> Result<u32, QueryError> {
         })
 }
 
-fn parse_instant(name: Name, v: &str) -> Result<Timestamp, QueryError> {
-    let ts: Timestamp = v
-        .parse()
-        .map_err(|_| bad(name, "must be an ISO-8601 date-time with an offset"))?;
-    if ts.as_second() < 0 || ts.strftime("%Y").to_string().len() != 4 {
-        return Err(bad(name, "must be between the years 1970 and 9999"));
+/// `366 days`, `36 hours`, or humantime's spelling for odd lengths.
+fn describe(d: jiff::SignedDuration) -> String {
+    let secs = d.as_secs();
+    match (secs % 86_400, secs % 3_600) {
+        (0, _) => format!("{} days", secs / 86_400),
+        (_, 0) => format!("{} hours", secs / 3_600),
+        _ => humantime::format_duration(d.unsigned_abs()).to_string(),
     }
-    Ok(ts)
 }
 
 fn parse_csv(v: &str) -> Result<bool, QueryError> {
@@ -335,12 +400,28 @@ fn accepts(target: &Target) -> Accepts {
     }
 }
 
-/// Parses a routed request's query into a [`GatewayRequest`]. Fails with
-/// [`crate::catalog::UnknownReport`] (404) or [`QueryError`] (400).
+/// [`parse_with`] at the current time with default options and no `Accept`.
 pub fn parse(
     route: &RouteMatch,
     raw_query: Option<&str>,
     catalog: &Catalog,
+) -> Result<GatewayRequest, BoxError> {
+    let options = RequestOptions::default();
+    let ctx = ParseContext {
+        now: Timestamp::now(),
+        accept_csv: false,
+        options: &options,
+    };
+    parse_with(route, raw_query, catalog, &ctx)
+}
+
+/// Parses a routed request's query into a [`GatewayRequest`]. Fails with
+/// [`crate::catalog::UnknownReport`] (404) or [`QueryError`] (400).
+pub fn parse_with(
+    route: &RouteMatch,
+    raw_query: Option<&str>,
+    catalog: &Catalog,
+    ctx: &ParseContext<'_>,
 ) -> Result<GatewayRequest, BoxError> {
     let target = match route {
         RouteMatch::Report(name) => Target::Report(catalog.find(name)?),
@@ -348,10 +429,14 @@ pub fn parse(
         RouteMatch::SessionDetails(id) => Target::SessionDetails(*id),
         RouteMatch::Listing => return Err("the report listing is answered before parsing".into()),
     };
-    Ok(parse_params(target, raw_query)?)
+    Ok(parse_params(target, raw_query, ctx)?)
 }
 
-fn parse_params(target: Target, raw_query: Option<&str>) -> Result<GatewayRequest, QueryError> {
+fn parse_params(
+    target: Target,
+    raw_query: Option<&str>,
+    ctx: &ParseContext<'_>,
+) -> Result<GatewayRequest, QueryError> {
     let mut pairs = query::parse(raw_query.unwrap_or(""))?;
     let rules = accepts(&target);
     let refuse = |name: Name| QueryError::NotAccepted {
@@ -373,6 +458,24 @@ fn parse_params(target: Target, raw_query: Option<&str>) -> Result<GatewayReques
         (None, Presence::Refused) => None,
     };
 
+    // The zone first: dates and relative times are read in it.
+    if let Some(v) = pairs.take(Name::Zone) {
+        if !rules.zone {
+            return Err(refuse(Name::Zone));
+        }
+        params.zone = Some(Zone::parse(&v).ok_or_else(|| {
+            bad(
+                Name::Zone,
+                "is not a time-zone id of the IANA tz database (see the TZ identifier column of https://en.wikipedia.org/wiki/List_of_tz_database_time_zones)",
+            )
+        })?);
+    }
+    let tz = params
+        .zone
+        .as_ref()
+        .map_or(jiff::tz::TimeZone::UTC, |z| z.tz().clone());
+
+    let mut ignored = Vec::new();
     let start = pairs.take(Name::Start);
     let stop = match (pairs.take(Name::Stop), pairs.take(Name::End)) {
         (Some(_), Some(_)) => {
@@ -393,56 +496,98 @@ fn parse_params(target: Target, raw_query: Option<&str>) -> Result<GatewayReques
             return Err(refuse(name));
         }
     } else {
-        let start = start.ok_or(QueryError::MissingParameter {
-            name: "start",
-            example: query::example(Name::Start),
-        })?;
-        params.start = Some(parse_instant(Name::Start, &start)?);
-        if let Some((name, v)) = stop {
-            if !rules.stop {
-                return Err(QueryError::NotAccepted {
-                    name: name.as_str(),
-                    route: "StartOnly reports (they cover the one day given by start)",
-                });
+        let (start_name, start_raw) = match (start, &ctx.options.default_start) {
+            (Some(v), _) => (Name::Start, v),
+            (None, Some(default)) => (Name::Start, default.clone()),
+            (None, None) => {
+                return Err(QueryError::MissingParameter {
+                    name: "start",
+                    example: query::example(Name::Start),
+                })
             }
-            let stop = parse_instant(name, &v)?;
-            if params.start.is_some_and(|s| s > stop) {
-                return Err(bad(name, "must not be before start"));
+        };
+        let start = time::evaluate(&start_raw, time::End::Start, ctx.now, &tz)
+            .map_err(|problem| bad(start_name, &problem))?;
+        params.start = Some(start);
+        match stop {
+            // A StartOnly report covers the day of `start`; Chime ignores a
+            // stop, so the gateway drops it and says so in a response header.
+            Some((name, _)) if !rules.stop => ignored.push(name.as_str()),
+            Some((name, v)) => {
+                let stop = time::evaluate(&v, time::End::Stop, ctx.now, &tz)
+                    .map_err(|problem| bad(name, &problem))?;
+                if start > stop {
+                    return Err(bad(name, "must not be before start"));
+                }
+                params.stop = Some(stop);
             }
-            params.stop = Some(stop);
+            None => {}
+        }
+        let limit = match &target {
+            Target::Report(r) => ctx
+                .options
+                .max_window_per_report
+                .get(&r.name.to_ascii_lowercase())
+                .copied()
+                .unwrap_or(ctx.options.max_window),
+            _ => ctx.options.max_window,
+        };
+        let until = params.stop.unwrap_or(ctx.now).max(start);
+        if rules.stop && until.duration_since(start) > limit {
+            return Err(QueryError::BadValue {
+                name: if params.stop.is_some() {
+                    "stop"
+                } else {
+                    "start"
+                },
+                problem: format!(
+                    "the window from start to {} is longer than this report's maximum of {}",
+                    if params.stop.is_some() { "stop" } else { "now" },
+                    describe(limit)
+                ),
+                example: "start=today-30d&stop=today",
+            });
         }
     }
 
+    params.csv = ctx.options.csv_default || (rules.csv && ctx.accept_csv);
     if let Some(v) = pairs.take(Name::Csv) {
         if !rules.csv {
             return Err(refuse(Name::Csv));
         }
         params.csv = parse_csv(&v)?;
     }
-    if let Some(v) = pairs.take(Name::Zone) {
-        if !rules.zone {
-            return Err(refuse(Name::Zone));
-        }
-        params.zone = Some(Zone::parse(&v).ok_or_else(|| {
-            bad(
-                Name::Zone,
-                "is not a time-zone id of the IANA tz database (see the TZ identifier column of https://en.wikipedia.org/wiki/List_of_tz_database_time_zones)",
-            )
-        })?);
+    if !rules.csv {
+        params.csv = false;
     }
-    Ok(GatewayRequest { target, params })
+    Ok(GatewayRequest {
+        target,
+        params,
+        end_name: ctx.options.end_name,
+        ignored,
+    })
 }
 
 /// Layer for [`Parse`].
 #[derive(Debug, Clone)]
 pub struct ParseLayer {
     catalog: Arc<CatalogHandle>,
+    options: Arc<RequestOptions>,
+    clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl ParseLayer {
-    /// Parses against `catalog`.
-    pub fn new(catalog: Arc<CatalogHandle>) -> Self {
-        ParseLayer { catalog }
+    /// Parses against `catalog` with `options`, reading "now" from `clock`.
+    pub fn new(
+        catalog: Arc<CatalogHandle>,
+        options: Arc<RequestOptions>,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> Self {
+        ParseLayer {
+            catalog,
+            options,
+            clock,
+        }
     }
 }
 
@@ -451,7 +596,7 @@ impl<S> tower::Layer<S> for ParseLayer {
     fn layer(&self, inner: S) -> Parse<S> {
         Parse {
             inner,
-            catalog: Arc::clone(&self.catalog),
+            layer: self.clone(),
         }
     }
 }
@@ -460,7 +605,7 @@ impl<S> tower::Layer<S> for ParseLayer {
 #[derive(Debug, Clone)]
 pub struct Parse<S> {
     inner: S,
-    catalog: Arc<CatalogHandle>,
+    layer: ParseLayer,
 }
 
 impl<S> tower::Service<Request<()>> for Parse<S>
@@ -478,7 +623,19 @@ where
 
     fn call(&mut self, mut req: Request<()>) -> Self::Future {
         let parsed = match req.extensions().get::<RouteMatch>() {
-            Some(route) => parse(route, req.uri().query(), &self.catalog.current()),
+            Some(route) => {
+                let ctx = ParseContext {
+                    now: self.layer.clock.now(),
+                    accept_csv: accepts_csv(req.headers()),
+                    options: &self.layer.options,
+                };
+                parse_with(
+                    route,
+                    req.uri().query(),
+                    &self.layer.catalog.current(),
+                    &ctx,
+                )
+            }
             None => Err("parse layer reached without a route".into()),
         };
         match parsed {

@@ -51,7 +51,11 @@ where
             Arc::clone(&state.metrics),
         ))
         .layer(ListingLayer::new(Arc::clone(&state.catalog)))
-        .layer(ParseLayer::new(Arc::clone(&state.catalog)))
+        .layer(ParseLayer::new(
+            Arc::clone(&state.catalog),
+            Arc::clone(&state.request_options),
+            Arc::clone(&state.clock),
+        ))
         .layer(AclLayer)
         .service(state.proxy.clone());
     BoxCloneService::new(svc)

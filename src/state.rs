@@ -59,6 +59,10 @@ pub struct AppState {
     pub catalog: Arc<CatalogHandle>,
     /// Upstream proxy.
     pub proxy: Proxy,
+    /// The clock ("now" for relative times, key validity).
+    pub clock: Arc<dyn Clock>,
+    /// Request parsing options.
+    pub request_options: Arc<crate::request::RequestOptions>,
 }
 
 impl AppState {
@@ -68,8 +72,8 @@ impl AppState {
         let metrics = Arc::new(Metrics::register(&registry)?);
         let readiness = Arc::new(Readiness::default());
         let file = Arc::new(match &config.keys.source {
-            KeySource::File(path) => FileKeyStore::open(path, clock)?,
-            KeySource::Embedded(text) => FileKeyStore::embedded(text, clock)?,
+            KeySource::File(path) => FileKeyStore::open(path, Arc::clone(&clock))?,
+            KeySource::Embedded(text) => FileKeyStore::embedded(text, Arc::clone(&clock))?,
         });
         let keys: Arc<dyn KeyStore> = file.clone();
         metrics
@@ -93,7 +97,6 @@ impl AppState {
             Arc::clone(&readiness),
         )?;
         Ok(AppState {
-            config,
             registry,
             metrics,
             readiness,
@@ -102,6 +105,9 @@ impl AppState {
             auth_throttle,
             catalog,
             proxy,
+            clock,
+            request_options: Arc::new(config.request.clone()),
+            config,
         })
     }
 

@@ -34,7 +34,8 @@ async fn gateway_with_extra_upstream_report() -> Harness {
     Harness::start_config(sim, config).await
 }
 
-const BACKLOG: &str = "/Chime/Report/ticketbacklog?queueId=1&start=2020-11-01T00:00:00Z";
+const BACKLOG: &str =
+    "/Chime/Report/ticketbacklog?queueId=1&start=2020-11-01T00:00:00Z&stop=2020-11-02T00:00:00Z";
 
 #[tokio::test]
 async fn refresh_adds_upstream_reports_and_failure_keeps_the_last_good_catalog() {
@@ -63,7 +64,7 @@ async fn refresh_adds_upstream_reports_and_failure_keeps_the_last_good_catalog()
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert_eq!(
         h.sim.recorded().last().unwrap().target,
-        "/Chime/Report/TicketBacklog?queueId=1&start=2020-11-01T00:00:00.000Z",
+        "/Chime/Report/TicketBacklog?queueId=1&start=2020-11-01T00:00:00.000Z&stop=2020-11-02T00:00:00.000Z",
         "forwarded in the upstream's canonical spelling"
     );
 

@@ -183,7 +183,7 @@ async fn queue_acl_refuses_other_queues_and_tenant_wide_reports() {
     let a = h
         .get_as(
             MANAGER,
-            "/Chime/Report/InboundVsAnsweredChats?queueId=2&start=2020-11-01T00:00:00Z",
+            "/Chime/Report/InboundVsAnsweredChats?queueId=2&start=2020-11-01&stop=2020-11-02",
         )
         .await;
     assert_eq!(
@@ -193,7 +193,7 @@ async fn queue_acl_refuses_other_queues_and_tenant_wide_reports() {
     let a = h
         .get_as(
             MANAGER,
-            "/Chime/Report/GlobalChatVolume?start=2020-11-01T00:00:00Z",
+            "/Chime/Report/GlobalChatVolume?start=2020-11-01&stop=2020-11-02",
         )
         .await;
     assert_eq!(
@@ -478,4 +478,52 @@ async fn admin_endpoints_and_request_metrics() {
         !text.contains(MANAGER) && !text.contains("queueId"),
         "no keys or raw queries in metrics"
     );
+}
+
+#[tokio::test]
+async fn windows_are_normalised_before_chime_sees_them() {
+    let h = Harness::start().await;
+    let auth = format!("Bearer {MANAGER}");
+    // Date-only in a zone, `end` for `stop`, and Accept: text/csv for csv=true.
+    let a = h
+        .get(
+            "/Chime/Report/InboundVsAnsweredChats?queueId=1&start=2020-11-01&end=2020-11-30&zone=america/new_york",
+            &[("authorization", &auth), ("accept", "text/csv")],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert!(a.text().starts_with("Date,QueueId"));
+    assert_eq!(
+        h.sim.recorded()[0].target,
+        "/Chime/Report/InboundVsAnsweredChats?queueId=1&start=2020-11-01T04:00:00.000Z&stop=2020-12-01T04:59:59.999Z&csv=true&zone=America/New_York"
+    );
+    // StartOnly: the stop is dropped, and the response says so.
+    let a = h
+        .get(
+            "/Chime/Report/AgentAvailability?queueId=1&start=2020-11-03&stop=2020-11-04",
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.headers["x-chime-gateway-ignored"], "stop");
+    assert_eq!(
+        h.sim.recorded()[1].target,
+        "/Chime/Report/AgentAvailability?queueId=1&start=2020-11-03T00:00:00.000Z"
+    );
+    // Over the maximum window: refused, naming the limit.
+    let a = h
+        .get(
+            "/Chime/Report/InboundVsAnsweredChats?queueId=1&start=2019-01-01&stop=2020-12-31",
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (StatusCode::BAD_REQUEST, "bad_parameter")
+    );
+    assert!(a.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("366 days"));
+    assert_eq!(h.sim.recorded().len(), 2);
 }

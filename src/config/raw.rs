@@ -13,6 +13,7 @@ pub(crate) struct RawConfig {
     pub(crate) upstream: RawUpstream,
     pub(crate) keys: RawKeys,
     pub(crate) auth: RawAuth,
+    pub(crate) request: RawRequest,
     pub(crate) catalog: RawCatalog,
     pub(crate) log: RawLog,
 }
@@ -111,6 +112,28 @@ impl Default for RawKeys {
             cache_ttl: "30s".into(),
             negative_cache_ttl: "5s".into(),
             cache_capacity: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRequest {
+    pub(crate) end_parameter: String,
+    pub(crate) max_window: String,
+    pub(crate) max_window_per_report: std::collections::BTreeMap<String, String>,
+    pub(crate) default_start: Option<String>,
+    pub(crate) csv_default: bool,
+}
+
+impl Default for RawRequest {
+    fn default() -> Self {
+        RawRequest {
+            end_parameter: "stop".into(),
+            max_window: "366d".into(),
+            max_window_per_report: Default::default(),
+            default_start: None,
+            csv_default: false,
         }
     }
 }

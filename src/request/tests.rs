@@ -1,13 +1,38 @@
 use super::*;
 use crate::catalog::{builtin, UnknownReport};
 
+const NOW: &str = "2020-12-15T12:00:00Z";
+
 fn cat() -> Catalog {
     Catalog::new(&builtin())
 }
 
-fn upstream(path: &str, query: &str) -> Result<String, BoxError> {
+fn parse_opts(
+    path: &str,
+    query: &str,
+    accept_csv: bool,
+    options: &RequestOptions,
+) -> Result<GatewayRequest, BoxError> {
     let route = crate::route::match_path(path).unwrap();
-    parse(&route, Some(query), &cat()).map(|r| r.upstream_path_and_query("/Chime"))
+    let ctx = ParseContext {
+        now: NOW.parse().unwrap(),
+        accept_csv,
+        options,
+    };
+    parse_with(&route, Some(query), &cat(), &ctx)
+}
+
+fn upstream_opts(
+    path: &str,
+    query: &str,
+    accept_csv: bool,
+    options: &RequestOptions,
+) -> Result<String, BoxError> {
+    parse_opts(path, query, accept_csv, options).map(|r| r.upstream_path_and_query("/Chime"))
+}
+
+fn upstream(path: &str, query: &str) -> Result<String, BoxError> {
+    upstream_opts(path, query, false, &RequestOptions::default())
 }
 
 fn code(path: &str, query: &str) -> &'static str {
@@ -17,12 +42,26 @@ fn code(path: &str, query: &str) -> &'static str {
 
 const DOC_QUERY: &str =
     "queueId=1&start=2020-11-01T04:00:00.000Z&stop=2020-12-01T04:59:59.999Z&csv=true";
+const R: &str = "/Chime/Report/InboundVsAnsweredChats";
+const G: &str = "/Chime/Report/GlobalChatVolume";
+const DAY: &str = "/Chime/Report/AgentAvailability";
 
 #[test]
 fn docs_example_passes_byte_identical() {
+    assert_eq!(upstream(R, DOC_QUERY).unwrap(), format!("{R}?{DOC_QUERY}"));
+    // `end` in place of `stop` reaches the upstream as `stop`.
     assert_eq!(
-        upstream("/Chime/Report/InboundVsAnsweredChats", DOC_QUERY).unwrap(),
-        format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}")
+        upstream(R, &DOC_QUERY.replace("stop=", "end=")).unwrap(),
+        format!("{R}?{DOC_QUERY}")
+    );
+    // ... or as `end` when so configured.
+    let options = RequestOptions {
+        end_name: "end",
+        ..RequestOptions::default()
+    };
+    assert_eq!(
+        upstream_opts(R, DOC_QUERY, false, &options).unwrap(),
+        format!("{R}?{}", DOC_QUERY.replace("stop=", "end="))
     );
 }
 
@@ -37,19 +76,11 @@ fn canonicalises_spelling_order_and_instants() {
         "/Chime/Report/InboundVsAnsweredChats?queueId=1&start=2020-11-01T04:00:00.000Z&stop=2020-12-01T04:59:59.999Z&csv=true&zone=America/New_York"
     );
     assert_eq!(
-        upstream(
-            "/Chime/Report/GlobalChatVolume",
-            "start=2020-11-01T00:00:00.1234567Z&csv=false"
-        )
-        .unwrap(),
+        upstream(G, "start=2020-11-01T00:00:00.1234567Z&csv=false").unwrap(),
         "/Chime/Report/GlobalChatVolume?start=2020-11-01T00:00:00.123Z"
     );
     assert_eq!(
-        upstream(
-            "/Chime/Report/GlobalChatVolume",
-            "start=2020-11-01T00:00:00Z&zone=Etc/GMT%2B5"
-        )
-        .unwrap(),
+        upstream(G, "start=2020-11-01T00:00:00Z&zone=Etc/GMT%2B5").unwrap(),
         "/Chime/Report/GlobalChatVolume?start=2020-11-01T00:00:00.000Z&zone=Etc/GMT%2B5"
     );
 }
@@ -84,48 +115,211 @@ fn routes_take_only_their_parameters() {
         "parameter_not_accepted"
     );
     assert_eq!(
-        code(
-            "/Chime/Report/GlobalChatVolume",
-            "queueId=1&start=2020-01-01T00:00:00Z"
-        ),
+        code(G, "queueId=1&start=2020-12-01T00:00:00Z"),
         "parameter_not_accepted"
     );
     assert_eq!(
         code("/Chime/Session/SessionDetails/42", "csv=true"),
         "parameter_not_accepted"
     );
+    let err = upstream("/Chime/Report/NoSuchReport", DOC_QUERY).unwrap_err();
+    assert!(err.is::<UnknownReport>());
 }
 
 #[test]
-fn report_rules() {
-    let r = "/Chime/Report/InboundVsAnsweredChats";
-    assert_eq!(code(r, "start=2020-01-01T00:00:00Z"), "missing_parameter");
-    assert_eq!(code(r, "queueId=1"), "missing_parameter");
+fn start_only_reports_drop_stop_and_say_so() {
+    let r = parse_opts(
+        DAY,
+        "queueId=1&start=2020-12-01&stop=2020-12-02",
+        false,
+        &RequestOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(r.ignored, vec!["stop"]);
     assert_eq!(
-        code(
-            r,
-            "queueId=1&start=2020-02-01T00:00:00Z&stop=2020-01-01T00:00:00Z"
-        ),
-        "bad_parameter"
+        r.upstream_path_and_query("/Chime"),
+        format!("{DAY}?queueId=1&start=2020-12-01T00:00:00.000Z")
     );
+    let r = parse_opts(
+        DAY,
+        "queueId=1&start=2020-12-01&end=2020-12-02",
+        false,
+        &RequestOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(r.ignored, vec!["end"]);
+    // A StartOnly report covers one day: no window limit applies to "start to now".
+    assert!(upstream(DAY, "queueId=1&start=2010-01-01").is_ok());
+}
+
+#[test]
+fn default_start_when_configured() {
+    assert_eq!(code(R, "queueId=1"), "missing_parameter");
+    let options = RequestOptions {
+        default_start: Some("today-7d".into()),
+        ..RequestOptions::default()
+    };
     assert_eq!(
-        code(r, "queueId=1&start=2020-01-01T00:00:00Z&stop=2020-01-02T00:00:00Z&end=2020-01-02T00:00:00Z"),
-        "conflicting_parameters"
+        upstream_opts(R, "queueId=1", false, &options).unwrap(),
+        format!("{R}?queueId=1&start=2020-12-08T00:00:00.000Z")
     );
-    assert_eq!(
-        code(
-            "/Chime/Report/AgentAvailability",
-            "queueId=1&start=2020-01-01T00:00:00Z&stop=2020-01-02T00:00:00Z"
-        ),
-        "parameter_not_accepted"
+}
+
+/// (query after `queueId=1&`, expected upstream query after `queueId=1&`, or the refusal code).
+fn window_cases() -> Vec<(&'static str, Result<&'static str, &'static str>)> {
+    vec![
+        ("start=2020-11-01T04:00:00.000Z&stop=2020-12-01T04:59:59.999Z", Ok("start=2020-11-01T04:00:00.000Z&stop=2020-12-01T04:59:59.999Z")),
+        ("start=2020-11-01T04:00:00.000Z&end=2020-12-01T04:59:59.999Z", Ok("start=2020-11-01T04:00:00.000Z&stop=2020-12-01T04:59:59.999Z")),
+        ("start=2020-11-01&stop=2020-11-30&zone=America/New_York", Ok("start=2020-11-01T04:00:00.000Z&stop=2020-12-01T04:59:59.999Z&zone=America/New_York")),
+        ("start=2020-11-01&stop=2020-11-30&zone=AMERICA/NEW_YORK", Ok("start=2020-11-01T04:00:00.000Z&stop=2020-12-01T04:59:59.999Z&zone=America/New_York")),
+        ("start=2020-11-01&stop=2020-11-01", Ok("start=2020-11-01T00:00:00.000Z&stop=2020-11-01T23:59:59.999Z")),
+        ("start=2020-11-01&stop=2020-11-01&zone=europe/london", Ok("start=2020-11-01T00:00:00.000Z&stop=2020-11-01T23:59:59.999Z&zone=Europe/London")),
+        ("start=2020-07-01&stop=2020-07-01&zone=Europe/London", Ok("start=2020-06-30T23:00:00.000Z&stop=2020-07-01T22:59:59.999Z&zone=Europe/London")),
+        ("start=today-7d&stop=today", Ok("start=2020-12-08T00:00:00.000Z&stop=2020-12-15T23:59:59.999Z")),
+        ("start=today-30d&stop=now", Ok("start=2020-11-15T00:00:00.000Z&stop=2020-12-15T12:00:00.000Z")),
+        ("start=startOfMonth-1M&stop=startOfMonth", Ok("start=2020-11-01T00:00:00.000Z&stop=2020-11-30T23:59:59.999Z")),
+        ("start=yesterday&stop=yesterday&zone=Asia/Tokyo", Ok("start=2020-12-13T15:00:00.000Z&stop=2020-12-14T14:59:59.999Z&zone=Asia/Tokyo")),
+        ("start=now-2h", Ok("start=2020-12-15T10:00:00.000Z")),
+        ("start=2020-02-29&stop=2020-02-29", Ok("start=2020-02-29T00:00:00.000Z&stop=2020-02-29T23:59:59.999Z")),
+        ("start=2020-01-01&stop=2020-12-31", Ok("start=2020-01-01T00:00:00.000Z&stop=2020-12-31T23:59:59.999Z")),
+        // Inverted and oversized windows.
+        ("start=2020-12-01&stop=2020-11-01", Err("bad_parameter")),
+        ("start=now&stop=now-1s", Err("bad_parameter")),
+        ("start=2019-01-01&stop=2020-12-31", Err("bad_parameter")),
+        ("start=2019-11-01", Err("bad_parameter")),
+        // Bad values.
+        ("start=2020-13-01", Err("bad_parameter")),
+        ("start=yesterdays", Err("bad_parameter")),
+        ("start=now-1x", Err("bad_parameter")),
+        ("start=2020-11-01&zone=Mars/Olympus", Err("bad_parameter")),
+        ("start=2020-11-01&zone=..%2F..%2Fetc%2Fpasswd", Err("bad_parameter")),
+        ("start=2020-11-01&zone=", Err("bad_parameter")),
+        ("stop=2020-11-01", Err("missing_parameter")),
+        ("start=2020-11-01&stop=2020-11-02&end=2020-11-02", Err("conflicting_parameters")),
+    ]
+}
+
+#[test]
+fn window_table() {
+    for (q, want) in window_cases() {
+        let got = upstream(R, &format!("queueId=1&{q}"));
+        match want {
+            Ok(expected) => assert_eq!(
+                got.unwrap_or_else(|e| panic!("{q}: {e}")),
+                format!("{R}?queueId=1&{expected}"),
+                "{q}"
+            ),
+            Err(code) => {
+                let err = got.expect_err(q);
+                assert_eq!(
+                    crate::error::classify(err.as_ref()).code,
+                    code,
+                    "{q}: {err}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn window_limit_names_the_limit_and_has_per_report_overrides() {
+    let err = upstream(R, "queueId=1&start=2019-01-01&stop=2020-12-31").unwrap_err();
+    assert!(err.to_string().contains("366 days"), "{err}");
+    let mut options = RequestOptions::default();
+    options.max_window_per_report.insert(
+        "inboundvsansweredchats".into(),
+        jiff::SignedDuration::from_hours(31 * 24),
     );
-    assert!(upstream(
-        "/Chime/Report/AgentAvailability",
-        "queueId=1&start=2020-01-01T00:00:00Z"
+    assert!(upstream_opts(
+        R,
+        "queueId=1&start=2020-11-01&stop=2020-11-30",
+        false,
+        &options
     )
     .is_ok());
-    let err = upstream("/Chime/Report/NoSuchReport", DOC_QUERY).unwrap_err();
-    assert!(err.is::<UnknownReport>());
+    let err = upstream_opts(
+        R,
+        "queueId=1&start=2020-10-01&stop=2020-11-30",
+        false,
+        &options,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("31 days"), "{err}");
+    assert!(
+        upstream_opts(G, "start=2020-10-01&stop=2020-11-30", false, &options).is_ok(),
+        "other reports keep the default"
+    );
+}
+
+#[test]
+fn csv_spellings_accept_and_default() {
+    let base = "queueId=1&start=2020-12-01";
+    for t in ["true", "TRUE", "True", "1", "yes", "Yes", "YES"] {
+        assert!(
+            upstream(R, &format!("{base}&csv={t}"))
+                .unwrap()
+                .ends_with("&csv=true"),
+            "{t}"
+        );
+    }
+    for f in ["false", "FALSE", "0", "no", "No"] {
+        assert!(
+            !upstream(R, &format!("{base}&csv={f}"))
+                .unwrap()
+                .contains("csv"),
+            "{f}"
+        );
+    }
+    for bad in ["maybe", "2", "on", "t", "y"] {
+        assert_eq!(
+            code(R, &format!("{base}&csv={bad}")),
+            "bad_parameter",
+            "{bad}"
+        );
+    }
+    let d = RequestOptions::default();
+    // Accept: text/csv means csv=true; an explicit csv parameter wins.
+    assert!(upstream_opts(R, base, true, &d)
+        .unwrap()
+        .ends_with("&csv=true"));
+    assert!(!upstream_opts(R, &format!("{base}&csv=false"), true, &d)
+        .unwrap()
+        .contains("csv"));
+    assert!(
+        !upstream_opts("/Chime/Report/GetQueueBasicReports", "queueId=1", true, &d)
+            .unwrap()
+            .contains("csv")
+    );
+    let csv_default = RequestOptions {
+        csv_default: true,
+        ..RequestOptions::default()
+    };
+    assert!(upstream_opts(R, base, false, &csv_default)
+        .unwrap()
+        .ends_with("&csv=true"));
+    assert!(
+        !upstream_opts(R, &format!("{base}&csv=no"), false, &csv_default)
+            .unwrap()
+            .contains("csv")
+    );
+}
+
+#[test]
+fn accept_header_negotiation() {
+    let accept = |v: &str| {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::ACCEPT, v.parse().unwrap());
+        accepts_csv(&h)
+    };
+    assert!(accept("text/csv"));
+    assert!(accept("TEXT/CSV"));
+    assert!(accept("application/json;q=0.5, text/csv"));
+    assert!(accept("text/csv; charset=utf-8; q=0.8"));
+    assert!(!accept("text/csv;q=0"));
+    assert!(!accept("*/*"));
+    assert!(!accept("text/*"));
+    assert!(!accept("application/json"));
+    assert!(!accepts_csv(&http::HeaderMap::new()));
 }
 
 #[test]
@@ -156,41 +350,18 @@ fn queue_id_must_be_canonical() {
 }
 
 #[test]
-fn csv_and_zone_values() {
-    let r = "/Chime/Report/GlobalChatVolume";
-    for t in ["true", "TRUE", "1", "yes", "Yes"] {
-        assert!(upstream(r, &format!("start=2020-01-01T00:00:00Z&csv={t}"))
-            .unwrap()
-            .ends_with("&csv=true"));
-    }
-    for f in ["false", "0", "no", "NO"] {
-        assert!(!upstream(r, &format!("start=2020-01-01T00:00:00Z&csv={f}"))
-            .unwrap()
-            .contains("csv"));
-    }
-    assert_eq!(
-        code(r, "start=2020-01-01T00:00:00Z&csv=maybe"),
-        "bad_parameter"
-    );
-    assert_eq!(
-        code(r, "start=2020-01-01T00:00:00Z&zone=Mars/Olympus"),
-        "bad_parameter"
-    );
-    assert_eq!(
-        code(r, "start=2020-01-01T00:00:00Z&zone=../../etc/passwd"),
-        "bad_parameter"
-    );
-    assert_eq!(code(r, "start=2020-01-01"), "bad_parameter");
-    assert_eq!(code(r, "start=1969-12-31T23:59:59Z"), "bad_parameter");
-}
-
-#[test]
-fn errors_name_the_parameter_but_not_the_value() {
-    let err = upstream("/Chime/Report/GlobalChatVolume", "start=secret-value-123").unwrap_err();
+fn errors_name_the_parameter_and_an_example_but_not_the_value() {
+    let err = upstream(G, "start=secret-value-123").unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains("`start`") && msg.contains("2020-11-01T04:00:00.000Z"),
         "{msg}"
     );
     assert!(!msg.contains("secret-value-123"), "{msg}");
+    let err = upstream(G, "start=2020-12-01&zone=Nowhere/Special").unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("`zone`") && msg.contains("tz database") && msg.contains("America/New_York"),
+        "{msg}"
+    );
 }
