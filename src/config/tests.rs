@@ -59,6 +59,13 @@ fn bad_values_name_their_key() {
             "[auth]\nmax_failures_per_minute = 0",
             "auth.max_failures_per_minute",
         ),
+        ("[request]\nend_parameter = \"finish\"", "request.end_parameter"),
+        ("[request]\nmax_window = \"0s\"", "request.max_window"),
+        ("[request]\ndefault_start = \"last tuesday\"", "request.default_start"),
+        (
+            "[request]\nmax_window_per_report = { \"A B\" = \"1d\" }",
+            "request.max_window_per_report.A B",
+        ),
         (
             "[[catalog.report]]\nname = \"A B\"\ncategory = \"queue_basic\"",
             "catalog.report",
@@ -154,5 +161,6 @@ fn shipped_example_configs_parse() {
     );
     assert_eq!(c.auth.throttle_max_tracked, d.auth.throttle_max_tracked);
     assert_eq!(c.catalog.refresh_interval, d.catalog.refresh_interval);
+    assert_eq!(c.request, d.request);
     assert_eq!(c.catalog.refresh_queue_id, d.catalog.refresh_queue_id);
 }
