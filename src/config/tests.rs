@@ -59,9 +59,15 @@ fn bad_values_name_their_key() {
             "[auth]\nmax_failures_per_minute = 0",
             "auth.max_failures_per_minute",
         ),
-        ("[request]\nend_parameter = \"finish\"", "request.end_parameter"),
+        (
+            "[request]\nend_parameter = \"finish\"",
+            "request.end_parameter",
+        ),
         ("[request]\nmax_window = \"0s\"", "request.max_window"),
-        ("[request]\ndefault_start = \"last tuesday\"", "request.default_start"),
+        (
+            "[request]\ndefault_start = \"last tuesday\"",
+            "request.default_start",
+        ),
         (
             "[request]\nmax_window_per_report = { \"A B\" = \"1d\" }",
             "request.max_window_per_report.A B",
