@@ -80,7 +80,7 @@ impl Serialize for Secret {
     }
 }
 
-fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_duration(*d))
 }
 
@@ -120,6 +120,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Request parsing and normalisation.
     pub request: crate::request::RequestOptions,
+    /// Rate limits.
+    pub ratelimit: crate::ratelimit::RateLimitConfig,
     /// Report catalog.
     pub catalog: CatalogConfig,
     /// Logging.
@@ -145,8 +147,6 @@ pub struct ListenConfig {
     pub idle_timeout: Duration,
     /// Most open client connections; further ones wait in the accept backlog.
     pub max_connections: usize,
-    /// Most requests being handled at once; more are shed with 503.
-    pub max_in_flight: usize,
     /// How long in-flight requests may run on after SIGTERM.
     #[serde(serialize_with = "ser_duration")]
     pub shutdown_grace: Duration,
@@ -426,7 +426,6 @@ impl Validator<'_> {
             max_query_bytes: self.positive("listen.max_query_bytes", l.max_query_bytes)?,
             idle_timeout: self.duration("listen.idle_timeout", &l.idle_timeout)?,
             max_connections: self.positive("listen.max_connections", l.max_connections)?,
-            max_in_flight: self.positive("listen.max_in_flight", l.max_in_flight)?,
             shutdown_grace: self.duration("listen.shutdown_grace", &l.shutdown_grace)?,
         };
         let admin_addr = self.override_str("CHIME_GATEWAY_ADMIN_LISTEN", raw.admin.address);
@@ -458,6 +457,7 @@ impl Validator<'_> {
         };
         let catalog = self.catalog(raw.catalog, upstream_key)?;
         let request = self.request(raw.request)?;
+        let ratelimit = self.ratelimit(raw.ratelimit)?;
         let log = LogConfig {
             format: match raw.log.format.as_str() {
                 "json" => LogFormat::Json,
@@ -478,6 +478,7 @@ impl Validator<'_> {
             keys,
             auth,
             request,
+            ratelimit,
             catalog,
             log,
         })
@@ -509,6 +510,96 @@ impl Validator<'_> {
             refresh_interval: self.duration("catalog.refresh_interval", &c.refresh_interval)?,
             refresh_queue_id: c.refresh_queue_id,
             refresh_key,
+        })
+    }
+
+    fn ratelimit(
+        &self,
+        r: raw::RawRateLimit,
+    ) -> Result<crate::ratelimit::RateLimitConfig, ConfigError> {
+        use crate::ratelimit::{RateLimitConfig, SharedConfig, Tier};
+        let tiers: Vec<Tier> = match r.tier {
+            None => vec![
+                Tier::new("default", 60, 20, 4),
+                Tier::new("internal", 600, 100, 16),
+                Tier::new("partner", 120, 40, 8),
+            ],
+            Some(map) => {
+                let mut tiers = Vec::new();
+                for (name, t) in map {
+                    let key = format!("ratelimit.tier.{name}");
+                    if t.per_minute == 0 || t.burst == 0 || t.max_in_flight == 0 {
+                        return Err(self.err(
+                            &key,
+                            "per_minute, burst and max_in_flight must be at least 1",
+                        ));
+                    }
+                    tiers.push(Tier::new(&name, t.per_minute, t.burst, t.max_in_flight));
+                }
+                if !tiers.iter().any(|t| &*t.name == "default") {
+                    return Err(self.err(
+                        "ratelimit.tier",
+                        "a tier named \"default\" is required (users without a known tier get it)",
+                    ));
+                }
+                tiers
+            }
+        };
+        let mut report_weight = HashMap::new();
+        for (name, w) in r.report_weight {
+            let key = format!("ratelimit.report_weight.{name}");
+            if !catalog::is_report_name(&name) {
+                return Err(self.err(&key, "is not a report name"));
+            }
+            let w =
+                std::num::NonZeroU32::new(w).ok_or_else(|| self.err(&key, "must be at least 1"))?;
+            report_weight.insert(name.to_ascii_lowercase(), w);
+        }
+        let shared = match r.backend.as_str() {
+            "local" => None,
+            "redis" => {
+                let url = self
+                    .env
+                    .var(&r.redis_url_env)
+                    .or(r.redis_url)
+                    .ok_or_else(|| {
+                        self.err(
+                            "ratelimit.redis_url",
+                            format!(
+                                "\"redis\" needs redis_url or the variable {}",
+                                r.redis_url_env
+                            ),
+                        )
+                    })?;
+                if !(url.starts_with("redis://")
+                    || url.starts_with("rediss://")
+                    || url.starts_with("unix://"))
+                {
+                    return Err(self.err(
+                        "ratelimit.redis_url",
+                        "must start with redis://, rediss:// or unix://",
+                    ));
+                }
+                Some(SharedConfig {
+                    url: Secret::new(url),
+                    timeout: self.duration("ratelimit.redis_timeout", &r.redis_timeout)?,
+                    key_prefix: r.redis_key_prefix,
+                })
+            }
+            other => {
+                return Err(self.err(
+                    "ratelimit.backend",
+                    format!("`{other}` is not one of \"local\", \"redis\""),
+                ))
+            }
+        };
+        Ok(RateLimitConfig {
+            tiers,
+            upstream_max_in_flight: self
+                .positive("ratelimit.upstream_max_in_flight", r.upstream_max_in_flight)?,
+            report_weight,
+            window_days_per_cost: r.window_days_per_cost,
+            shared,
         })
     }
 

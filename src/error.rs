@@ -19,6 +19,7 @@ use crate::body::{self, Response};
 use crate::catalog::UnknownReport;
 use crate::limits::LimitError;
 use crate::proxy::UpstreamError;
+use crate::ratelimit::Limited;
 use crate::request::QueryError;
 use crate::request_id::RequestId;
 use crate::route::RouteError;
@@ -103,7 +104,21 @@ fn classify_one(e: &(dyn Error + 'static)) -> Option<Classified> {
             LimitError::QueryTooLong { .. } => {
                 Classified::new(S::URI_TOO_LONG, "query_too_long", err)
             }
-            LimitError::Overloaded => Classified::new(S::SERVICE_UNAVAILABLE, "overloaded", err)
+        });
+    }
+    if let Some(err) = e.downcast_ref::<Limited>() {
+        return Some(match err {
+            Limited::Rate(decision) => {
+                let mut c = Classified::new(S::TOO_MANY_REQUESTS, "rate_limited", err)
+                    .retry_after(decision.retry_after);
+                c.headers.extend(decision.headers());
+                c
+            }
+            Limited::Concurrency { .. } => {
+                Classified::new(S::TOO_MANY_REQUESTS, "concurrency_limited", err)
+                    .with_header(header::RETRY_AFTER, "1")
+            }
+            Limited::Overloaded => Classified::new(S::SERVICE_UNAVAILABLE, "overloaded", err)
                 .with_header(header::RETRY_AFTER, "1"),
         });
     }
@@ -211,7 +226,21 @@ mod tests {
                 414,
                 "query_too_long",
             ),
-            (LimitError::Overloaded.into(), 503, "overloaded"),
+            (Limited::Overloaded.into(), 503, "overloaded"),
+            (
+                Limited::Concurrency { max: 4 }.into(),
+                429,
+                "concurrency_limited",
+            ),
+            (
+                Limited::Rate(crate::ratelimit::Decision::denied(
+                    &crate::ratelimit::Tier::new("default", 60, 20, 4),
+                    std::time::Duration::from_secs(3),
+                ))
+                .into(),
+                429,
+                "rate_limited",
+            ),
             (AuthError::Missing.into(), 401, "missing_credentials"),
             (AuthError::Malformed.into(), 401, "malformed_credentials"),
             (AuthError::Unknown.into(), 401, "unknown_key"),
@@ -320,7 +349,7 @@ mod tests {
             c.headers,
             vec![(header::ALLOW, HeaderValue::from_static("GET, HEAD"))]
         );
-        let c = classify(&LimitError::Overloaded);
+        let c = classify(&Limited::Overloaded);
         assert_eq!(c.headers[0].0, header::RETRY_AFTER);
         let c = classify(&AuthError::Throttled {
             retry_after: std::time::Duration::from_millis(1500),

@@ -22,6 +22,7 @@ pub mod listing;
 pub mod metrics;
 pub mod observe;
 pub mod proxy;
+pub mod ratelimit;
 pub mod readiness;
 pub mod request;
 pub mod request_id;

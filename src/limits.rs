@@ -3,19 +3,16 @@
 //! Rejects a request that carries a body (`Content-Length` other than 0,
 //! any `Transfer-Encoding`, or body frames) with 400 `body_not_allowed`,
 //! because Chime's model binding would read parameters out of a form body;
-//! a query longer than `listen.max_query_bytes` with 414 `query_too_long`;
-//! and sheds load past `listen.max_in_flight` concurrent requests with 503
-//! `overloaded` + `Retry-After` instead of queueing without bound.
+//! and a query longer than `listen.max_query_bytes` with 414
+//! `query_too_long`.
 //! The body is dropped here: inner layers see `Request<()>`.
 
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::Request;
-use tokio::sync::Semaphore;
 
-use crate::body::{self, Response};
+use crate::body::Response;
 use crate::{BoxError, BoxFuture};
 
 /// Why a request was refused before routing.
@@ -30,25 +27,18 @@ pub enum LimitError {
         /// The configured limit.
         limit: usize,
     },
-    /// Too many requests in flight.
-    #[error("the gateway is at capacity; retry shortly")]
-    Overloaded,
 }
 
 /// Layer for [`Limits`].
 #[derive(Debug, Clone)]
 pub struct LimitsLayer {
     max_query_bytes: usize,
-    in_flight: Arc<Semaphore>,
 }
 
 impl LimitsLayer {
-    /// Limits with the given query length and concurrency caps.
-    pub fn new(max_query_bytes: usize, max_in_flight: usize) -> Self {
-        LimitsLayer {
-            max_query_bytes,
-            in_flight: Arc::new(Semaphore::new(max_in_flight)),
-        }
+    /// Limits with the given query length cap.
+    pub fn new(max_query_bytes: usize) -> Self {
+        LimitsLayer { max_query_bytes }
     }
 }
 
@@ -105,15 +95,7 @@ where
         if let Some(e) = refused {
             return Box::pin(std::future::ready(Err(e.into())));
         }
-        let Ok(permit) = Arc::clone(&self.layer.in_flight).try_acquire_owned() else {
-            return Box::pin(std::future::ready(Err(LimitError::Overloaded.into())));
-        };
         let (parts, _body) = req.into_parts();
-        let fut = self.inner.call(Request::from_parts(parts, ()));
-        Box::pin(async move {
-            let resp = fut.await?;
-            // The permit is released when the response body is finished or dropped.
-            Ok(resp.map(|b| body::with_guard(b, permit)))
-        })
+        Box::pin(self.inner.call(Request::from_parts(parts, ())))
     }
 }

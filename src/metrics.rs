@@ -46,6 +46,12 @@ pub struct Metrics {
     pub catalog_refreshes: IntCounterVec,
     /// Unix time of the last successful catalog refresh.
     pub catalog_last_refresh: IntGauge,
+    /// Requests refused by a limit (`rate`, `concurrency`, `upstream`).
+    pub ratelimit_rejections: IntCounterVec,
+    /// 1 while the shared (Redis) limiter answers, 0 while on the local fallback.
+    pub ratelimit_shared_up: IntGauge,
+    /// Switches from the shared limiter to the local fallback.
+    pub ratelimit_fallbacks: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -127,6 +133,21 @@ impl Metrics {
             "chime_gateway_catalog_last_refresh_timestamp_seconds",
             "Unix time of the last successful catalog refresh.",
         )?;
+        let ratelimit_rejections = IntCounterVec::new(
+            Opts::new(
+                "chime_gateway_ratelimit_rejections_total",
+                "Requests refused by a limit, by limit.",
+            ),
+            &["limit"],
+        )?;
+        let ratelimit_shared_up = IntGauge::new(
+            "chime_gateway_ratelimit_shared_up",
+            "1 while the shared (Redis) rate limiter answers, 0 on the local fallback.",
+        )?;
+        let ratelimit_fallbacks = prometheus::IntCounter::new(
+            "chime_gateway_ratelimit_fallbacks_total",
+            "Switches from the shared rate limiter to the local fallback.",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "chime_gateway_build_info",
@@ -151,6 +172,9 @@ impl Metrics {
         registry.register(Box::new(catalog_reports.clone()))?;
         registry.register(Box::new(catalog_refreshes.clone()))?;
         registry.register(Box::new(catalog_last_refresh.clone()))?;
+        registry.register(Box::new(ratelimit_rejections.clone()))?;
+        registry.register(Box::new(ratelimit_shared_up.clone()))?;
+        registry.register(Box::new(ratelimit_fallbacks.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Metrics {
             requests,
@@ -167,6 +191,9 @@ impl Metrics {
             catalog_reports,
             catalog_refreshes,
             catalog_last_refresh,
+            ratelimit_rejections,
+            ratelimit_shared_up,
+            ratelimit_fallbacks,
         })
     }
 }

@@ -215,6 +215,7 @@ fn spawn_maintenance(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> 
         loop {
             tick.tick().await;
             s.auth_throttle.prune();
+            s.ratelimiter.prune();
         }
     }));
     tasks

@@ -2,13 +2,17 @@
 //!
 //! 1. [`observe`](crate::observe) — request id, error → JSON response,
 //!    metrics and access log (sees every outcome);
-//! 2. [`limits`](crate::limits) — no bodies, query length, global in-flight cap;
+//! 2. [`limits`](crate::limits) — no bodies, query length;
 //! 3. [`route`](crate::route) — path allowlist and method;
 //! 4. [`auth`](crate::auth) — bearer key → principal;
 //! 5. [`listing`](crate::listing) — answers `/Chime/Gateway/Reports` itself;
 //! 6. [`request`](crate::request) — query → typed request (with the catalog);
 //! 7. [`acl`](crate::acl) — queue ACL on the typed request;
-//! 8. [`proxy`](crate::proxy) — canonical upstream request, streamed answer.
+//! 8. [`ratelimit`](crate::ratelimit) — per-user concurrency, load shedding,
+//!    per-user budgets. After the ACL (DESIGN.md puts it before parsing)
+//!    because a report's cost depends on the typed request, and so that
+//!    refused requests never spend budget;
+//! 9. [`proxy`](crate::proxy) — canonical upstream request, streamed answer.
 //!
 //! Each layer refuses without calling the next one.
 
@@ -25,6 +29,7 @@ use crate::body::Response;
 use crate::limits::LimitsLayer;
 use crate::listing::ListingLayer;
 use crate::observe::ObserveLayer;
+use crate::ratelimit::RateLimitLayer;
 use crate::request::ParseLayer;
 use crate::route::RouteLayer;
 use crate::state::AppState;
@@ -37,13 +42,9 @@ pub fn build<B>(state: &AppState) -> GatewayService<B>
 where
     B: http_body::Body + Send + 'static,
 {
-    let listen = &state.config.listen;
     let svc = ServiceBuilder::new()
         .layer(ObserveLayer::new(Arc::clone(&state.metrics)))
-        .layer(LimitsLayer::new(
-            listen.max_query_bytes,
-            listen.max_in_flight,
-        ))
+        .layer(LimitsLayer::new(state.config.listen.max_query_bytes))
         .layer(RouteLayer)
         .layer(AuthLayer::new(
             Arc::clone(&state.keys),
@@ -57,6 +58,7 @@ where
             Arc::clone(&state.clock),
         ))
         .layer(AclLayer)
+        .layer(RateLimitLayer::new(Arc::clone(&state.ratelimiter)))
         .service(state.proxy.clone());
     BoxCloneService::new(svc)
 }

@@ -14,6 +14,9 @@ use crate::keystore::file::{FileKeyStore, KeyFileError};
 use crate::keystore::KeyStore;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, TlsSetupError};
+use crate::ratelimit::local::LocalLimiter;
+use crate::ratelimit::shared::SharedLimiter;
+use crate::ratelimit::{Backend, RateLimiter};
 use crate::readiness::Readiness;
 
 /// Why the gateway could not start.
@@ -28,6 +31,9 @@ pub enum StartError {
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The rate limiter could not be set up (a malformed Redis URL).
+    #[error("rate limiter: {0}")]
+    RateLimit(String),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -63,6 +69,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Request parsing options.
     pub request_options: Arc<crate::request::RequestOptions>,
+    /// Rate limits.
+    pub ratelimiter: Arc<RateLimiter>,
 }
 
 impl AppState {
@@ -96,6 +104,26 @@ impl AppState {
             Arc::clone(&metrics),
             Arc::clone(&readiness),
         )?;
+        let rl = &config.ratelimit;
+        let backend = match &rl.shared {
+            None => Backend::Local(LocalLimiter::new(&rl.tiers)),
+            Some(shared) => Backend::Shared(
+                SharedLimiter::new(
+                    shared.url.expose(),
+                    &shared.key_prefix,
+                    shared.timeout,
+                    &rl.tiers,
+                    Arc::clone(&metrics),
+                )
+                .map_err(|e| StartError::RateLimit(e.to_string()))?,
+            ),
+        };
+        let ratelimiter = Arc::new(RateLimiter::new(
+            rl.clone(),
+            backend,
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+        ));
         Ok(AppState {
             registry,
             metrics,
@@ -107,6 +135,7 @@ impl AppState {
             proxy,
             clock,
             request_options: Arc::new(config.request.clone()),
+            ratelimiter,
             config,
         })
     }

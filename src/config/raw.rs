@@ -14,6 +14,7 @@ pub(crate) struct RawConfig {
     pub(crate) keys: RawKeys,
     pub(crate) auth: RawAuth,
     pub(crate) request: RawRequest,
+    pub(crate) ratelimit: RawRateLimit,
     pub(crate) catalog: RawCatalog,
     pub(crate) log: RawLog,
 }
@@ -28,7 +29,6 @@ pub(crate) struct RawListen {
     pub(crate) max_query_bytes: usize,
     pub(crate) idle_timeout: String,
     pub(crate) max_connections: usize,
-    pub(crate) max_in_flight: usize,
     pub(crate) shutdown_grace: String,
 }
 
@@ -42,7 +42,6 @@ impl Default for RawListen {
             max_query_bytes: 2048,
             idle_timeout: "60s".into(),
             max_connections: 10_000,
-            max_in_flight: 512,
             shutdown_grace: "30s".into(),
         }
     }
@@ -114,6 +113,49 @@ impl Default for RawKeys {
             cache_capacity: 100_000,
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRateLimit {
+    pub(crate) backend: String,
+    pub(crate) redis_url: Option<String>,
+    pub(crate) redis_url_env: String,
+    pub(crate) redis_timeout: String,
+    pub(crate) redis_key_prefix: String,
+    pub(crate) upstream_max_in_flight: usize,
+    pub(crate) window_days_per_cost: u32,
+    pub(crate) report_weight: std::collections::BTreeMap<String, u32>,
+    pub(crate) tier: Option<std::collections::BTreeMap<String, RawTier>>,
+}
+
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        RawRateLimit {
+            backend: "local".into(),
+            redis_url: None,
+            redis_url_env: "CHIME_GATEWAY_REDIS_URL".into(),
+            redis_timeout: "100ms".into(),
+            redis_key_prefix: "chime-gateway:rl:".into(),
+            upstream_max_in_flight: 256,
+            window_days_per_cost: 0,
+            report_weight: Default::default(),
+            tier: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTier {
+    pub(crate) per_minute: u32,
+    pub(crate) burst: u32,
+    #[serde(default = "default_tier_in_flight")]
+    pub(crate) max_in_flight: usize,
+}
+
+fn default_tier_in_flight() -> usize {
+    4
 }
 
 #[derive(Debug, Deserialize)]

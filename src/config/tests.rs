@@ -168,5 +168,6 @@ fn shipped_example_configs_parse() {
     assert_eq!(c.auth.throttle_max_tracked, d.auth.throttle_max_tracked);
     assert_eq!(c.catalog.refresh_interval, d.catalog.refresh_interval);
     assert_eq!(c.request, d.request);
+    assert_eq!(c.ratelimit, d.ratelimit);
     assert_eq!(c.catalog.refresh_queue_id, d.catalog.refresh_queue_id);
 }

@@ -71,6 +71,12 @@ pub fn base_config(upstream: &str) -> Config {
     )
     .expect("test config");
     c.keys.source = KeySource::Embedded(DEMO_KEYS);
+    // Generous budgets: tests of other concerns send many requests as one
+    // user. tests/ratelimit.rs sets its own tiers.
+    c.ratelimit.tiers = vec![
+        chime_gateway::ratelimit::Tier::new("default", 60_000, 10_000, 64),
+        chime_gateway::ratelimit::Tier::new("internal", 60_000, 10_000, 64),
+    ];
     c
 }
 

@@ -1,0 +1,499 @@
+//! Rate limit: per-user budgets, per-user concurrency and load shedding.
+//!
+//! Runs after the ACL, so that only requests that would be forwarded are
+//! counted, and so that a report's cost can depend on the typed request
+//! (a per-report weight, optionally times the window length). Keyed by
+//! user, not by key, so rotating a key does not reset a budget. In order:
+//!
+//! 1. a per-user in-flight cap (tier `max_in_flight`) — 429
+//!    `concurrency_limited` + `Retry-After`;
+//! 2. a global cap on requests in flight to Chime — 503 `overloaded` +
+//!    `Retry-After` (shed, never queued);
+//! 3. the user's tier budget (GCRA: `per_minute`, `burst`), locally with
+//!    governor or shared through Redis ([`shared`]) — 429 `rate_limited` +
+//!    `Retry-After`. A refused request takes nothing from any budget.
+//!
+//! Every response that passes adds `RateLimit-Policy` and `RateLimit` (IETF
+//! httpapi draft) and `X-RateLimit-Limit/-Remaining/-Reset`; refusals by
+//! the budget carry the same headers with `Retry-After`.
+
+pub mod local;
+pub mod shared;
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue};
+use http::Request;
+use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::auth::Principal;
+use crate::body::{self, Response};
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::request::{GatewayRequest, Target};
+use crate::{BoxError, BoxFuture};
+use local::LocalLimiter;
+use shared::SharedLimiter;
+
+/// A named quota.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tier {
+    /// Name, as users' `tier` refers to it.
+    pub name: Arc<str>,
+    /// Sustained requests per minute.
+    pub per_minute: NonZeroU32,
+    /// Requests allowed at once from a full budget.
+    pub burst: NonZeroU32,
+    /// Requests one user may have in flight.
+    pub max_in_flight: usize,
+}
+
+impl Tier {
+    /// A tier (zero values are raised to one).
+    pub fn new(name: &str, per_minute: u32, burst: u32, max_in_flight: usize) -> Self {
+        Tier {
+            name: name.into(),
+            per_minute: NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN),
+            burst: NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN),
+            max_in_flight: max_in_flight.max(1),
+        }
+    }
+
+    /// Time for one unit of budget to come back.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(60) / self.per_minute.get()
+    }
+
+    /// Time for the whole burst to come back (the policy's window).
+    pub fn window(&self) -> Duration {
+        self.interval() * self.burst.get()
+    }
+}
+
+/// One budget decision, with what the headers report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request may go on.
+    pub allowed: bool,
+    /// The tier's name.
+    pub policy: Arc<str>,
+    /// The budget when full (the burst).
+    pub limit: u32,
+    /// What is left after this request.
+    pub remaining: u32,
+    /// Until the budget is full again (allowed) or usable again (refused).
+    pub reset: Duration,
+    /// For a refusal: when to try again.
+    pub retry_after: Duration,
+    /// The policy window: time to refill the whole burst.
+    pub window: Duration,
+}
+
+/// Whole seconds, rounded up (a client told "0" would retry in a hot loop).
+fn secs_up(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+static X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+static X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+static X_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+impl Decision {
+    /// An allowed request.
+    pub fn allowed(tier: &Tier, remaining: u32, reset: Duration) -> Self {
+        Decision {
+            allowed: true,
+            policy: Arc::clone(&tier.name),
+            limit: tier.burst.get(),
+            remaining,
+            reset,
+            retry_after: Duration::ZERO,
+            window: tier.window(),
+        }
+    }
+
+    /// A refused request that may retry after `wait`.
+    pub fn denied(tier: &Tier, wait: Duration) -> Self {
+        Decision {
+            allowed: false,
+            policy: Arc::clone(&tier.name),
+            limit: tier.burst.get(),
+            remaining: 0,
+            reset: wait,
+            retry_after: wait,
+            window: tier.window(),
+        }
+    }
+
+    /// The rate-limit headers for this decision (without `Retry-After`).
+    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        let policy = format!(
+            "\"{}\";q={};w={}",
+            self.policy,
+            self.limit,
+            secs_up(self.window)
+        );
+        let state = format!(
+            "\"{}\";r={};t={}",
+            self.policy,
+            self.remaining,
+            secs_up(self.reset)
+        );
+        let mut out = Vec::with_capacity(5);
+        for (name, value) in [
+            (&RATELIMIT_POLICY, policy),
+            (&RATELIMIT, state),
+            (&X_LIMIT, self.limit.to_string()),
+            (&X_REMAINING, self.remaining.to_string()),
+            (&X_RESET, secs_up(self.reset).to_string()),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                out.push((name.clone(), v));
+            }
+        }
+        out
+    }
+
+    /// `Retry-After` for a refusal, in whole seconds (at least 1).
+    pub fn retry_after_secs(&self) -> u64 {
+        secs_up(self.retry_after).max(1)
+    }
+}
+
+/// Why a request was not let through to Chime.
+#[derive(Debug, thiserror::Error)]
+pub enum Limited {
+    /// The user's budget is spent.
+    #[error("rate limit reached for tier \"{}\"; retry after {} s", .0.policy, .0.retry_after_secs())]
+    Rate(Decision),
+    /// The user has too many requests in flight.
+    #[error("you already have {max} requests in progress; wait for one to finish")]
+    Concurrency {
+        /// The tier's cap.
+        max: usize,
+    },
+    /// The gateway has as many requests in flight to Chime as it allows.
+    #[error("the gateway is at capacity; retry shortly")]
+    Overloaded,
+}
+
+/// Where budgets live.
+#[derive(Debug)]
+pub enum Backend {
+    /// In this process.
+    Local(LocalLimiter),
+    /// In Redis, shared by every instance (local fallback).
+    Shared(SharedLimiter),
+}
+
+impl Backend {
+    async fn check(&self, tier: &Tier, user: &Arc<str>, cost: NonZeroU32) -> Decision {
+        match self {
+            Backend::Local(l) => l.check(tier, user, cost),
+            Backend::Shared(s) => s.check(tier, user, cost).await,
+        }
+    }
+
+    fn prune(&self) {
+        match self {
+            Backend::Local(l) => l.prune(),
+            Backend::Shared(s) => s.prune(),
+        }
+    }
+}
+
+/// Per-user in-flight slots; entries of idle users are pruned.
+#[derive(Debug, Default)]
+struct UserSlots(Mutex<HashMap<Arc<str>, Arc<Semaphore>>>);
+
+impl UserSlots {
+    fn acquire(&self, user: &Arc<str>, max: usize) -> Option<OwnedSemaphorePermit> {
+        let sem = {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(
+                map.entry(Arc::clone(user))
+                    .or_insert_with(|| Arc::new(Semaphore::new(max))),
+            )
+        };
+        sem.try_acquire_owned().ok()
+    }
+
+    fn prune(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, sem| Arc::strong_count(sem) > 1);
+    }
+}
+
+fn ser_tiers<S: serde::Serializer>(tiers: &[Tier], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(tiers.len()))?;
+    for t in tiers {
+        map.serialize_entry(
+            &*t.name,
+            &serde_json::json!({"per_minute": t.per_minute, "burst": t.burst, "max_in_flight": t.max_in_flight}),
+        )?;
+    }
+    map.end()
+}
+
+/// The rate-limit settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RateLimitConfig {
+    #[serde(serialize_with = "ser_tiers")]
+    /// The tiers; one is named `default`.
+    pub tiers: Vec<Tier>,
+    /// Most requests in flight to Chime, over all users.
+    pub upstream_max_in_flight: usize,
+    /// Report weights (cost per request), by lower-cased report name.
+    pub report_weight: HashMap<String, NonZeroU32>,
+    /// When non-zero, a report costs one more unit per this many days of window.
+    pub window_days_per_cost: u32,
+    /// Budgets in Redis, shared by every instance; `None`: in this process.
+    pub shared: Option<SharedConfig>,
+}
+
+/// Where the shared budgets live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SharedConfig {
+    /// Redis URL (may hold a password: masked when printed).
+    pub url: crate::config::Secret,
+    /// Longest wait for Redis before deciding locally.
+    #[serde(serialize_with = "crate::config::ser_duration")]
+    pub timeout: Duration,
+    /// Prefix of the budget keys.
+    pub key_prefix: String,
+}
+
+/// Shared state of the layer.
+#[derive(Debug)]
+pub struct RateLimiter {
+    config: RateLimitConfig,
+    tiers: HashMap<Arc<str>, Tier>,
+    backend: Backend,
+    users: UserSlots,
+    upstream: Arc<Semaphore>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+}
+
+impl RateLimiter {
+    /// A limiter over `backend`.
+    pub fn new(
+        config: RateLimitConfig,
+        backend: Backend,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        RateLimiter {
+            tiers: config
+                .tiers
+                .iter()
+                .map(|t| (Arc::clone(&t.name), t.clone()))
+                .collect(),
+            upstream: Arc::new(Semaphore::new(config.upstream_max_in_flight)),
+            config,
+            backend,
+            users: UserSlots::default(),
+            clock,
+            metrics,
+        }
+    }
+
+    /// The tier of a principal; an unknown tier name gets `default`.
+    fn tier(&self, principal: &Principal) -> Option<&Tier> {
+        self.tiers
+            .get(&principal.tier)
+            .or_else(|| self.tiers.get("default"))
+    }
+
+    /// What a request costs: its report's weight, times the number of
+    /// started `window_days_per_cost` periods in its window; at most the burst.
+    pub fn cost(&self, request: &GatewayRequest, tier: &Tier) -> NonZeroU32 {
+        let Target::Report(report) = &request.target else {
+            return NonZeroU32::MIN;
+        };
+        let weight = self
+            .config
+            .report_weight
+            .get(&report.name.to_ascii_lowercase())
+            .map_or(1, |w| w.get());
+        let periods = match (self.config.window_days_per_cost, request.params.start) {
+            (0, _) | (_, None) => 1,
+            (per, Some(start)) => {
+                let end = request
+                    .params
+                    .stop
+                    .unwrap_or_else(|| self.clock.now())
+                    .max(start);
+                let days = end.duration_since(start).as_secs().max(0) as u64;
+                let period = u64::from(per) * 86_400;
+                days.div_ceil(period).max(1)
+            }
+        };
+        let cost = u64::from(weight)
+            .saturating_mul(periods)
+            .min(u64::from(tier.burst.get()));
+        NonZeroU32::new(u32::try_from(cost).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN)
+    }
+
+    /// Admits a request, returning what must be held while it runs.
+    pub async fn admit(
+        &self,
+        principal: &Principal,
+        request: &GatewayRequest,
+    ) -> Result<Admitted, Limited> {
+        let tier = self.tier(principal).ok_or(Limited::Overloaded)?;
+        let reject = |limit: &str, e: Limited| {
+            self.metrics
+                .ratelimit_rejections
+                .with_label_values(&[limit])
+                .inc();
+            e
+        };
+        let user_slot = self
+            .users
+            .acquire(&principal.user, tier.max_in_flight)
+            .ok_or_else(|| {
+                reject(
+                    "concurrency",
+                    Limited::Concurrency {
+                        max: tier.max_in_flight,
+                    },
+                )
+            })?;
+        let upstream_slot = Arc::clone(&self.upstream)
+            .try_acquire_owned()
+            .map_err(|_| reject("upstream", Limited::Overloaded))?;
+        let decision = self
+            .backend
+            .check(tier, &principal.user, self.cost(request, tier))
+            .await;
+        if !decision.allowed {
+            return Err(reject("rate", Limited::Rate(decision)));
+        }
+        Ok(Admitted {
+            decision,
+            slots: (user_slot, upstream_slot),
+        })
+    }
+
+    /// Forgets users whose budgets and slots are idle.
+    pub fn prune(&self) {
+        self.backend.prune();
+        self.users.prune();
+    }
+}
+
+/// A request let through: its decision and the slots it holds.
+#[derive(Debug)]
+pub struct Admitted {
+    decision: Decision,
+    slots: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+/// Layer for [`RateLimit`].
+#[derive(Debug, Clone)]
+pub struct RateLimitLayer {
+    limiter: Arc<RateLimiter>,
+}
+
+impl RateLimitLayer {
+    /// Limits with `limiter`.
+    pub fn new(limiter: Arc<RateLimiter>) -> Self {
+        RateLimitLayer { limiter }
+    }
+}
+
+impl<S> tower::Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+    fn layer(&self, inner: S) -> RateLimit<S> {
+        RateLimit {
+            inner,
+            limiter: Arc::clone(&self.limiter),
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    limiter: Arc<RateLimiter>,
+}
+
+impl<S> tower::Service<Request<()>> for RateLimit<S>
+where
+    S: tower::Service<Request<()>, Response = Response, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<()>) -> Self::Future {
+        let limiter = Arc::clone(&self.limiter);
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let ext = req.extensions();
+            let (Some(principal), Some(typed)) =
+                (ext.get::<Principal>(), ext.get::<GatewayRequest>())
+            else {
+                return Err("rate limit reached without principal or typed request".into());
+            };
+            let admitted = limiter.admit(principal, typed).await?;
+            let mut resp = inner.call(req).await?;
+            for (name, value) in admitted.decision.headers() {
+                resp.headers_mut().insert(name, value);
+            }
+            // The slots are released when the response body ends or is dropped.
+            Ok(resp.map(|b| body::with_guard(b, admitted.slots)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values() {
+        let tier = Tier::new("partner", 120, 10, 4);
+        let d = Decision::allowed(&tier, 7, Duration::from_millis(1500));
+        let h: HashMap<String, String> = d
+            .headers()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        assert_eq!(h["ratelimit-policy"], "\"partner\";q=10;w=5");
+        assert_eq!(h["ratelimit"], "\"partner\";r=7;t=2");
+        assert_eq!(h["x-ratelimit-limit"], "10");
+        assert_eq!(h["x-ratelimit-remaining"], "7");
+        assert_eq!(h["x-ratelimit-reset"], "2");
+        let d = Decision::denied(&tier, Duration::from_millis(200));
+        assert_eq!(d.retry_after_secs(), 1);
+        assert_eq!(d.remaining, 0);
+    }
+
+    #[test]
+    fn tier_arithmetic() {
+        let t = Tier::new("default", 60, 20, 4);
+        assert_eq!(t.interval(), Duration::from_secs(1));
+        assert_eq!(t.window(), Duration::from_secs(20));
+        let slow = Tier::new("slow", 7, 3, 1);
+        assert_eq!(slow.interval(), Duration::from_secs(60) / 7);
+    }
+}
