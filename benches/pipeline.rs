@@ -68,6 +68,13 @@ fn full_stack(c: &mut Criterion) {
         )
         .unwrap();
         config.keys.source = KeySource::Embedded(DEMO_KEYS);
+        // The benchmark measures the path, not the budget: never run out.
+        config.ratelimit.tiers = vec![chime_gateway::ratelimit::Tier::new(
+            "default",
+            u32::MAX / 2,
+            u32::MAX / 2,
+            1024,
+        )];
         let state = AppState::build(config, Arc::new(SystemClock)).unwrap();
         (chime_gateway::stack::build::<Empty<Bytes>>(&state), sim)
     });
@@ -87,5 +94,41 @@ fn full_stack(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, parse, auth, full_stack);
+fn limiter(c: &mut Criterion) {
+    use chime_gateway::ratelimit::local::LocalLimiter;
+    use chime_gateway::ratelimit::shared::SharedLimiter;
+    use chime_gateway::ratelimit::Tier;
+    use std::num::NonZeroU32;
+    // A budget that never runs out, so every decision does the full work.
+    let tiers = vec![Tier::new("default", u32::MAX / 2, 1_000_000, 4)];
+    let local = LocalLimiter::new(&tiers);
+    let user: Arc<str> = "bench-user".into();
+    c.bench_function("rate-limit decision, local", |b| {
+        b.iter(|| local.check(&tiers[0], &user, NonZeroU32::MIN))
+    });
+    let Ok(url) = std::env::var("CHIME_GATEWAY_TEST_REDIS") else {
+        eprintln!("skipped: set CHIME_GATEWAY_TEST_REDIS to benchmark the Redis limiter");
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let registry = prometheus::Registry::new();
+    let metrics = Arc::new(chime_gateway::metrics::Metrics::register(&registry).unwrap());
+    let prefix = format!("chime-gateway-bench:{}:", uuid::Uuid::new_v4());
+    let shared = rt.block_on(async {
+        SharedLimiter::new(
+            &url,
+            &prefix,
+            std::time::Duration::from_millis(200),
+            &tiers,
+            metrics,
+        )
+        .unwrap()
+    });
+    c.bench_function("rate-limit decision, redis (one round trip)", |b| {
+        b.to_async(&rt)
+            .iter(|| async { shared.check(&tiers[0], &user, NonZeroU32::MIN).await })
+    });
+}
+
+criterion_group!(benches, parse, auth, limiter, full_stack);
 criterion_main!(benches);
