@@ -488,6 +488,119 @@ mod tests {
         assert_eq!(d.remaining, 0);
     }
 
+    fn limiter(window_days_per_cost: u32) -> RateLimiter {
+        let config = RateLimitConfig {
+            tiers: vec![
+                Tier::new("default", 60, 20, 4),
+                Tier::new("partner", 120, 40, 8),
+            ],
+            upstream_max_in_flight: 8,
+            report_weight: HashMap::from([(
+                "botchatdetails".to_owned(),
+                NonZeroU32::new(3).unwrap(),
+            )]),
+            window_days_per_cost,
+            shared: None,
+        };
+        let registry = prometheus::Registry::new();
+        RateLimiter::new(
+            config.clone(),
+            Backend::Local(LocalLimiter::new(&config.tiers)),
+            Arc::new(crate::clock::FixedClock::new(
+                "2020-12-31T00:00:00Z".parse().unwrap(),
+            )),
+            Arc::new(Metrics::register(&registry).unwrap()),
+        )
+    }
+
+    fn principal(tier: &str) -> Principal {
+        Principal {
+            user: "u".into(),
+            role: crate::auth::Role::Admin,
+            queues: Arc::default(),
+            tier: tier.into(),
+            fingerprint: crate::auth::ApiKey::generate().hash().fingerprint(),
+        }
+    }
+
+    fn typed(path: &str, query: &str) -> GatewayRequest {
+        let route = crate::route::match_path(path).unwrap();
+        let catalog = crate::catalog::Catalog::new(&crate::catalog::builtin());
+        let options = crate::request::RequestOptions::default();
+        let ctx = crate::request::ParseContext {
+            now: "2020-12-31T00:00:00Z".parse().unwrap(),
+            accept_csv: false,
+            options: &options,
+        };
+        crate::request::parse_with(&route, Some(query), &catalog, &ctx).unwrap()
+    }
+
+    #[test]
+    fn tier_selection() {
+        let l = limiter(0);
+        assert_eq!(&*l.tier(&principal("partner")).unwrap().name, "partner");
+        assert_eq!(&*l.tier(&principal("default")).unwrap().name, "default");
+        assert_eq!(
+            &*l.tier(&principal("no-such-tier")).unwrap().name,
+            "default"
+        );
+    }
+
+    #[test]
+    fn cost_by_weight_and_window() {
+        let flat = limiter(0);
+        let tier = Tier::new("default", 60, 20, 4);
+        let q = "queueId=1&start=2020-01-01&stop=2020-12-30";
+        assert_eq!(
+            flat.cost(&typed("/Chime/Report/InboundVsAnsweredChats", q), &tier)
+                .get(),
+            1
+        );
+        assert_eq!(
+            flat.cost(&typed("/Chime/Report/BotChatDetails", q), &tier)
+                .get(),
+            3
+        );
+        assert_eq!(
+            flat.cost(
+                &typed("/Chime/Report/GetQueueBotReports", "queueId=1"),
+                &tier
+            )
+            .get(),
+            1
+        );
+        let by_window = limiter(31);
+        // 364 days: 12 started 31-day periods.
+        assert_eq!(
+            by_window
+                .cost(&typed("/Chime/Report/InboundVsAnsweredChats", q), &tier)
+                .get(),
+            12
+        );
+        // Weighted and long: capped at the burst, so it can ever pass.
+        assert_eq!(
+            by_window
+                .cost(&typed("/Chime/Report/BotChatDetails", q), &tier)
+                .get(),
+            20
+        );
+        let day = "queueId=1&start=2020-12-01&stop=2020-12-01";
+        assert_eq!(
+            by_window
+                .cost(&typed("/Chime/Report/InboundVsAnsweredChats", day), &tier)
+                .get(),
+            1
+        );
+        // No stop: the window runs to now (the injected clock).
+        let open = "queueId=1&start=2020-10-01";
+        assert_eq!(
+            by_window
+                .cost(&typed("/Chime/Report/InboundVsAnsweredChats", open), &tier)
+                .get(),
+            3
+        );
+    }
+
     #[test]
     fn tier_arithmetic() {
         let t = Tier::new("default", 60, 20, 4);
