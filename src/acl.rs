@@ -11,15 +11,14 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::Request;
 
 use crate::auth::{Principal, Role};
-use crate::body::Response;
 use crate::catalog::Category;
+use crate::gate::{Gate, Passed};
 use crate::request::{GatewayRequest, Target};
-use crate::{BoxError, BoxFuture};
+use crate::BoxError;
 
 /// Why the ACL refused.
 #[derive(Debug, thiserror::Error)]
@@ -69,53 +68,22 @@ pub fn decide(
     }
 }
 
-/// Layer for [`Acl`].
-#[derive(Debug, Clone, Default)]
-pub struct AclLayer;
+/// The ACL gate (see the module docs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Acl;
 
-impl<S> tower::Layer<S> for AclLayer {
-    type Service = Acl<S>;
-    fn layer(&self, inner: S) -> Acl<S> {
-        Acl { inner }
-    }
-}
-
-/// See the module docs.
-#[derive(Debug, Clone)]
-pub struct Acl<S> {
-    inner: S,
-}
-
-impl<S> tower::Service<Request<()>> for Acl<S>
-where
-    S: tower::Service<Request<()>, Response = Response, Error = BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = BoxError;
-    type Future = BoxFuture<Result<Response, BoxError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<()>) -> Self::Future {
+impl Gate for Acl {
+    fn pass(&self, req: &mut Request<()>) -> Result<Passed, BoxError> {
         let ext = req.extensions();
-        let verdict: Result<Option<SessionQueueCheck>, BoxError> =
-            match (ext.get::<Principal>(), ext.get::<GatewayRequest>()) {
-                (Some(p), Some(r)) => decide(p, r).map_err(Into::into),
-                // Fail closed if the stack was assembled without auth or parse.
-                _ => Err("acl layer reached without principal or typed request".into()),
-            };
-        match verdict {
-            Ok(check) => {
-                if let Some(check) = check {
-                    req.extensions_mut().insert(check);
-                }
-                Box::pin(self.inner.call(req))
-            }
-            Err(e) => Box::pin(std::future::ready(Err(e))),
+        let check = match (ext.get::<Principal>(), ext.get::<GatewayRequest>()) {
+            (Some(p), Some(r)) => decide(p, r)?,
+            // Fail closed if the stack was assembled without auth or parse.
+            _ => return Err("acl reached without principal or typed request".into()),
+        };
+        if let Some(check) = check {
+            req.extensions_mut().insert(check);
         }
+        Ok(Passed::Next)
     }
 }
 

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod gate;
 pub mod keystore;
 pub mod limits;
 pub mod listing;

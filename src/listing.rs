@@ -8,7 +8,6 @@
 //! query string with 400 `malformed_query`; other requests pass through.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::Request;
@@ -17,9 +16,10 @@ use serde_json::json;
 use crate::auth::{Principal, Role};
 use crate::body::{self, Response};
 use crate::catalog::{CatalogHandle, Category};
+use crate::gate::{Gate, Passed};
 use crate::request::QueryError;
 use crate::route::RouteMatch;
-use crate::{BoxError, BoxFuture};
+use crate::BoxError;
 
 /// The listing document for `principal`.
 pub fn document(principal: &Principal, catalog: &CatalogHandle) -> serde_json::Value {
@@ -55,74 +55,40 @@ pub fn document(principal: &Principal, catalog: &CatalogHandle) -> serde_json::V
     })
 }
 
-/// Layer for [`Listing`].
+/// The listing gate (see the module docs).
 #[derive(Debug, Clone)]
-pub struct ListingLayer {
+pub struct Listing {
     catalog: Arc<CatalogHandle>,
 }
 
-impl ListingLayer {
+impl Listing {
     /// Lists from `catalog`.
     pub fn new(catalog: Arc<CatalogHandle>) -> Self {
-        ListingLayer { catalog }
+        Listing { catalog }
     }
 }
 
-impl<S> tower::Layer<S> for ListingLayer {
-    type Service = Listing<S>;
-    fn layer(&self, inner: S) -> Listing<S> {
-        Listing {
-            inner,
-            catalog: Arc::clone(&self.catalog),
-        }
-    }
-}
-
-/// See the module docs.
-#[derive(Debug, Clone)]
-pub struct Listing<S> {
-    inner: S,
-    catalog: Arc<CatalogHandle>,
-}
-
-impl<S> tower::Service<Request<()>> for Listing<S>
-where
-    S: tower::Service<Request<()>, Response = Response, Error = BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = BoxError;
-    type Future = BoxFuture<Result<Response, BoxError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<()>) -> Self::Future {
+impl Gate for Listing {
+    fn pass(&self, req: &mut Request<()>) -> Result<Passed, BoxError> {
         if req.extensions().get::<RouteMatch>() != Some(&RouteMatch::Listing) {
-            return Box::pin(self.inner.call(req));
+            return Ok(Passed::Next);
         }
-        let answer: Result<Response, BoxError> = if req.uri().query().is_some_and(|q| !q.is_empty())
-        {
-            Err(QueryError::Malformed {
+        if req.uri().query().is_some_and(|q| !q.is_empty()) {
+            return Err(QueryError::Malformed {
                 reason: "/Chime/Gateway/Reports takes no parameters".into(),
             }
-            .into())
-        } else {
-            match req.extensions().get::<Principal>() {
-                None => Err("listing reached without a principal".into()),
-                Some(p) => {
-                    let doc = document(p, &self.catalog);
-                    let mut resp =
-                        Response::new(body::full(serde_json::to_vec(&doc).unwrap_or_default()));
-                    resp.headers_mut()
-                        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                    resp.headers_mut()
-                        .insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
-                    Ok(resp)
-                }
-            }
-        };
-        Box::pin(std::future::ready(answer))
+            .into());
+        }
+        let principal = req
+            .extensions()
+            .get::<Principal>()
+            .ok_or("listing reached without a principal")?;
+        let doc = document(principal, &self.catalog);
+        let mut resp = Response::new(body::full(serde_json::to_vec(&doc)?));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+        Ok(Passed::Answer(resp))
     }
 }

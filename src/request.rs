@@ -14,17 +14,16 @@ pub mod time;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::Request;
 use jiff::tz::{TimeZone, TimeZoneDatabase};
 use jiff::Timestamp;
 
-use crate::body::Response;
 use crate::catalog::{Catalog, CatalogHandle, Category, ReportDef};
+use crate::gate::{Gate, Passed};
 use crate::observe::Trace;
 use crate::route::RouteMatch;
-use crate::{BoxError, BoxFuture};
+use crate::BoxError;
 use query::Name;
 
 /// A parameter problem; every message names the parameter.
@@ -568,22 +567,22 @@ fn parse_params(
     })
 }
 
-/// Layer for [`Parse`].
+/// The parse gate (see the module docs).
 #[derive(Debug, Clone)]
-pub struct ParseLayer {
+pub struct Parse {
     catalog: Arc<CatalogHandle>,
     options: Arc<RequestOptions>,
     clock: Arc<dyn crate::clock::Clock>,
 }
 
-impl ParseLayer {
+impl Parse {
     /// Parses against `catalog` with `options`, reading "now" from `clock`.
     pub fn new(
         catalog: Arc<CatalogHandle>,
         options: Arc<RequestOptions>,
         clock: Arc<dyn crate::clock::Clock>,
     ) -> Self {
-        ParseLayer {
+        Parse {
             catalog,
             options,
             clock,
@@ -591,63 +590,23 @@ impl ParseLayer {
     }
 }
 
-impl<S> tower::Layer<S> for ParseLayer {
-    type Service = Parse<S>;
-    fn layer(&self, inner: S) -> Parse<S> {
-        Parse {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-/// See the module docs.
-#[derive(Debug, Clone)]
-pub struct Parse<S> {
-    inner: S,
-    layer: ParseLayer,
-}
-
-impl<S> tower::Service<Request<()>> for Parse<S>
-where
-    S: tower::Service<Request<()>, Response = Response, Error = BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = BoxError;
-    type Future = BoxFuture<Result<Response, BoxError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<()>) -> Self::Future {
-        let parsed = match req.extensions().get::<RouteMatch>() {
-            Some(route) => {
-                let ctx = ParseContext {
-                    now: self.layer.clock.now(),
-                    accept_csv: accepts_csv(req.headers()),
-                    options: &self.layer.options,
-                };
-                parse_with(
-                    route,
-                    req.uri().query(),
-                    &self.layer.catalog.current(),
-                    &ctx,
-                )
-            }
-            None => Err("parse layer reached without a route".into()),
+impl Gate for Parse {
+    fn pass(&self, req: &mut Request<()>) -> Result<Passed, BoxError> {
+        let route = req
+            .extensions()
+            .get::<RouteMatch>()
+            .ok_or("parse reached without a route")?;
+        let ctx = ParseContext {
+            now: self.clock.now(),
+            accept_csv: accepts_csv(req.headers()),
+            options: &self.options,
         };
-        match parsed {
-            Ok(typed) => {
-                if let Some(trace) = req.extensions().get::<Trace>() {
-                    trace.set_request(&typed);
-                }
-                req.extensions_mut().insert(typed);
-                Box::pin(self.inner.call(req))
-            }
-            Err(e) => Box::pin(std::future::ready(Err(e))),
+        let typed = parse_with(route, req.uri().query(), &self.catalog.current(), &ctx)?;
+        if let Some(trace) = req.extensions().get::<Trace>() {
+            trace.set_request(&typed);
         }
+        req.extensions_mut().insert(typed);
+        Ok(Passed::Next)
     }
 }
 

@@ -14,14 +14,12 @@
 //! (anything but GET and HEAD on a known path). Adds a [`RouteMatch`] to the
 //! request's extensions.
 
-use std::task::{Context, Poll};
-
 use http::{Method, Request};
 
-use crate::body::Response;
 use crate::catalog::{self, Category};
+use crate::gate::{Gate, Passed};
 use crate::observe::Trace;
-use crate::{BoxError, BoxFuture};
+use crate::BoxError;
 
 /// Which allowlisted route a request is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,54 +104,21 @@ fn parse_session_id(s: &str) -> Option<u64> {
     s.parse::<u64>().ok().filter(|&n| n <= i64::MAX as u64)
 }
 
-/// Layer for [`Route`].
-#[derive(Debug, Clone, Default)]
-pub struct RouteLayer;
+/// The route gate: refuses requests outside the allowlist; inserts [`RouteMatch`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Route;
 
-impl<S> tower::Layer<S> for RouteLayer {
-    type Service = Route<S>;
-    fn layer(&self, inner: S) -> Route<S> {
-        Route { inner }
-    }
-}
-
-/// Refuses requests outside the allowlist; inserts [`RouteMatch`].
-#[derive(Debug, Clone)]
-pub struct Route<S> {
-    inner: S,
-}
-
-impl<S> tower::Service<Request<()>> for Route<S>
-where
-    S: tower::Service<Request<()>, Response = Response, Error = BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = BoxError;
-    type Future = BoxFuture<Result<Response, BoxError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<()>) -> Self::Future {
-        let matched = match_path(req.uri().path()).and_then(|m| {
-            if req.method() == Method::GET || req.method() == Method::HEAD {
-                Ok(m)
-            } else {
-                Err(RouteError::MethodNotAllowed)
-            }
-        });
-        match matched {
-            Ok(m) => {
-                if let Some(trace) = req.extensions().get::<Trace>() {
-                    trace.set_route(&m);
-                }
-                req.extensions_mut().insert(m);
-                Box::pin(self.inner.call(req))
-            }
-            Err(e) => Box::pin(std::future::ready(Err(e.into()))),
+impl Gate for Route {
+    fn pass(&self, req: &mut Request<()>) -> Result<Passed, BoxError> {
+        let m = match_path(req.uri().path())?;
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Err(RouteError::MethodNotAllowed.into());
         }
+        if let Some(trace) = req.extensions().get::<Trace>() {
+            trace.set_route(&m);
+        }
+        req.extensions_mut().insert(m);
+        Ok(Passed::Next)
     }
 }
 

@@ -23,15 +23,16 @@ use http::Request;
 use tower::util::BoxCloneService;
 use tower::ServiceBuilder;
 
-use crate::acl::AclLayer;
+use crate::acl::Acl;
 use crate::auth::AuthLayer;
 use crate::body::Response;
+use crate::gate::GateLayer;
 use crate::limits::LimitsLayer;
-use crate::listing::ListingLayer;
+use crate::listing::Listing;
 use crate::observe::ObserveLayer;
 use crate::ratelimit::RateLimitLayer;
-use crate::request::ParseLayer;
-use crate::route::RouteLayer;
+use crate::request::Parse;
+use crate::route::Route;
 use crate::state::AppState;
 
 /// The composed gateway service for requests with body type `B`.
@@ -45,19 +46,19 @@ where
     let svc = ServiceBuilder::new()
         .layer(ObserveLayer::new(Arc::clone(&state.metrics)))
         .layer(LimitsLayer::new(state.config.listen.max_query_bytes))
-        .layer(RouteLayer)
+        .layer(GateLayer::new(Route))
         .layer(AuthLayer::new(
             Arc::clone(&state.keys),
             Arc::clone(&state.auth_throttle),
             Arc::clone(&state.metrics),
         ))
-        .layer(ListingLayer::new(Arc::clone(&state.catalog)))
-        .layer(ParseLayer::new(
+        .layer(GateLayer::new(Listing::new(Arc::clone(&state.catalog))))
+        .layer(GateLayer::new(Parse::new(
             Arc::clone(&state.catalog),
             Arc::clone(&state.request_options),
             Arc::clone(&state.clock),
-        ))
-        .layer(AclLayer)
+        )))
+        .layer(GateLayer::new(Acl))
         .layer(RateLimitLayer::new(Arc::clone(&state.ratelimiter)))
         .service(state.proxy.clone());
     BoxCloneService::new(svc)

@@ -1,0 +1,117 @@
+//! Gates: the request steps that decide from the request alone, without
+//! waiting on anything (route, parse, ACL, the report listing).
+//!
+//! A step implements [`Gate`]; [`GateLayer`] turns it into a tower layer
+//! whose service runs the gate and then either calls the next service,
+//! answers itself, or fails with the gate's error — without calling the
+//! next service. One mechanism, so each step's module holds only its rule.
+
+use std::task::{Context, Poll};
+
+use http::Request;
+
+use crate::body::Response;
+use crate::{BoxError, BoxFuture};
+
+/// What a gate decided for a request it did not refuse.
+#[derive(Debug)]
+pub enum Passed {
+    /// Go on to the next step (the gate may have added extensions).
+    Next,
+    /// The gate answers the request itself.
+    Answer(Response),
+}
+
+/// One synchronous step of the request path.
+pub trait Gate: Clone + Send + Sync + 'static {
+    /// Checks (and annotates) the request.
+    fn pass(&self, req: &mut Request<()>) -> Result<Passed, BoxError>;
+}
+
+/// Layer running a [`Gate`] in front of a service.
+#[derive(Debug, Clone)]
+pub struct GateLayer<G> {
+    gate: G,
+}
+
+impl<G> GateLayer<G> {
+    /// A layer for `gate`.
+    pub fn new(gate: G) -> Self {
+        GateLayer { gate }
+    }
+}
+
+impl<G: Clone, S> tower::Layer<S> for GateLayer<G> {
+    type Service = Gated<G, S>;
+    fn layer(&self, inner: S) -> Gated<G, S> {
+        Gated {
+            gate: self.gate.clone(),
+            inner,
+        }
+    }
+}
+
+/// A service behind a [`Gate`].
+#[derive(Debug, Clone)]
+pub struct Gated<G, S> {
+    gate: G,
+    inner: S,
+}
+
+impl<G, S> tower::Service<Request<()>> for Gated<G, S>
+where
+    G: Gate,
+    S: tower::Service<Request<()>, Response = Response, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<()>) -> Self::Future {
+        match self.gate.pass(&mut req) {
+            Ok(Passed::Next) => Box::pin(self.inner.call(req)),
+            Ok(Passed::Answer(resp)) => Box::pin(std::future::ready(Ok(resp))),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::{Layer, ServiceExt};
+
+    #[derive(Debug, Clone)]
+    struct Deny;
+    impl Gate for Deny {
+        fn pass(&self, req: &mut Request<()>) -> Result<Passed, BoxError> {
+            match req.uri().path() {
+                "/answer" => Ok(Passed::Answer(Response::new(crate::body::full("mine")))),
+                "/next" => Ok(Passed::Next),
+                _ => Err("denied".into()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_without_calling_the_next_service() {
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = calls.clone();
+        let inner = tower::service_fn(move |_req: Request<()>| {
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Ok::<_, BoxError>(Response::new(crate::body::empty())) }
+        });
+        let svc = GateLayer::new(Deny).layer(inner);
+        let req = |p: &str| Request::get(p).body(()).unwrap();
+        assert!(svc.clone().oneshot(req("/other")).await.is_err());
+        assert!(svc.clone().oneshot(req("/answer")).await.is_ok());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert!(svc.clone().oneshot(req("/next")).await.is_ok());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+}
