@@ -107,20 +107,27 @@ async fn until_received(sim: &Simulator, n: usize) {
     panic!("the simulator never received {n} requests");
 }
 
-#[tokio::test]
-async fn per_user_in_flight_cap() {
-    let h = Harness::start_with(|c| strict(c, 10, 1)).await;
+/// Starts a manager request that Chime never answers, and returns once
+/// Chime has it: the request holds its slots until the task is aborted.
+async fn hold_one_request(h: &Harness) -> tokio::task::JoinHandle<()> {
     h.sim.set_behavior(Behavior::Stall);
     let url = h.url(&report());
     let client = h.client.clone();
-    let first = tokio::spawn(async move {
+    let held = tokio::spawn(async move {
         let req = http::Request::get(url)
             .header("authorization", format!("Bearer {MANAGER}"))
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .unwrap();
-        client.request(req).await
+        let _ = client.request(req).await;
     });
     until_received(&h.sim, 1).await;
+    held
+}
+
+#[tokio::test]
+async fn per_user_in_flight_cap() {
+    let h = Harness::start_with(|c| strict(c, 10, 1)).await;
+    let first = hold_one_request(&h).await;
     let a = h.get_as(MANAGER, &report()).await;
     assert_eq!(
         (a.status, a.code().as_str()),
@@ -137,17 +144,7 @@ async fn per_user_in_flight_cap() {
 #[tokio::test]
 async fn upstream_load_is_shed_with_503() {
     let h = Harness::start_with(|c| c.ratelimit.upstream_max_in_flight = 1).await;
-    h.sim.set_behavior(Behavior::Stall);
-    let url = h.url(&report());
-    let client = h.client.clone();
-    let first = tokio::spawn(async move {
-        let req = http::Request::get(url)
-            .header("authorization", format!("Bearer {MANAGER}"))
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .unwrap();
-        client.request(req).await
-    });
-    until_received(&h.sim, 1).await;
+    let first = hold_one_request(&h).await;
     let a = h.get_as(ADMIN, &report()).await;
     assert_eq!(
         (a.status, a.code().as_str()),
