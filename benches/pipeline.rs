@@ -75,7 +75,9 @@ fn full_stack(c: &mut Criterion) {
             u32::MAX / 2,
             1024,
         )];
-        let state = AppState::build(config, Arc::new(SystemClock)).unwrap();
+        let state = AppState::build(config, Arc::new(SystemClock))
+            .await
+            .unwrap();
         (chime_gateway::stack::build::<Empty<Bytes>>(&state), sim)
     });
     c.bench_function("full stack, report via simulated Chime", |b| {

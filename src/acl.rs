@@ -17,6 +17,7 @@ use http::Request;
 use crate::auth::{Principal, Role};
 use crate::catalog::Category;
 use crate::gate::{Gate, Passed};
+use crate::metrics::Metrics;
 use crate::request::{GatewayRequest, Target};
 use crate::BoxError;
 
@@ -68,15 +69,40 @@ pub fn decide(
     }
 }
 
-/// The ACL gate (see the module docs).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Acl;
+/// The ACL gate (see the module docs); counts refusals by reason.
+#[derive(Debug, Clone)]
+pub struct Acl {
+    metrics: Arc<Metrics>,
+}
+
+impl Acl {
+    /// An ACL gate counting into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Acl { metrics }
+    }
+}
+
+impl Denied {
+    /// The refusal code (also the metric's `reason`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Denied::QueueForbidden { .. } => "queue_forbidden",
+            Denied::AdminOnly => "admin_only",
+            Denied::SessionForbidden => "session_forbidden",
+        }
+    }
+}
 
 impl Gate for Acl {
     fn pass(&self, req: &mut Request<()>) -> Result<Passed, BoxError> {
         let ext = req.extensions();
         let check = match (ext.get::<Principal>(), ext.get::<GatewayRequest>()) {
-            (Some(p), Some(r)) => decide(p, r)?,
+            (Some(p), Some(r)) => decide(p, r).inspect_err(|d| {
+                self.metrics
+                    .acl_denials
+                    .with_label_values(&[d.reason()])
+                    .inc();
+            })?,
             // Fail closed if the stack was assembled without auth or parse.
             _ => return Err("acl reached without principal or typed request".into()),
         };

@@ -122,6 +122,10 @@ pub struct Config {
     pub request: crate::request::RequestOptions,
     /// Rate limits.
     pub ratelimit: crate::ratelimit::RateLimitConfig,
+    /// The audit log.
+    pub audit: AuditConfig,
+    /// Metrics options.
+    pub metrics: MetricsConfig,
     /// Report catalog.
     pub catalog: CatalogConfig,
     /// Logging.
@@ -246,6 +250,22 @@ pub struct KeysConfig {
     pub negative_cache_ttl: Duration,
     /// Most cached verdicts.
     pub cache_capacity: u64,
+}
+
+/// The audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditConfig {
+    /// Where lines go.
+    pub target: crate::audit::AuditTarget,
+    /// Lines queued for the writer before new ones are dropped (and counted).
+    pub queue_capacity: usize,
+}
+
+/// Metrics options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MetricsConfig {
+    /// Count requests per user (users are a bounded set; off by default).
+    pub per_user: bool,
 }
 
 /// Authentication settings.
@@ -458,6 +478,20 @@ impl Validator<'_> {
         let catalog = self.catalog(raw.catalog, upstream_key)?;
         let request = self.request(raw.request)?;
         let ratelimit = self.ratelimit(raw.ratelimit)?;
+        let audit = AuditConfig {
+            target: match raw.audit.target.as_str() {
+                "off" => crate::audit::AuditTarget::Off,
+                "stdout" => crate::audit::AuditTarget::Stdout,
+                "file" => crate::audit::AuditTarget::File(self.path(&raw.audit.file)),
+                other => {
+                    return Err(self.err(
+                        "audit.target",
+                        format!("`{other}` is not one of \"stdout\", \"file\", \"off\""),
+                    ))
+                }
+            },
+            queue_capacity: self.positive("audit.queue_capacity", raw.audit.queue_capacity)?,
+        };
         let log = LogConfig {
             format: match raw.log.format.as_str() {
                 "json" => LogFormat::Json,
@@ -479,6 +513,10 @@ impl Validator<'_> {
             auth,
             request,
             ratelimit,
+            audit,
+            metrics: MetricsConfig {
+                per_user: raw.metrics.per_user,
+            },
             catalog,
             log,
         })

@@ -45,7 +45,8 @@ pub async fn start(listen: SocketAddr, admin: SocketAddr) -> Result<Demo, BoxErr
     );
     let mut config = Config::from_toml(&toml, "<demo>", Path::new("."), &ProcessEnv)?;
     config.keys.source = KeySource::Embedded(DEMO_KEYS);
-    let gateway = Gateway::bind_state(AppState::build(config, Arc::new(SystemClock))?).await?;
+    let gateway =
+        Gateway::bind_state(AppState::build(config, Arc::new(SystemClock)).await?).await?;
     Ok(Demo { simulator, gateway })
 }
 

@@ -157,12 +157,7 @@ fn classify_one(e: &(dyn Error + 'static)) -> Option<Classified> {
         return Some(Classified::new(S::BAD_REQUEST, code, err));
     }
     if let Some(err) = e.downcast_ref::<Denied>() {
-        let code = match err {
-            Denied::QueueForbidden { .. } => "queue_forbidden",
-            Denied::AdminOnly => "admin_only",
-            Denied::SessionForbidden => "session_forbidden",
-        };
-        return Some(Classified::new(S::FORBIDDEN, code, err));
+        return Some(Classified::new(S::FORBIDDEN, err.reason(), err));
     }
     if let Some(err) = e.downcast_ref::<UpstreamError>() {
         return Some(match err {

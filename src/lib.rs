@@ -8,6 +8,7 @@
 
 pub mod acl;
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod catalog;
@@ -32,6 +33,7 @@ pub mod server;
 pub mod simulator;
 pub mod stack;
 pub mod state;
+pub mod trace_context;
 
 /// The error type every layer returns; [`error::classify`] turns it into a response.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

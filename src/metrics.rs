@@ -52,6 +52,18 @@ pub struct Metrics {
     pub ratelimit_shared_up: IntGauge,
     /// Switches from the shared limiter to the local fallback.
     pub ratelimit_fallbacks: prometheus::IntCounter,
+    /// ACL refusals by reason (`queue_forbidden`, `admin_only`, `session_forbidden`).
+    pub acl_denials: IntCounterVec,
+    /// Key cache lookups (remote key stores) by result (`hit`, `miss`).
+    pub key_cache: IntCounterVec,
+    /// Open connections to the upstream (pooled or in use).
+    pub upstream_connections: IntGauge,
+    /// Audit lines dropped because the writer fell behind.
+    pub audit_dropped: prometheus::IntCounter,
+    /// Audit write failures.
+    pub audit_write_errors: prometheus::IntCounter,
+    /// Requests per user and outcome (only when `metrics.per_user` is on).
+    pub user_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -60,9 +72,9 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "chime_gateway_requests_total",
-                "Requests handled, by route kind, status class and outcome.",
+                "Requests handled, by route kind, report, status class and outcome.",
             ),
-            &["route", "status_class", "outcome"],
+            &["route", "report", "status_class", "outcome"],
         )?;
         let request_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -148,6 +160,39 @@ impl Metrics {
             "chime_gateway_ratelimit_fallbacks_total",
             "Switches from the shared rate limiter to the local fallback.",
         )?;
+        let acl_denials = IntCounterVec::new(
+            Opts::new(
+                "chime_gateway_acl_denials_total",
+                "Requests refused by the queue ACL, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let key_cache = IntCounterVec::new(
+            Opts::new(
+                "chime_gateway_key_cache_lookups_total",
+                "Key cache lookups in front of a remote key store, by result.",
+            ),
+            &["result"],
+        )?;
+        let upstream_connections = IntGauge::new(
+            "chime_gateway_upstream_connections",
+            "Open connections to the upstream, pooled or in use.",
+        )?;
+        let audit_dropped = prometheus::IntCounter::new(
+            "chime_gateway_audit_dropped_total",
+            "Audit lines dropped because the writer fell behind.",
+        )?;
+        let audit_write_errors = prometheus::IntCounter::new(
+            "chime_gateway_audit_write_errors_total",
+            "Audit log write failures.",
+        )?;
+        let user_requests = IntCounterVec::new(
+            Opts::new(
+                "chime_gateway_user_requests_total",
+                "Requests per user and outcome (when enabled).",
+            ),
+            &["user", "outcome"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "chime_gateway_build_info",
@@ -175,7 +220,20 @@ impl Metrics {
         registry.register(Box::new(ratelimit_rejections.clone()))?;
         registry.register(Box::new(ratelimit_shared_up.clone()))?;
         registry.register(Box::new(ratelimit_fallbacks.clone()))?;
+        registry.register(Box::new(acl_denials.clone()))?;
+        registry.register(Box::new(key_cache.clone()))?;
+        registry.register(Box::new(upstream_connections.clone()))?;
+        registry.register(Box::new(audit_dropped.clone()))?;
+        registry.register(Box::new(audit_write_errors.clone()))?;
+        registry.register(Box::new(user_requests.clone()))?;
         registry.register(Box::new(build_info))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::new(
+                std::process::id() as i32,
+                "chime_gateway",
+            ),
+        ))?;
         Ok(Metrics {
             requests,
             request_duration,
@@ -194,6 +252,12 @@ impl Metrics {
             ratelimit_rejections,
             ratelimit_shared_up,
             ratelimit_fallbacks,
+            acl_denials,
+            key_cache,
+            upstream_connections,
+            audit_dropped,
+            audit_write_errors,
+            user_requests,
         })
     }
 }
@@ -225,14 +289,15 @@ mod tests {
     fn registers_and_renders() {
         let registry = Registry::new();
         let m = Metrics::register(&registry).unwrap();
-        m.requests.with_label_values(&["report", "2xx", "ok"]).inc();
+        m.requests
+            .with_label_values(&["report", "InboundVsAnsweredChats", "2xx", "ok"])
+            .inc();
         let text = String::from_utf8(render(&registry)).unwrap();
         assert!(
-            text.contains(
-                r#"chime_gateway_requests_total{outcome="ok",route="report",status_class="2xx"} 1"#
-            ),
+            text.contains(r#"chime_gateway_requests_total{outcome="ok",report="InboundVsAnsweredChats",route="report",status_class="2xx"} 1"#),
             "{text}"
         );
+        assert!(text.contains("chime_gateway_process_resident_memory_bytes"));
         assert!(text.contains("chime_gateway_build_info{version="));
         // A second registration into the same registry is refused, not silently shared.
         assert!(Metrics::register(&registry).is_err());

@@ -1,12 +1,13 @@
 //! Observe: the outermost layer, which sees every outcome.
 //!
 //! Assigns the [`RequestId`] (kept from a well-formed `X-Request-Id`, else
-//! generated) and a [`Trace`] that inner layers fill in (route, user, key
-//! fingerprint, report, queue, upstream timing). Turns every inner error
-//! into the JSON refusal via [`crate::error`], so this service never fails.
-//! Adds `X-Request-Id` to every response. When the response body ends (or
-//! the client goes away) it records metrics and writes one access-log line;
-//! neither ever contains a key or the raw query.
+//! generated), the W3C [`TraceContext`], and a [`Trace`] that inner layers
+//! fill in (route, user, key fingerprint, report, queue, window, upstream
+//! timing). Turns every inner error into the JSON refusal via
+//! [`crate::error`], so this service never fails. Adds `X-Request-Id` to
+//! every response. When the response body ends (or the client goes away) it
+//! records metrics and writes one audit line; neither ever contains a key or
+//! the raw query.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use std::time::Instant;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 
+use crate::audit::{AuditLog, AuditRecord};
 use crate::auth::{Fingerprint, Principal};
 use crate::body::{Body, Response};
 use crate::error;
@@ -23,6 +25,8 @@ use crate::metrics::{status_class, Metrics};
 use crate::request::{GatewayRequest, Target};
 use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::route::RouteMatch;
+use crate::server::ClientAddr;
+use crate::trace_context::TraceContext;
 use crate::{BoxError, BoxFuture};
 
 /// What inner layers learned about a request, for metrics and logs.
@@ -48,6 +52,14 @@ pub struct TraceFields {
     pub upstream_status: Option<u16>,
     /// Seconds until upstream headers.
     pub upstream_seconds: Option<f64>,
+    /// Normalised window start.
+    pub start: Option<jiff::Timestamp>,
+    /// Normalised window end.
+    pub stop: Option<jiff::Timestamp>,
+    /// Canonical zone.
+    pub zone: Option<String>,
+    /// CSV requested.
+    pub csv: Option<bool>,
 }
 
 impl Trace {
@@ -83,6 +95,10 @@ impl Trace {
                 Target::SessionDetails(_) => "SessionDetails".to_owned(),
             });
             t.queue = r.params.queue_id;
+            t.start = r.params.start;
+            t.stop = r.params.stop;
+            t.zone = r.params.zone.as_ref().map(|z| z.name().to_owned());
+            t.csv = Some(r.params.csv);
         });
     }
 
@@ -98,13 +114,27 @@ impl Trace {
 /// Layer for [`Observe`].
 #[derive(Debug, Clone)]
 pub struct ObserveLayer {
+    sinks: Arc<Sinks>,
+}
+
+/// Where observations go.
+#[derive(Debug)]
+struct Sinks {
     metrics: Arc<Metrics>,
+    audit: AuditLog,
+    per_user: bool,
 }
 
 impl ObserveLayer {
-    /// Observes into `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        ObserveLayer { metrics }
+    /// Observes into `metrics` and `audit`; `per_user` adds per-user counters.
+    pub fn new(metrics: Arc<Metrics>, audit: AuditLog, per_user: bool) -> Self {
+        ObserveLayer {
+            sinks: Arc::new(Sinks {
+                metrics,
+                audit,
+                per_user,
+            }),
+        }
     }
 }
 
@@ -113,7 +143,7 @@ impl<S> tower::Layer<S> for ObserveLayer {
     fn layer(&self, inner: S) -> Observe<S> {
         Observe {
             inner,
-            metrics: Arc::clone(&self.metrics),
+            sinks: Arc::clone(&self.sinks),
         }
     }
 }
@@ -122,7 +152,7 @@ impl<S> tower::Layer<S> for ObserveLayer {
 #[derive(Debug, Clone)]
 pub struct Observe<S> {
     inner: S,
-    metrics: Arc<Metrics>,
+    sinks: Arc<Sinks>,
 }
 
 /// Finishes a request's bookkeeping when dropped: with the response body,
@@ -130,46 +160,83 @@ pub struct Observe<S> {
 struct Completion {
     start: Instant,
     id: RequestId,
+    trace_id: String,
+    client: Option<std::net::IpAddr>,
     method: Method,
     trace: Trace,
-    metrics: Arc<Metrics>,
+    sinks: Arc<Sinks>,
     status: Option<StatusCode>,
     outcome: &'static str,
     bytes: u64,
 }
 
+fn ms(ts: jiff::Timestamp) -> String {
+    crate::request::format_instant(ts)
+}
+
 impl Drop for Completion {
     fn drop(&mut self) {
-        let m = &self.metrics;
+        let m = &self.sinks.metrics;
         m.in_flight.dec();
         let t = self.trace.snapshot();
         let route = t.route.unwrap_or("unmatched");
+        let report = t.report.as_deref().unwrap_or("-");
         let (class, outcome) = match self.status {
             Some(s) => (status_class(s), self.outcome),
             None => ("none", "client_closed"),
         };
         let elapsed = self.start.elapsed().as_secs_f64();
-        m.requests.with_label_values(&[route, class, outcome]).inc();
+        m.requests
+            .with_label_values(&[route, report, class, outcome])
+            .inc();
         m.request_duration
             .with_label_values(&[route])
             .observe(elapsed);
         m.response_bytes
             .with_label_values(&[route])
             .inc_by(self.bytes);
-        tracing::info!(
+        if let (true, Some(user)) = (self.sinks.per_user, t.user.as_deref()) {
+            m.user_requests.with_label_values(&[user, outcome]).inc();
+        }
+        let decision = match self.status {
+            Some(s) if outcome == "ok" && !s.is_server_error() => "allow",
+            Some(_) if outcome == "ok" => "error",
+            Some(_) => "deny",
+            None => "aborted",
+        };
+        self.sinks.audit.record(&AuditRecord {
+            time: ms(jiff::Timestamp::now()),
+            request_id: self.id.as_str(),
+            trace_id: &self.trace_id,
+            client: self.client.map(|ip| ip.to_string()),
+            user: t.user.as_deref(),
+            key: t.fingerprint.as_ref().map(Fingerprint::as_str),
+            role: t.role,
+            method: self.method.as_str(),
+            route,
+            report: t.report.as_deref(),
+            queue: t.queue,
+            start: t.start.map(ms),
+            stop: t.stop.map(ms),
+            zone: t.zone.as_deref(),
+            csv: t.csv,
+            decision,
+            reason: outcome,
+            status: self.status.map(|s| s.as_u16()),
+            bytes: self.bytes,
+            upstream_status: t.upstream_status,
+            upstream_seconds: t.upstream_seconds,
+            seconds: elapsed,
+        });
+        tracing::debug!(
             target: "chime_gateway::access",
             request_id = %self.id,
-            method = %self.method,
             route,
-            report = t.report.as_deref(),
-            queue = t.queue,
+            report,
             user = t.user.as_deref(),
-            role = t.role,
             key = t.fingerprint.as_ref().map(Fingerprint::as_str),
             status = self.status.map(|s| s.as_u16()),
             outcome,
-            upstream_status = t.upstream_status,
-            upstream_seconds = t.upstream_seconds,
             bytes = self.bytes,
             seconds = elapsed,
             "request"
@@ -196,20 +263,25 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let id = RequestId::from_headers(req.headers());
+        let trace_context = TraceContext::from_headers(req.headers());
         let trace = Trace::default();
-        req.extensions_mut().insert(id.clone());
-        req.extensions_mut().insert(trace.clone());
-        self.metrics.in_flight.inc();
+        let client = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
+        self.sinks.metrics.in_flight.inc();
         let mut done = Completion {
             start: Instant::now(),
-            id,
+            id: id.clone(),
+            trace_id: trace_context.trace_id(),
+            client,
             method: req.method().clone(),
-            trace,
-            metrics: Arc::clone(&self.metrics),
+            trace: trace.clone(),
+            sinks: Arc::clone(&self.sinks),
             status: None,
             outcome: "ok",
             bytes: 0,
         };
+        req.extensions_mut().insert(id);
+        req.extensions_mut().insert(trace_context);
+        req.extensions_mut().insert(trace);
         let fut = self.inner.call(req);
         Box::pin(async move {
             let mut resp = match fut.await {

@@ -35,6 +35,7 @@ use crate::readiness::Readiness;
 use crate::request::GatewayRequest;
 use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::server::{ClientAddr, ClientScheme};
+use crate::trace_context::{TraceContext, TRACEPARENT};
 use crate::{BoxError, BoxFuture};
 pub use client::{TlsSetupError, UpstreamClient};
 
@@ -90,7 +91,7 @@ impl Proxy {
         metrics: Arc<Metrics>,
         readiness: Arc<Readiness>,
     ) -> Result<Proxy, TlsSetupError> {
-        let client = client::build(cfg)?;
+        let client = client::build(cfg, metrics.upstream_connections.clone())?;
         let parts = cfg.base_url.clone().into_parts();
         Ok(Proxy {
             inner: Arc::new(Inner {
@@ -129,6 +130,9 @@ impl Inner {
         let ext = req.extensions();
         if let Some(id) = ext.get::<RequestId>() {
             h.insert(&X_REQUEST_ID, id.header_value());
+        }
+        if let Some(tc) = ext.get::<TraceContext>() {
+            h.insert(&TRACEPARENT, tc.header_value());
         }
         let proto = ext.get::<ClientScheme>().map_or("http", |s| s.0);
         if let Some(ClientAddr(addr)) = ext.get::<ClientAddr>() {
@@ -243,6 +247,10 @@ impl Inner {
         if check.0.contains(&queue) {
             Ok(bytes)
         } else {
+            self.metrics
+                .acl_denials
+                .with_label_values(&["session_forbidden"])
+                .inc();
             Err(Denied::SessionForbidden.into())
         }
     }

@@ -57,7 +57,7 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 impl Gateway {
     /// Builds the state from `config` and binds both listeners.
     pub async fn bind(config: Config) -> Result<Gateway, StartError> {
-        let state = AppState::build(config, Arc::new(SystemClock))?;
+        let state = AppState::build(config, Arc::new(SystemClock)).await?;
         Self::bind_state(state).await
     }
 
@@ -330,7 +330,11 @@ mod tests {
         f.save(&path).unwrap();
         let mut config = Config::defaults();
         config.keys.source = KeySource::File(path.clone());
-        let state = Arc::new(AppState::build(config, Arc::new(SystemClock)).unwrap());
+        let state = Arc::new(
+            AppState::build(config, Arc::new(SystemClock))
+                .await
+                .unwrap(),
+        );
         let tasks = spawn_maintenance(&state);
         let valid = |key: &ApiKey| {
             let state = Arc::clone(&state);

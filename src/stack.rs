@@ -44,7 +44,11 @@ where
     B: http_body::Body + Send + 'static,
 {
     let svc = ServiceBuilder::new()
-        .layer(ObserveLayer::new(Arc::clone(&state.metrics)))
+        .layer(ObserveLayer::new(
+            Arc::clone(&state.metrics),
+            state.audit.clone(),
+            state.config.metrics.per_user,
+        ))
         .layer(LimitsLayer::new(state.config.listen.max_query_bytes))
         .layer(GateLayer::new(Route))
         .layer(AuthLayer::new(
@@ -58,7 +62,7 @@ where
             Arc::clone(&state.request_options),
             Arc::clone(&state.clock),
         )))
-        .layer(GateLayer::new(Acl))
+        .layer(GateLayer::new(Acl::new(Arc::clone(&state.metrics))))
         .layer(RateLimitLayer::new(Arc::clone(&state.ratelimiter)))
         .service(state.proxy.clone());
     BoxCloneService::new(svc)

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use prometheus::Registry;
 
+use crate::audit::AuditLog;
 use crate::auth::AuthThrottle;
 use crate::catalog::refresh::{self, RefreshError};
 use crate::catalog::{Catalog, CatalogHandle, Category};
@@ -34,6 +35,9 @@ pub enum StartError {
     /// The rate limiter could not be set up (a malformed Redis URL).
     #[error("rate limiter: {0}")]
     RateLimit(String),
+    /// The audit log cannot be opened.
+    #[error("{0}")]
+    Audit(std::io::Error),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -71,11 +75,13 @@ pub struct AppState {
     pub request_options: Arc<crate::request::RequestOptions>,
     /// Rate limits.
     pub ratelimiter: Arc<RateLimiter>,
+    /// The audit log.
+    pub audit: AuditLog,
 }
 
 impl AppState {
     /// Builds the state from `config`, loading keys and setting up the upstream client.
-    pub fn build(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
+    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
         let registry = Registry::new();
         let metrics = Arc::new(Metrics::register(&registry)?);
         let readiness = Arc::new(Readiness::default());
@@ -118,6 +124,13 @@ impl AppState {
                 .map_err(|e| StartError::RateLimit(e.to_string()))?,
             ),
         };
+        let audit = AuditLog::start(
+            &config.audit.target,
+            config.audit.queue_capacity,
+            Arc::clone(&metrics),
+        )
+        .await
+        .map_err(StartError::Audit)?;
         let ratelimiter = Arc::new(RateLimiter::new(
             rl.clone(),
             backend,
@@ -136,6 +149,7 @@ impl AppState {
             clock,
             request_options: Arc::new(config.request.clone()),
             ratelimiter,
+            audit,
             config,
         })
     }

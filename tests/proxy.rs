@@ -465,9 +465,9 @@ async fn admin_endpoints_and_request_metrics() {
         .starts_with("text/plain"));
     let text = m.text();
     for line in [
-        r#"chime_gateway_requests_total{outcome="ok",route="report",status_class="2xx"} 2"#,
-        r#"chime_gateway_requests_total{outcome="queue_forbidden",route="report",status_class="4xx"} 1"#,
-        r#"chime_gateway_requests_total{outcome="missing_credentials",route="report",status_class="4xx"} 1"#,
+        r#"chime_gateway_requests_total{outcome="ok",report="InboundVsAnsweredChats",route="report",status_class="2xx"} 2"#,
+        r#"chime_gateway_requests_total{outcome="queue_forbidden",report="InboundVsAnsweredChats",route="report",status_class="4xx"} 1"#,
+        r#"chime_gateway_requests_total{outcome="missing_credentials",report="-",route="report",status_class="4xx"} 1"#,
         r#"chime_gateway_request_duration_seconds_count{route="report"} 4"#,
         r#"chime_gateway_upstream_duration_seconds_count{route="report"} 2"#,
         "chime_gateway_in_flight_requests 0",

@@ -15,6 +15,8 @@ pub(crate) struct RawConfig {
     pub(crate) auth: RawAuth,
     pub(crate) request: RawRequest,
     pub(crate) ratelimit: RawRateLimit,
+    pub(crate) audit: RawAudit,
+    pub(crate) metrics: RawMetrics,
     pub(crate) catalog: RawCatalog,
     pub(crate) log: RawLog,
 }
@@ -113,6 +115,30 @@ impl Default for RawKeys {
             cache_capacity: 100_000,
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAudit {
+    pub(crate) target: String,
+    pub(crate) file: String,
+    pub(crate) queue_capacity: usize,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit {
+            target: "stdout".into(),
+            file: "audit.log".into(),
+            queue_capacity: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawMetrics {
+    pub(crate) per_user: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::{KeyStore, LookupFuture, StoreUnavailable};
 use crate::auth::{Fingerprint, KeyHash, Principal};
+use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
 struct Verdict {
@@ -28,6 +29,7 @@ struct Verdict {
 #[derive(Debug)]
 pub struct CachedKeyStore {
     backend: Arc<dyn KeyStore>,
+    metrics: Arc<Metrics>,
     cache: Cache<KeyHash, Verdict>,
     ttl: Duration,
     negative_ttl: Duration,
@@ -40,9 +42,11 @@ impl CachedKeyStore {
         ttl: Duration,
         negative_ttl: Duration,
         capacity: u64,
+        metrics: Arc<Metrics>,
     ) -> Self {
         CachedKeyStore {
             backend,
+            metrics,
             // moka's own expiry is a backstop; freshness is checked on tokio's clock below.
             cache: Cache::builder()
                 .max_capacity(capacity)
@@ -78,10 +82,12 @@ impl KeyStore for CachedKeyStore {
         Box::pin(async move {
             if let Some(v) = self.cache.get(hash).await {
                 if self.fresh(&v) {
+                    self.metrics.key_cache.with_label_values(&["hit"]).inc();
                     return Ok(v.principal);
                 }
                 self.cache.invalidate(hash).await;
             }
+            self.metrics.key_cache.with_label_values(&["miss"]).inc();
             let backend = Arc::clone(&self.backend);
             let key = *hash;
             let verdict = self
@@ -162,6 +168,7 @@ mod tests {
             Duration::from_secs(30),
             Duration::from_secs(5),
             1000,
+            Arc::new(Metrics::register(&prometheus::Registry::new()).unwrap()),
         ));
         (remote, cached, hash)
     }

@@ -5,11 +5,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::Uri;
 use http_body_util::Empty;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus::IntGauge;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -17,7 +19,105 @@ use rustls_pki_types::CertificateDer;
 use crate::config::{Roots, UpstreamConfig};
 
 /// The upstream client type.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+pub type UpstreamClient = Client<HttpsConnector<Counting<HttpConnector>>, Empty<Bytes>>;
+
+/// A connector that keeps a gauge of the connections it opened and that are still open.
+#[derive(Debug, Clone)]
+pub struct Counting<C> {
+    inner: C,
+    open: IntGauge,
+}
+
+impl<C> tower::Service<Uri> for Counting<C>
+where
+    C: tower::Service<Uri>,
+    C::Future: Send + 'static,
+{
+    type Response = CountedIo<C::Response>;
+    type Error = C::Error;
+    type Future = crate::BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let open = self.open.clone();
+        Box::pin(async move {
+            let io = connecting.await?;
+            open.inc();
+            Ok(CountedIo { inner: io, open })
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection counted in the open-connections gauge until dropped.
+    #[derive(Debug)]
+    pub struct CountedIo<T> {
+        #[pin]
+        inner: T,
+        open: IntGauge,
+    }
+
+    impl<T> PinnedDrop for CountedIo<T> {
+        fn drop(this: Pin<&mut Self>) {
+            this.open.dec();
+        }
+    }
+}
+
+impl<T: hyper::rt::Read> hyper::rt::Read for CountedIo<T> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().inner.poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write> hyper::rt::Write for CountedIo<T> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+}
+
+impl<T: Connection> Connection for CountedIo<T> {
+    fn connected(&self) -> Connected {
+        self.inner.connected()
+    }
+}
 
 /// The upstream TLS settings could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +167,8 @@ fn root_store(cfg: &UpstreamConfig) -> Result<RootCertStore, TlsSetupError> {
     Ok(roots)
 }
 
-/// Builds the pooled client.
-pub fn build(cfg: &UpstreamConfig) -> Result<UpstreamClient, TlsSetupError> {
+/// Builds the pooled client; `open` counts its open connections.
+pub fn build(cfg: &UpstreamConfig, open: IntGauge) -> Result<UpstreamClient, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -83,7 +183,7 @@ pub fn build(cfg: &UpstreamConfig) -> Result<UpstreamClient, TlsSetupError> {
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(http);
+        .wrap_connector(Counting { inner: http, open });
     Ok(Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())

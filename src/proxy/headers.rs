@@ -24,14 +24,13 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Client headers that may reach the upstream.
-static FORWARDED_REQUEST_HEADERS: [HeaderName; 7] = [
+static FORWARDED_REQUEST_HEADERS: [HeaderName; 6] = [
     header::ACCEPT,
     header::ACCEPT_ENCODING,
     header::ACCEPT_LANGUAGE,
     header::USER_AGENT,
     header::IF_NONE_MATCH,
     header::IF_MODIFIED_SINCE,
-    HeaderName::from_static("traceparent"),
 ];
 
 /// Upstream response headers never passed to clients: Chime's session

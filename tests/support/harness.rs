@@ -71,6 +71,8 @@ pub fn base_config(upstream: &str) -> Config {
     )
     .expect("test config");
     c.keys.source = KeySource::Embedded(DEMO_KEYS);
+    // Audit lines on stdout would bypass the test harness's capture.
+    c.audit.target = chime_gateway::audit::AuditTarget::Off;
     // Generous budgets: tests of other concerns send many requests as one
     // user. tests/ratelimit.rs sets its own tiers.
     c.ratelimit.tiers = vec![
@@ -98,7 +100,9 @@ impl Harness {
     }
 
     pub async fn start_config(sim: Simulator, config: Config) -> Harness {
-        let state = AppState::build(config, Arc::new(SystemClock)).expect("state");
+        let state = AppState::build(config, Arc::new(SystemClock))
+            .await
+            .expect("state");
         let gw = Gateway::bind_state(state).await.expect("bind");
         let addr = gw.public_addr();
         let admin = gw.admin_addr();

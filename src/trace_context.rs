@@ -1,0 +1,152 @@
+//! W3C Trace Context: the gateway joins the caller's trace, or starts one,
+//! so Chime-side traces line up with the partner's.
+//!
+//! A valid incoming `traceparent` (version `00`, non-zero trace and parent
+//! ids, lower-case hex) keeps its trace id and flags; the gateway forwards
+//! a new parent id (its own span). Anything else is replaced by a fresh
+//! trace, not sampled. The trace id is written to the audit log.
+
+use std::fmt::Write as _;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// The `traceparent` header.
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// The trace a request belongs to, and the gateway's span in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    flags: u8,
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    // uuid's v4 generator is the crate's source of randomness already.
+    let mut filled = 0;
+    while filled < N {
+        let bytes = uuid::Uuid::new_v4().into_bytes();
+        let take = (N - filled).min(bytes.len());
+        out[filled..filled + take].copy_from_slice(&bytes[..take]);
+        filled += take;
+    }
+    out
+}
+
+fn hex_field<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != N * 2 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    hex::decode_to_slice(s, &mut out).ok()?;
+    (out != [0u8; N]).then_some(out)
+}
+
+impl TraceContext {
+    /// Parses a `traceparent` value.
+    pub fn parse(value: &str) -> Option<(TraceContext, [u8; 8])> {
+        let mut parts = value.split('-');
+        let (Some(version), Some(trace), Some(parent), Some(flags), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        if version != "00" || flags.len() != 2 {
+            return None;
+        }
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        let trace_id = hex_field::<16>(trace)?;
+        let parent = hex_field::<8>(parent)?;
+        Some((
+            TraceContext {
+                trace_id,
+                span_id: random(),
+                flags,
+            },
+            parent,
+        ))
+    }
+
+    /// Joins the incoming trace, or starts a new one.
+    pub fn from_headers(headers: &HeaderMap) -> TraceContext {
+        let mut values = headers.get_all(&TRACEPARENT).iter();
+        match (values.next(), values.next()) {
+            (Some(v), None) => v.to_str().ok().and_then(Self::parse).map(|(t, _)| t),
+            _ => None,
+        }
+        .unwrap_or_else(|| TraceContext {
+            trace_id: random(),
+            span_id: random(),
+            flags: 0,
+        })
+    }
+
+    /// The trace id, 32 hex characters.
+    pub fn trace_id(&self) -> String {
+        hex::encode(self.trace_id)
+    }
+
+    /// The `traceparent` to send upstream: this trace, the gateway's span.
+    pub fn header_value(&self) -> HeaderValue {
+        let mut s = String::with_capacity(55);
+        let _ = write!(
+            s,
+            "00-{}-{}-{:02x}",
+            hex::encode(self.trace_id),
+            hex::encode(self.span_id),
+            self.flags
+        );
+        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(
+            "00-00000000000000000000000000000001-0000000000000001-00",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INCOMING: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn joins_a_valid_trace_with_a_new_span() {
+        let mut h = HeaderMap::new();
+        h.insert(&TRACEPARENT, HeaderValue::from_static(INCOMING));
+        let t = TraceContext::from_headers(&h);
+        assert_eq!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let out = t.header_value();
+        let out = out.to_str().unwrap();
+        assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(out.ends_with("-01"), "sampling flag kept");
+        assert!(!out.contains("00f067aa0ba902b7"), "the gateway's own span");
+        assert_eq!(out.len(), 55);
+    }
+
+    #[test]
+    fn starts_a_trace_for_anything_else() {
+        for bad in [
+            "",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-xyz-00f067aa0ba902b7-01",
+        ] {
+            assert!(TraceContext::parse(bad).is_none(), "{bad}");
+        }
+        let t = TraceContext::from_headers(&HeaderMap::new());
+        assert_eq!(t.trace_id().len(), 32);
+        assert!(t.header_value().to_str().unwrap().ends_with("-00"));
+        assert_ne!(
+            t.trace_id(),
+            TraceContext::from_headers(&HeaderMap::new()).trace_id()
+        );
+    }
+}
