@@ -203,6 +203,40 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        // Known label values start at zero, so rate() and increase() work
+        // from the first scrape and dashboards show every series.
+        for (vec, values) in [
+            (
+                &auth_failures,
+                &[
+                    "missing",
+                    "malformed",
+                    "unknown",
+                    "multiple",
+                    "store_unavailable",
+                    "throttled",
+                ][..],
+            ),
+            (
+                &upstream_errors,
+                &["connect", "timeout", "protocol", "bad_answer"][..],
+            ),
+            (&key_reloads, &["success", "failure"][..]),
+            (&catalog_refreshes, &["success", "failure"][..]),
+            (
+                &ratelimit_rejections,
+                &["rate", "concurrency", "upstream"][..],
+            ),
+            (
+                &acl_denials,
+                &["queue_forbidden", "admin_only", "session_forbidden"][..],
+            ),
+            (&key_cache, &["hit", "miss"][..]),
+        ] {
+            for v in values {
+                vec.with_label_values(&[v]);
+            }
+        }
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;

@@ -47,6 +47,8 @@ pub enum Behavior {
     Large(u64),
     /// Accept the request and never answer.
     Stall,
+    /// Close the connection without answering.
+    Hangup,
 }
 
 /// One request as the simulator received it.
@@ -160,12 +162,16 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             let svc = hyper::service::service_fn(move |req| {
                 let shared = Arc::clone(&shared);
                 async move {
+                    if *lock(&shared.behavior) == Behavior::Hangup {
+                        record(&shared, &req);
+                        return Err("hang up");
+                    }
                     let mut resp = handle(&shared, req).await;
                     let extra = lock(&shared.extra_headers).clone();
                     for (name, value) in &extra {
                         resp.headers_mut().append(name, value.clone());
                     }
-                    Ok::<_, Infallible>(resp)
+                    Ok::<_, &'static str>(resp)
                 }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
@@ -195,7 +201,7 @@ fn message(status: StatusCode, text: &str) -> Response {
     resp
 }
 
-async fn handle<B>(shared: &Shared, req: Request<B>) -> Response {
+fn record<B>(shared: &Shared, req: &Request<B>) {
     lock(&shared.recorded).push(Recorded {
         method: req.method().clone(),
         target: req
@@ -205,12 +211,16 @@ async fn handle<B>(shared: &Shared, req: Request<B>) -> Response {
             .unwrap_or_default(),
         headers: req.headers().clone(),
     });
+}
+
+async fn handle<B>(shared: &Shared, req: Request<B>) -> Response {
+    record(shared, &req);
     let behavior = lock(&shared.behavior).clone();
     match behavior {
         Behavior::Stall => std::future::pending::<()>().await,
         Behavior::Slow(d) => tokio::time::sleep(d).await,
         Behavior::Fail(status) => return message(status, "An error has occurred."),
-        Behavior::Normal | Behavior::Large(_) => {}
+        Behavior::Normal | Behavior::Large(_) | Behavior::Hangup => {}
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return message(

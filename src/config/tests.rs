@@ -169,5 +169,7 @@ fn shipped_example_configs_parse() {
     assert_eq!(c.catalog.refresh_interval, d.catalog.refresh_interval);
     assert_eq!(c.request, d.request);
     assert_eq!(c.ratelimit, d.ratelimit);
+    assert_eq!(c.audit.queue_capacity, d.audit.queue_capacity);
+    assert_eq!(c.metrics, d.metrics);
     assert_eq!(c.catalog.refresh_queue_id, d.catalog.refresh_queue_id);
 }
