@@ -41,6 +41,9 @@ pub enum Command {
         /// Configuration file (names the key store).
         #[arg(long, global = true, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+        /// Use this store instead: a key file path or a postgres:// URL.
+        #[arg(long, global = true)]
+        store: Option<String>,
         /// What to do.
         #[command(subcommand)]
         command: keys::KeysCommand,
@@ -50,9 +53,21 @@ pub enum Command {
         /// Configuration file (names the key store).
         #[arg(long, global = true, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+        /// Use this store instead: a key file path or a postgres:// URL.
+        #[arg(long, global = true)]
+        store: Option<String>,
         /// What to do.
         #[command(subcommand)]
         command: keys::UsersCommand,
+    },
+    /// Apply the PostgreSQL key store's schema (idempotent).
+    Migrate {
+        /// Configuration file (names the key store).
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// A postgres:// URL instead of the configured store.
+        #[arg(long)]
+        store: Option<String>,
     },
     /// Run the gateway in front of a built-in simulated Chime, with demo keys.
     Demo {
@@ -108,8 +123,17 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Key commands are synchronous and must not run inside the server runtime.
     let edited = match cli.command {
-        Command::Keys { config, command } => keys::run_keys(&config, command),
-        Command::Users { config, command } => keys::run_users(&config, command),
+        Command::Keys {
+            config,
+            store,
+            command,
+        } => keys::run_keys(&config, store.as_deref(), command),
+        Command::Users {
+            config,
+            store,
+            command,
+        } => keys::run_users(&config, store.as_deref(), command),
+        Command::Migrate { config, store } => keys::run_migrate(&config, store.as_deref()),
         other => return serve_main(other),
     };
     match edited {
@@ -177,7 +201,7 @@ async fn run(command: Command) -> ExitCode {
                 }
             }
         }
-        Command::Keys { .. } | Command::Users { .. } => ExitCode::FAILURE,
+        Command::Keys { .. } | Command::Users { .. } | Command::Migrate { .. } => ExitCode::FAILURE,
         Command::Demo { listen, admin } => {
             init_tracing(&LogConfig {
                 format: LogFormat::Text,

@@ -228,6 +228,8 @@ pub enum KeySource {
     /// A key file compiled into the binary (demo mode).
     #[serde(serialize_with = "ser_embedded")]
     Embedded(&'static str),
+    /// PostgreSQL, for several instances.
+    Postgres(crate::keystore::postgres::PgSettings),
 }
 
 fn ser_embedded<S: serde::Serializer>(_: &&'static str, s: S) -> Result<S::Ok, S::Error> {
@@ -250,6 +252,9 @@ pub struct KeysConfig {
     pub negative_cache_ttl: Duration,
     /// Most cached verdicts.
     pub cache_capacity: u64,
+    /// How long past `cache_ttl` a known key keeps working while a remote store is down.
+    #[serde(serialize_with = "ser_duration")]
+    pub resurrect_ttl: Duration,
 }
 
 /// The audit log.
@@ -455,8 +460,53 @@ impl Validator<'_> {
         let upstream = self.upstream(raw.upstream)?;
         let keys_file = self.override_str("CHIME_GATEWAY_KEYS_FILE", raw.keys.file.clone());
         let k = raw.keys;
+        let source = match k.store.as_str() {
+            "file" => KeySource::File(self.path(&keys_file)),
+            "postgres" => {
+                let url = self
+                    .env
+                    .var(&k.postgres_url_env)
+                    .or_else(|| k.postgres_url.clone())
+                    .ok_or_else(|| {
+                        self.err(
+                            "keys.postgres_url",
+                            format!(
+                                "\"postgres\" needs postgres_url or the variable {}",
+                                k.postgres_url_env
+                            ),
+                        )
+                    })?;
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(self.err(
+                        "keys.postgres_url",
+                        "must start with postgres:// or postgresql://",
+                    ));
+                }
+                if !crate::keystore::postgres::schema::valid_schema(&k.postgres_schema) {
+                    return Err(self.err(
+                        "keys.postgres_schema",
+                        "use lower-case letters, digits and _ (starting with a letter or _)",
+                    ));
+                }
+                KeySource::Postgres(crate::keystore::postgres::PgSettings {
+                    url: Secret::new(url),
+                    schema: k.postgres_schema.clone(),
+                    pool_size: self.positive("keys.postgres_pool_size", k.postgres_pool_size)?,
+                    timeout: self.duration("keys.postgres_timeout", &k.postgres_timeout)?,
+                    migrate_on_start: k.migrate_on_start,
+                    last_used_flush: self.duration("keys.last_used_flush", &k.last_used_flush)?,
+                })
+            }
+            other => {
+                return Err(self.err(
+                    "keys.store",
+                    format!("`{other}` is not one of \"file\", \"postgres\""),
+                ))
+            }
+        };
         let keys = KeysConfig {
-            source: KeySource::File(self.path(&keys_file)),
+            source,
+            resurrect_ttl: self.duration("keys.resurrect_ttl", &k.resurrect_ttl)?,
             watch_interval: self.duration("keys.watch_interval", &k.watch_interval)?,
             cache_ttl: self.duration("keys.cache_ttl", &k.cache_ttl)?,
             negative_cache_ttl: self.duration("keys.negative_cache_ttl", &k.negative_cache_ttl)?,

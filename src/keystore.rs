@@ -7,6 +7,7 @@
 
 pub mod cached;
 pub mod file;
+pub mod postgres;
 
 use jiff::Timestamp;
 

@@ -64,6 +64,12 @@ pub struct Metrics {
     pub audit_write_errors: prometheus::IntCounter,
     /// Requests per user and outcome (only when `metrics.per_user` is on).
     pub user_requests: IntCounterVec,
+    /// 1 while a remote key store answers, 0 while it does not.
+    pub key_store_up: IntGauge,
+    /// 1 while the key change listener is connected (PostgreSQL).
+    pub key_store_listener_up: IntGauge,
+    /// Requests served from a cached verdict while the key store was down.
+    pub key_store_stale_served: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -193,6 +199,19 @@ impl Metrics {
             ),
             &["user", "outcome"],
         )?;
+        let key_store_up = IntGauge::new(
+            "chime_gateway_key_store_up",
+            "1 while the key store answers, 0 while it does not.",
+        )?;
+        key_store_up.set(1);
+        let key_store_listener_up = IntGauge::new(
+            "chime_gateway_key_store_listener_up",
+            "1 while the PostgreSQL key change listener is connected.",
+        )?;
+        let key_store_stale_served = prometheus::IntCounter::new(
+            "chime_gateway_key_store_stale_served_total",
+            "Requests authenticated from a cached verdict while the key store was down.",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "chime_gateway_build_info",
@@ -260,6 +279,9 @@ impl Metrics {
         registry.register(Box::new(audit_dropped.clone()))?;
         registry.register(Box::new(audit_write_errors.clone()))?;
         registry.register(Box::new(user_requests.clone()))?;
+        registry.register(Box::new(key_store_up.clone()))?;
+        registry.register(Box::new(key_store_listener_up.clone()))?;
+        registry.register(Box::new(key_store_stale_served.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -292,6 +314,9 @@ impl Metrics {
             audit_dropped,
             audit_write_errors,
             user_requests,
+            key_store_up,
+            key_store_listener_up,
+            key_store_stale_served,
         })
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Ready means: configuration and keys loaded, not draining, and the
 //! upstream not proven dead (fewer than [`DEAD_AFTER`] consecutive connect
-//! failures since the last answer it gave).
+//! failures since the last answer it gave). A remote key store that does not
+//! answer is reported as `key_store_degraded` but keeps the instance ready:
+//! cached keys still work, and every replica shares the same database.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -14,6 +16,7 @@ pub const DEAD_AFTER: u32 = 3;
 pub struct Readiness {
     draining: AtomicBool,
     keys_loaded: AtomicBool,
+    key_store_degraded: AtomicBool,
     upstream_connect_failures: AtomicU32,
 }
 
@@ -28,6 +31,8 @@ pub struct Report {
     pub keys_loaded: bool,
     /// Upstream proven dead.
     pub upstream_dead: bool,
+    /// The remote key store does not answer (cached keys are served).
+    pub key_store_degraded: bool,
 }
 
 impl Readiness {
@@ -39,6 +44,11 @@ impl Readiness {
     /// Records whether the key store is loaded.
     pub fn set_keys_loaded(&self, loaded: bool) {
         self.keys_loaded.store(loaded, Ordering::SeqCst);
+    }
+
+    /// Records whether the remote key store answers.
+    pub fn set_key_store_degraded(&self, degraded: bool) {
+        self.key_store_degraded.store(degraded, Ordering::SeqCst);
     }
 
     /// The upstream answered (any status).
@@ -62,6 +72,7 @@ impl Readiness {
             draining,
             keys_loaded,
             upstream_dead,
+            key_store_degraded: self.key_store_degraded.load(Ordering::SeqCst),
         }
     }
 }

@@ -11,7 +11,9 @@ use crate::catalog::refresh::{self, RefreshError};
 use crate::catalog::{Catalog, CatalogHandle, Category};
 use crate::clock::Clock;
 use crate::config::{Config, KeySource};
+use crate::keystore::cached::CachedKeyStore;
 use crate::keystore::file::{FileKeyStore, KeyFileError};
+use crate::keystore::postgres::{self, PgKeyStore};
 use crate::keystore::KeyStore;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, TlsSetupError};
@@ -35,6 +37,9 @@ pub enum StartError {
     /// The rate limiter could not be set up (a malformed Redis URL).
     #[error("rate limiter: {0}")]
     RateLimit(String),
+    /// The key store cannot be set up.
+    #[error("key store: {0}")]
+    KeyStore(String),
     /// The audit log cannot be opened.
     #[error("{0}")]
     Audit(std::io::Error),
@@ -77,6 +82,20 @@ pub struct AppState {
     pub ratelimiter: Arc<RateLimiter>,
     /// The audit log.
     pub audit: AuditLog,
+    /// Tasks that live as long as the state (key change listener, ...).
+    pub background: BackgroundTasks,
+}
+
+/// Background tasks, stopped when dropped.
+#[derive(Debug, Default)]
+pub struct BackgroundTasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 impl AppState {
@@ -85,18 +104,67 @@ impl AppState {
         let registry = Registry::new();
         let metrics = Arc::new(Metrics::register(&registry)?);
         let readiness = Arc::new(Readiness::default());
-        let file = Arc::new(match &config.keys.source {
-            KeySource::File(path) => FileKeyStore::open(path, Arc::clone(&clock))?,
-            KeySource::Embedded(text) => FileKeyStore::embedded(text, Arc::clone(&clock))?,
-        });
-        let keys: Arc<dyn KeyStore> = file.clone();
-        metrics
-            .keys_loaded
-            .set(i64::try_from(keys.key_count()).unwrap_or(i64::MAX));
+        let mut background = Vec::new();
+        let (keys, key_file): (Arc<dyn KeyStore>, Option<Arc<FileKeyStore>>) = match &config
+            .keys
+            .source
+        {
+            KeySource::File(path) => {
+                let file = Arc::new(FileKeyStore::open(path, Arc::clone(&clock))?);
+                (file.clone(), Some(file))
+            }
+            KeySource::Embedded(text) => (
+                Arc::new(FileKeyStore::embedded(text, Arc::clone(&clock))?),
+                None,
+            ),
+            KeySource::Postgres(settings) => {
+                if let Err(e) = postgres::migrate_if_configured(settings).await {
+                    tracing::error!(error = %e, "database migration at start-up failed");
+                }
+                let pg = Arc::new(
+                    PgKeyStore::new(
+                        settings.clone(),
+                        Arc::clone(&clock),
+                        Arc::clone(&metrics),
+                        Arc::clone(&readiness),
+                    )
+                    .map_err(|e| StartError::KeyStore(e.to_string()))?,
+                );
+                match pg.refresh_count().await {
+                    Ok(n) => {
+                        readiness.set_keys_loaded(true);
+                        tracing::info!(keys = n, schema = %settings.schema, "PostgreSQL key store ready");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "PostgreSQL key store unreachable at start-up; refusing unknown keys with 503")
+                    }
+                }
+                let k = &config.keys;
+                let cached = Arc::new(CachedKeyStore::new(
+                    pg.clone(),
+                    k.cache_ttl,
+                    k.negative_cache_ttl,
+                    k.cache_capacity,
+                    k.resurrect_ttl,
+                    Arc::clone(&metrics),
+                ));
+                background.push(tokio::spawn(postgres::listen(
+                    Arc::clone(&pg),
+                    Arc::clone(&cached),
+                )));
+                background.push(tokio::spawn(postgres::flush_periodically(pg)));
+                (cached, None)
+            }
+        };
+        if key_file.is_some() || matches!(config.keys.source, KeySource::Embedded(_)) {
+            metrics
+                .keys_loaded
+                .set(i64::try_from(keys.key_count()).unwrap_or(i64::MAX));
+            readiness.set_keys_loaded(true);
+        }
         metrics
             .key_last_reload
             .set(jiff::Timestamp::now().as_second());
-        readiness.set_keys_loaded(true);
         let auth_throttle = Arc::new(AuthThrottle::new(
             config.auth.max_failures_per_minute,
             config.auth.throttle_max_tracked,
@@ -142,7 +210,7 @@ impl AppState {
             metrics,
             readiness,
             keys,
-            key_file: file.path().is_some().then_some(file),
+            key_file,
             auth_throttle,
             catalog,
             proxy,
@@ -150,6 +218,7 @@ impl AppState {
             request_options: Arc::new(config.request.clone()),
             ratelimiter,
             audit,
+            background: BackgroundTasks(background),
             config,
         })
     }

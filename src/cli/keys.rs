@@ -1,6 +1,8 @@
-//! `chime-gateway keys …` and `chime-gateway users …`: key lifecycle on the
-//! configured key file. Writes are atomic and owner-only; a running gateway
-//! notices the change within `keys.watch_interval`.
+//! `chime-gateway keys …`, `users …` and `migrate`: key lifecycle on the
+//! configured key store (or `--store PATH|postgres://…`). File writes are
+//! atomic and owner-only, and a running gateway notices them within
+//! `keys.watch_interval`; PostgreSQL edits run in one locked transaction and
+//! reach every gateway through the change triggers.
 
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -10,9 +12,10 @@ use std::time::Duration;
 use clap::Subcommand;
 use jiff::Timestamp;
 
-use crate::auth::{ApiKey, Role};
+use crate::auth::{ApiKey, KeyHash, Role};
 use crate::config::{Config, KeySource, ProcessEnv};
 use crate::keystore::file::KeyFile;
+use crate::keystore::postgres::admin::PgAdmin;
 use crate::BoxError;
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -58,13 +61,21 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Register an existing Chime key for a user (`-` reads it from stdin).
+    /// Register an existing Chime key for a user (`-` reads it from stdin),
+    /// or merge every user and key of a key file (`--from-file`).
     Import {
         /// The user.
-        user: String,
+        #[arg(required_unless_present = "from_file")]
+        user: Option<String>,
         /// The key GUID, or `-`.
-        key: String,
+        #[arg(required_unless_present = "from_file")]
+        key: Option<String>,
+        /// A key file (TOML, hashes) whose users and keys are merged in.
+        #[arg(long, conflicts_with_all = ["user", "key"])]
+        from_file: Option<PathBuf>,
     },
+    /// Print every user and key (hashes only) as a key file.
+    Export,
 }
 
 /// User commands.
@@ -100,14 +111,138 @@ pub enum UsersCommand {
     },
 }
 
-fn key_file(config: &Path) -> Result<(PathBuf, Config), BoxError> {
-    let cfg = Config::load(config, &ProcessEnv)?;
-    match &cfg.keys.source {
-        KeySource::File(p) => Ok((p.clone(), cfg)),
-        KeySource::Embedded(_) => {
-            Err("the configured key store is compiled in and cannot be edited".into())
+/// Where key commands apply: the configured store, or `--store`.
+#[derive(Debug)]
+enum Store {
+    File(PathBuf),
+    Postgres { url: String, schema: String },
+}
+
+fn resolve(config: &Path, store: Option<&str>) -> Result<(Store, Config), BoxError> {
+    let cfg = match (Config::load(config, &ProcessEnv), store) {
+        (Ok(cfg), _) => cfg,
+        // With an explicit --store, a missing config file only means defaults.
+        (Err(_), Some(_)) if !config.exists() => Config::defaults(),
+        (Err(e), _) => return Err(e.into()),
+    };
+    let store = match store {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let schema = match &cfg.keys.source {
+                KeySource::Postgres(pg) => pg.schema.clone(),
+                _ => "chime_gateway".to_owned(),
+            };
+            Store::Postgres {
+                url: url.to_owned(),
+                schema,
+            }
+        }
+        Some(path) => Store::File(PathBuf::from(path)),
+        None => match &cfg.keys.source {
+            KeySource::File(p) => Store::File(p.clone()),
+            KeySource::Postgres(pg) => Store::Postgres {
+                url: pg.url.expose().to_owned(),
+                schema: pg.schema.clone(),
+            },
+            KeySource::Embedded(_) => {
+                return Err("the configured key store is compiled in and cannot be edited".into())
+            }
+        },
+    };
+    Ok((store, cfg))
+}
+
+fn block_on<T>(fut: impl std::future::Future<Output = Result<T, BoxError>>) -> Result<T, BoxError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(fut)
+}
+
+impl Store {
+    fn read(&self) -> Result<KeyFile, BoxError> {
+        match self {
+            Store::File(path) => Ok(KeyFile::load(path)?),
+            Store::Postgres { url, schema } => {
+                block_on(async { PgAdmin::connect(url, schema).await?.load().await })
+            }
         }
     }
+
+    /// Applies `op` and persists the result: atomically for a file, in one
+    /// locked transaction for PostgreSQL.
+    fn edit<R>(&self, op: impl FnOnce(&mut KeyFile) -> Result<R, BoxError>) -> Result<R, BoxError> {
+        match self {
+            Store::File(path) => {
+                let mut file = KeyFile::load(path)?;
+                let out = op(&mut file)?;
+                file.save(path)?;
+                Ok(out)
+            }
+            Store::Postgres { url, schema } => {
+                block_on(async { PgAdmin::connect(url, schema).await?.edit(op).await })
+            }
+        }
+    }
+
+    /// Last use by fingerprint: from the running gateway (file), or as the
+    /// gateways wrote it (PostgreSQL).
+    fn last_used(&self, cfg: &Config) -> Result<HashMap<String, String>, String> {
+        match self {
+            Store::File(_) => fetch_last_used(cfg),
+            Store::Postgres { url, schema } => block_on(async {
+                let by_hash = PgAdmin::connect(url, schema).await?.last_used().await?;
+                Ok(by_hash
+                    .into_iter()
+                    .filter_map(|(h, t)| {
+                        Some((
+                            KeyHash::from_hex(&h)?.fingerprint().as_str().to_owned(),
+                            t.to_string(),
+                        ))
+                    })
+                    .collect())
+            })
+            .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// `chime-gateway migrate`: applies the PostgreSQL schema.
+pub(super) fn run_migrate(config: &Path, store: Option<&str>) -> Result<String, BoxError> {
+    match resolve(config, store)?.0 {
+        Store::Postgres { url, schema } => block_on(async {
+            let applied = PgAdmin::connect(&url, &schema).await?.migrate().await?;
+            Ok(if applied.is_empty() {
+                format!("Schema {schema} is up to date.\n")
+            } else {
+                format!("Schema {schema}: applied migrations {applied:?}.\n")
+            })
+        }),
+        Store::File(_) => Err("migrate applies to the PostgreSQL key store (keys.store = \"postgres\" or --store postgres://...)".into()),
+    }
+}
+
+/// Merges a key file into `file`: users added or updated, unknown keys added.
+fn merge(file: &mut KeyFile, from: KeyFile) -> Result<String, BoxError> {
+    let (mut users, mut keys) = (0, 0);
+    for u in from.users {
+        if file.users.iter().any(|x| x.name == u.name) {
+            file.set_user(&u.name, Some(u.role), Some(u.queues), Some(&u.tier))?;
+        } else {
+            file.add_user(&u.name, u.role, u.queues, &u.tier)?;
+        }
+        users += 1;
+    }
+    for k in from.keys {
+        if !file
+            .keys
+            .iter()
+            .any(|x| x.sha256.eq_ignore_ascii_case(&k.sha256))
+        {
+            file.keys.push(k);
+            keys += 1;
+        }
+    }
+    Ok(format!("Merged {users} users and {keys} new keys.\n"))
 }
 
 fn confirm_rotation(user: &str, grace: Duration) -> Result<(), BoxError> {
@@ -134,9 +269,12 @@ fn confirm_rotation(user: &str, grace: Duration) -> Result<(), BoxError> {
 }
 
 /// Runs a `keys` command; returns what to print.
-pub(super) fn run_keys(config: &Path, command: KeysCommand) -> Result<String, BoxError> {
-    let (path, cfg) = key_file(config)?;
-    let mut file = KeyFile::load(&path)?;
+pub(super) fn run_keys(
+    config: &Path,
+    store: Option<&str>,
+    command: KeysCommand,
+) -> Result<String, BoxError> {
+    let (store, cfg) = resolve(config, store)?;
     // Whole seconds: the file is read by people.
     let now = Timestamp::from_second(Timestamp::now().as_second())?;
     match command {
@@ -149,15 +287,15 @@ pub(super) fn run_keys(config: &Path, command: KeysCommand) -> Result<String, Bo
         } => {
             let rotate = rotate.then(|| grace.unwrap_or(Duration::ZERO));
             if let Some(grace) = rotate {
-                if file.active_keys(&user, now).next().is_some() && !yes {
+                if !yes && store.read()?.active_keys(&user, now).next().is_some() {
                     confirm_rotation(&user, grace)?;
                 }
             }
             let expires_at = expires_in
                 .map(|d| jiff::SignedDuration::try_from(d).and_then(|d| now.checked_add(d)))
                 .transpose()?;
-            let generated = file.generate(&user, now, rotate, expires_at)?;
-            file.save(&path)?;
+            let generated =
+                store.edit(|file| Ok(file.generate(&user, now, rotate, expires_at)?))?;
             let mut out = format!(
                 "New key for {user} (fingerprint {}). It is shown only this once:\n{}\n",
                 generated.key.hash().fingerprint(),
@@ -169,12 +307,21 @@ pub(super) fn run_keys(config: &Path, command: KeysCommand) -> Result<String, Bo
             Ok(out)
         }
         KeysCommand::Revoke { who } => {
-            let revoked = file.revoke(&who, now)?;
-            file.save(&path)?;
+            let revoked = store.edit(|file| Ok(file.revoke(&who, now)?))?;
             let list: Vec<_> = revoked.iter().map(|f| f.as_str()).collect();
             Ok(format!("Revoked {}.\n", list.join(", ")))
         }
-        KeysCommand::Import { user, key } => {
+        KeysCommand::Import {
+            from_file: Some(path),
+            ..
+        } => {
+            let from = KeyFile::load(&path)?;
+            store.edit(|file| merge(file, from))
+        }
+        KeysCommand::Import { user, key, .. } => {
+            let (Some(user), Some(key)) = (user, key) else {
+                return Err("give USER and KEY, or --from-file PATH".into());
+            };
             let raw = if key == "-" {
                 let mut line = String::new();
                 std::io::stdin().lock().read_line(&mut line)?;
@@ -184,12 +331,13 @@ pub(super) fn run_keys(config: &Path, command: KeysCommand) -> Result<String, Bo
             };
             let key = ApiKey::parse(&raw)
                 .ok_or("the key must be a GUID (e.g. b5c38d85-a042-4cef-8418-eb06752e346b)")?;
-            let fp = file.import(&user, &key, now)?;
-            file.save(&path)?;
+            let fp = store.edit(|file| Ok(file.import(&user, &key, now)?))?;
             Ok(format!("Imported a key for {user} (fingerprint {fp}).\n"))
         }
+        KeysCommand::Export => Ok(store.read()?.to_toml()?),
         KeysCommand::List { json } => {
-            let last_used = fetch_last_used(&cfg);
+            let file = store.read()?;
+            let last_used = store.last_used(&cfg);
             Ok(render_list(
                 &file,
                 now,
@@ -202,18 +350,21 @@ pub(super) fn run_keys(config: &Path, command: KeysCommand) -> Result<String, Bo
 }
 
 /// Runs a `users` command.
-pub(super) fn run_users(config: &Path, command: UsersCommand) -> Result<String, BoxError> {
-    let (path, _) = key_file(config)?;
-    let mut file = KeyFile::load(&path)?;
-    let out = match command {
+pub(super) fn run_users(
+    config: &Path,
+    store: Option<&str>,
+    command: UsersCommand,
+) -> Result<String, BoxError> {
+    let (store, _) = resolve(config, store)?;
+    match command {
         UsersCommand::Add {
             name,
             role,
             queues,
             tier,
         } => {
-            file.add_user(&name, role, queues, &tier)?;
-            format!("Added user {name}.\n")
+            store.edit(|file| Ok(file.add_user(&name, role, queues, &tier)?))?;
+            Ok(format!("Added user {name}.\n"))
         }
         UsersCommand::Set {
             name,
@@ -221,12 +372,10 @@ pub(super) fn run_users(config: &Path, command: UsersCommand) -> Result<String, 
             queues,
             tier,
         } => {
-            file.set_user(&name, role, queues, tier.as_deref())?;
-            format!("Updated user {name}.\n")
+            store.edit(|file| Ok(file.set_user(&name, role, queues, tier.as_deref())?))?;
+            Ok(format!("Updated user {name}.\n"))
         }
-    };
-    file.save(&path)?;
-    Ok(out)
+    }
 }
 
 /// Asks the running gateway's admin listener when keys were last used.

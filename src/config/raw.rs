@@ -98,7 +98,16 @@ impl Default for RawUpstream {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawKeys {
+    pub(crate) store: String,
     pub(crate) file: String,
+    pub(crate) postgres_url: Option<String>,
+    pub(crate) postgres_url_env: String,
+    pub(crate) postgres_schema: String,
+    pub(crate) postgres_pool_size: usize,
+    pub(crate) postgres_timeout: String,
+    pub(crate) migrate_on_start: bool,
+    pub(crate) resurrect_ttl: String,
+    pub(crate) last_used_flush: String,
     pub(crate) watch_interval: String,
     pub(crate) cache_ttl: String,
     pub(crate) negative_cache_ttl: String,
@@ -108,7 +117,16 @@ pub(crate) struct RawKeys {
 impl Default for RawKeys {
     fn default() -> Self {
         RawKeys {
+            store: "file".into(),
             file: "keys.toml".into(),
+            postgres_url: None,
+            postgres_url_env: "CHIME_GATEWAY_KEYS_POSTGRES_URL".into(),
+            postgres_schema: "chime_gateway".into(),
+            postgres_pool_size: 8,
+            postgres_timeout: "2s".into(),
+            migrate_on_start: false,
+            resurrect_ttl: "5m".into(),
+            last_used_flush: "10s".into(),
             watch_interval: "250ms".into(),
             cache_ttl: "30s".into(),
             negative_cache_ttl: "5s".into(),

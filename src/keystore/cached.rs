@@ -7,6 +7,10 @@
 //! [`CachedKeyStore::invalidate`] (or [`CachedKeyStore::invalidate_all`]
 //! after a lost change feed), so a revoked key is not served from cache.
 //! Freshness is judged on tokio's clock, so tests control it.
+//!
+//! When the backend cannot answer, a positive verdict up to
+//! `cache_ttl + resurrect_ttl` old is served (and counted) rather than
+//! failing a known key; unknown keys fail closed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,8 +35,10 @@ pub struct CachedKeyStore {
     backend: Arc<dyn KeyStore>,
     metrics: Arc<Metrics>,
     cache: Cache<KeyHash, Verdict>,
+    last_good: Cache<KeyHash, Verdict>,
     ttl: Duration,
     negative_ttl: Duration,
+    resurrect_ttl: Duration,
 }
 
 impl CachedKeyStore {
@@ -42,11 +48,17 @@ impl CachedKeyStore {
         ttl: Duration,
         negative_ttl: Duration,
         capacity: u64,
+        resurrect_ttl: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
         CachedKeyStore {
             backend,
             metrics,
+            last_good: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live((ttl + resurrect_ttl).max(Duration::from_secs(1)))
+                .build(),
+            resurrect_ttl,
             // moka's own expiry is a backstop; freshness is checked on tokio's clock below.
             cache: Cache::builder()
                 .max_capacity(capacity)
@@ -60,11 +72,13 @@ impl CachedKeyStore {
     /// Forgets one key's verdict (after revoke or rotate).
     pub async fn invalidate(&self, hash: &KeyHash) {
         self.cache.invalidate(hash).await;
+        self.last_good.invalidate(hash).await;
     }
 
     /// Forgets every verdict (after a lost change feed).
     pub fn invalidate_all(&self) {
         self.cache.invalidate_all();
+        self.last_good.invalidate_all();
     }
 
     fn fresh(&self, v: &Verdict) -> bool {
@@ -90,7 +104,7 @@ impl KeyStore for CachedKeyStore {
             self.metrics.key_cache.with_label_values(&["miss"]).inc();
             let backend = Arc::clone(&self.backend);
             let key = *hash;
-            let verdict = self
+            let fetched = self
                 .cache
                 .try_get_with(key, async move {
                     let principal = backend.lookup(&key).await?;
@@ -99,9 +113,22 @@ impl KeyStore for CachedKeyStore {
                         at: Instant::now(),
                     })
                 })
-                .await
-                .map_err(|e: Arc<StoreUnavailable>| (*e).clone())?;
-            Ok(verdict.principal)
+                .await;
+            match fetched {
+                Ok(verdict) => {
+                    if verdict.principal.is_some() {
+                        self.last_good.insert(key, verdict.clone()).await;
+                    }
+                    Ok(verdict.principal)
+                }
+                Err(e) => match self.last_good.get(&key).await {
+                    Some(v) if v.at.elapsed() < self.ttl + self.resurrect_ttl => {
+                        self.metrics.key_store_stale_served.inc();
+                        Ok(v.principal)
+                    }
+                    _ => Err((*e).clone()),
+                },
+            }
         })
     }
 
@@ -168,6 +195,7 @@ mod tests {
             Duration::from_secs(30),
             Duration::from_secs(5),
             1000,
+            Duration::from_secs(60),
             Arc::new(Metrics::register(&prometheus::Registry::new()).unwrap()),
         ));
         (remote, cached, hash)
@@ -226,6 +254,32 @@ mod tests {
         *remote.known.lock().unwrap() = Some(hash);
         cached.invalidate_all();
         assert!(cached.lookup(&hash).await.unwrap().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn known_keys_survive_an_outage_for_the_resurrect_ttl() {
+        let (remote, cached, hash) = setup();
+        assert!(cached.lookup(&hash).await.unwrap().is_some());
+        remote.down.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        assert!(
+            cached.lookup(&hash).await.unwrap().is_some(),
+            "stale but within 30 s + 60 s"
+        );
+        assert!(
+            cached.lookup(&ApiKey::generate().hash()).await.is_err(),
+            "unknown keys fail closed"
+        );
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(
+            cached.lookup(&hash).await.is_err(),
+            "past the resurrect window"
+        );
+        remote.down.store(false, Ordering::SeqCst);
+        assert!(
+            cached.lookup(&hash).await.unwrap().is_some(),
+            "recovers without restart"
+        );
     }
 
     #[tokio::test(start_paused = true)]

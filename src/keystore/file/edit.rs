@@ -110,14 +110,10 @@ impl KeyFile {
             file: file.clone(),
             message: format!("{what}: {e}"),
         };
-        let body = toml::to_string_pretty(self).map_err(|e| KeyFileError {
+        let text = self.to_toml().map_err(|e| KeyFileError {
             file: file.clone(),
-            message: format!("cannot serialise: {e}"),
+            message: e.message,
         })?;
-        let text = format!(
-            "# chime-gateway key store. Written by `chime-gateway keys`/`users`; keys are\n\
-             # stored only as SHA-256 hashes. Hand edits are fine: the gateway reloads on change.\n\n{body}"
-        );
         let dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -143,6 +139,18 @@ impl KeyFile {
             let _ = d.sync_all();
         }
         Ok(())
+    }
+
+    /// The key file as TOML, with its explanatory header.
+    pub fn to_toml(&self) -> Result<String, KeyFileError> {
+        let body = toml::to_string_pretty(self).map_err(|e| KeyFileError {
+            file: "<key file>".into(),
+            message: format!("cannot serialise: {e}"),
+        })?;
+        Ok(format!(
+            "# chime-gateway key store. Written by `chime-gateway keys`/`users`; keys are\n\
+             # stored only as SHA-256 hashes. Hand edits are fine: the gateway reloads on change.\n\n{body}"
+        ))
     }
 
     fn user(&self, name: &str) -> Result<&UserRecord, EditError> {
