@@ -2,6 +2,8 @@
 //! caps, load shedding, and budgets shared through Redis (with fallback).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/cut_proxy.rs"]
+mod cut_proxy;
 #[path = "support/harness.rs"]
 mod harness;
 
@@ -10,9 +12,9 @@ use std::time::Duration;
 use chime_gateway::config::Secret;
 use chime_gateway::ratelimit::{SharedConfig, Tier};
 use chime_gateway::simulator::{Behavior, Simulator, SimulatorConfig};
+use cut_proxy::CutProxy;
 use harness::{Harness, ADMIN, DOC_QUERY, MANAGER};
 use http::StatusCode;
-use tokio::task::JoinSet;
 
 fn report() -> String {
     format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}")
@@ -155,23 +157,8 @@ async fn upstream_load_is_shed_with_503() {
     first.abort();
 }
 
-/// The Redis URL for tests, or None (printing why) when not configured.
 fn redis_url() -> Option<String> {
-    match std::env::var("CHIME_GATEWAY_TEST_REDIS") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var("CHIME_GATEWAY_REQUIRE_SERVICES").is_ok_and(|v| v == "1") => {
-            panic!("CHIME_GATEWAY_REQUIRE_SERVICES=1 but CHIME_GATEWAY_TEST_REDIS is not set")
-        }
-        Err(_) => {
-            // Straight to stderr, past the test harness's capture, so the skip is seen.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped: set CHIME_GATEWAY_TEST_REDIS (e.g. redis://127.0.0.1:6379) to run the shared rate-limit tests"
-            );
-            None
-        }
-    }
+    harness::service_url("CHIME_GATEWAY_TEST_REDIS")
 }
 
 async fn shared_gateway(url: &str, prefix: &str, burst: u32) -> Harness {
@@ -223,37 +210,6 @@ async fn two_instances_share_one_budget_through_redis() {
         .contains("chime_gateway_ratelimit_shared_up 1"));
 }
 
-/// A TCP proxy to Redis that the test can cut, to simulate an outage
-/// without touching the shared server.
-struct CuttableProxy {
-    addr: std::net::SocketAddr,
-    tasks: JoinSet<()>,
-}
-
-impl CuttableProxy {
-    async fn start(target: std::net::SocketAddr) -> CuttableProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut tasks = JoinSet::new();
-        tasks.spawn(async move {
-            let mut conns = JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                conns.spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        CuttableProxy { addr, tasks }
-    }
-
-    /// Stops accepting and drops every proxied connection.
-    fn cut(&mut self) {
-        self.tasks.abort_all();
-    }
-}
-
 #[tokio::test]
 async fn redis_outage_falls_back_to_the_local_limiter() {
     let Some(url) = redis_url() else { return };
@@ -262,7 +218,7 @@ async fn redis_outage_falls_back_to_the_local_limiter() {
         .trim_end_matches('/')
         .parse()
         .expect("CHIME_GATEWAY_TEST_REDIS as redis://HOST:PORT");
-    let mut proxy = CuttableProxy::start(target).await;
+    let proxy = CutProxy::start(target).await;
     let prefix = format!("chime-gateway-test:{}:", uuid::Uuid::new_v4());
     let h = shared_gateway(&format!("redis://{}", proxy.addr), &prefix, 50).await;
     for _ in 0..3 {

@@ -75,10 +75,17 @@ impl CachedKeyStore {
         self.last_good.invalidate(hash).await;
     }
 
-    /// Forgets every verdict (after a lost change feed).
+    /// Forgets every verdict (a change that may affect any key).
     pub fn invalidate_all(&self) {
         self.cache.invalidate_all();
         self.last_good.invalidate_all();
+    }
+
+    /// Forgets every current verdict after the change feed was lost, so
+    /// each key is looked up again; the last known good verdicts stay as
+    /// the outage fallback (each is replaced or dropped by its next answer).
+    pub fn flush_after_gap(&self) {
+        self.cache.invalidate_all();
     }
 
     fn fresh(&self, v: &Verdict) -> bool {
@@ -118,6 +125,8 @@ impl KeyStore for CachedKeyStore {
                 Ok(verdict) => {
                     if verdict.principal.is_some() {
                         self.last_good.insert(key, verdict.clone()).await;
+                    } else {
+                        self.last_good.invalidate(&key).await;
                     }
                     Ok(verdict.principal)
                 }

@@ -72,9 +72,21 @@ pub fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
     tokio_postgres_rustls::MakeRustlsConnect::new(config)
 }
 
+/// Parses a connection URL. Without an explicit `sslmode` the connection is
+/// plain (as for a database on the same host or private network); with
+/// `sslmode=prefer` or `require` the server's certificate is verified
+/// against Mozilla's roots — never accepted unverified.
+pub fn pg_config(url: &str) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
+    let mut config: tokio_postgres::Config = url.parse()?;
+    if !url.contains("sslmode=") {
+        config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    }
+    Ok(config)
+}
+
 /// Opens one connection (driven by a spawned task).
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(url, tls()).await?;
+    let (client, connection) = pg_config(url)?.connect(tls()).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "database connection closed");
@@ -116,7 +128,7 @@ impl PgKeyStore {
         metrics: Arc<Metrics>,
         readiness: Arc<Readiness>,
     ) -> Result<Self, StoreUnavailable> {
-        let config: tokio_postgres::Config = settings.url.expose().parse().map_err(unavailable)?;
+        let config = pg_config(settings.url.expose()).map_err(unavailable)?;
         let manager = Manager::from_config(
             config,
             tls(),
@@ -305,7 +317,8 @@ pub async fn listen(store: Arc<PgKeyStore>, cache: Arc<CachedKeyStore>) {
     let mut backoff = Duration::from_millis(100);
     let mut was_up = true;
     loop {
-        match tokio_postgres::connect(store.settings.url.expose(), tls()).await {
+        let connecting = async { pg_config(store.settings.url.expose())?.connect(tls()).await };
+        match connecting.await {
             Ok((client, mut connection)) => {
                 let (tx, mut rx) = mpsc::unbounded_channel::<String>();
                 let driver = tokio::spawn(async move {
@@ -325,7 +338,7 @@ pub async fn listen(store: Arc<PgKeyStore>, cache: Arc<CachedKeyStore>) {
                     .is_ok()
                 {
                     // Anything may have changed while no one was listening.
-                    cache.invalidate_all();
+                    cache.flush_after_gap();
                     let _ = store.refresh_count().await;
                     store.health(true);
                     store.metrics.key_store_listener_up.set(1);

@@ -58,6 +58,23 @@ impl Answer {
     }
 }
 
+/// A shared service's URL from `var`, or None after saying (past the test
+/// harness's capture) that the test is skipped. Under
+/// CHIME_GATEWAY_REQUIRE_SERVICES=1 a missing variable fails the test.
+pub fn service_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("CHIME_GATEWAY_REQUIRE_SERVICES").is_ok_and(|v| v == "1") => {
+            panic!("CHIME_GATEWAY_REQUIRE_SERVICES=1 but {var} is not set")
+        }
+        Err(_) => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "skipped: set {var} to run this test");
+            None
+        }
+    }
+}
+
 pub fn base_config(upstream: &str) -> Config {
     let toml = format!(
         "[listen]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n\
