@@ -55,6 +55,12 @@ fn bad_values_name_their_key() {
         ("[upstream]\nauth = \"service\"", "upstream.auth"),
         ("[log]\nformat = \"xml\"", "log.format"),
         ("[keys]\nwatch_interval = \"0s\"", "keys.watch_interval"),
+        ("[keys]\nstore = \"mysql\"", "keys.store"),
+        ("[keys]\nstore = \"postgres\"", "keys.postgres_url"),
+        (
+            "[keys]\nstore = \"postgres\"\npostgres_url = \"postgres://x/y\"\npostgres_schema = \"Bad-Name\"",
+            "keys.postgres_schema",
+        ),
         (
             "[auth]\nmax_failures_per_minute = 0",
             "auth.max_failures_per_minute",
@@ -161,6 +167,7 @@ fn shipped_example_configs_parse() {
     assert_eq!(c.keys.watch_interval, d.keys.watch_interval);
     assert_eq!(c.keys.cache_ttl, d.keys.cache_ttl);
     assert_eq!(c.keys.negative_cache_ttl, d.keys.negative_cache_ttl);
+    assert_eq!(c.keys.resurrect_ttl, d.keys.resurrect_ttl);
     assert_eq!(
         c.auth.max_failures_per_minute,
         d.auth.max_failures_per_minute
