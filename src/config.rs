@@ -124,6 +124,8 @@ pub struct Config {
     pub ratelimit: crate::ratelimit::RateLimitConfig,
     /// The audit log.
     pub audit: AuditConfig,
+    /// TLS on the public listener.
+    pub tls: TlsConfig,
     /// Metrics options.
     pub metrics: MetricsConfig,
     /// Report catalog.
@@ -206,6 +208,11 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
     /// Upstream authentication mode.
     pub auth: UpstreamAuth,
+    /// Client certificate and key (PEM) for an upstream that requires mTLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Accept any upstream certificate. Insecure: for lab setups only;
+    /// logged as a warning at start-up.
+    pub danger_accept_invalid_certs: bool,
 }
 
 fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -252,9 +259,23 @@ pub struct KeysConfig {
     pub negative_cache_ttl: Duration,
     /// Most cached verdicts.
     pub cache_capacity: u64,
+    /// Start even when the key file is readable by every user.
+    pub allow_world_readable: bool,
     /// How long past `cache_ttl` a known key keeps working while a remote store is down.
     #[serde(serialize_with = "ser_duration")]
     pub resurrect_ttl: Duration,
+}
+
+/// TLS on the public listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TlsConfig {
+    /// Certificate chain and private key (PEM); `None`: plain HTTP.
+    pub files: Option<(PathBuf, PathBuf)>,
+    /// How often the files are checked for changes.
+    #[serde(serialize_with = "ser_duration")]
+    pub watch_interval: Duration,
+    /// A plain-HTTP listener that only redirects to HTTPS.
+    pub redirect_from: Option<SocketAddr>,
 }
 
 /// The audit log.
@@ -507,6 +528,7 @@ impl Validator<'_> {
         let keys = KeysConfig {
             source,
             resurrect_ttl: self.duration("keys.resurrect_ttl", &k.resurrect_ttl)?,
+            allow_world_readable: k.allow_world_readable,
             watch_interval: self.duration("keys.watch_interval", &k.watch_interval)?,
             cache_ttl: self.duration("keys.cache_ttl", &k.cache_ttl)?,
             negative_cache_ttl: self.duration("keys.negative_cache_ttl", &k.negative_cache_ttl)?,
@@ -528,6 +550,26 @@ impl Validator<'_> {
         let catalog = self.catalog(raw.catalog, upstream_key)?;
         let request = self.request(raw.request)?;
         let ratelimit = self.ratelimit(raw.ratelimit)?;
+        let t = raw.tls;
+        let tls = TlsConfig {
+            files: t
+                .enabled
+                .then(|| (self.path(&t.cert_file), self.path(&t.key_file))),
+            watch_interval: self.duration("tls.watch_interval", &t.watch_interval)?,
+            redirect_from: match &t.redirect_from {
+                None => None,
+                Some(a) if !t.enabled => {
+                    return Err(self.err(
+                        "tls.redirect_from",
+                        format!("`{a}`: redirecting to HTTPS needs tls.enabled = true"),
+                    ))
+                }
+                Some(a) => Some(self.addr("tls.redirect_from", a)?),
+            },
+        };
+        if tls.watch_interval.is_zero() {
+            return Err(self.err("tls.watch_interval", "must be more than 0"));
+        }
         let audit = AuditConfig {
             target: match raw.audit.target.as_str() {
                 "off" => crate::audit::AuditTarget::Off,
@@ -564,6 +606,7 @@ impl Validator<'_> {
             request,
             ratelimit,
             audit,
+            tls,
             metrics: MetricsConfig {
                 per_user: raw.metrics.per_user,
             },
@@ -794,6 +837,17 @@ impl Validator<'_> {
             roots,
             ca_file: u.ca_file.as_deref().map(|p| self.path(p)),
             auth,
+            client_cert: match (&u.client_cert_file, &u.client_key_file) {
+                (None, None) => None,
+                (Some(c), Some(k)) => Some((self.path(c), self.path(k))),
+                _ => {
+                    return Err(self.err(
+                        "upstream.client_cert_file",
+                        "client_cert_file and client_key_file go together",
+                    ))
+                }
+            },
+            danger_accept_invalid_certs: u.danger_accept_invalid_certs,
         })
     }
 

@@ -33,6 +33,7 @@ pub mod server;
 pub mod simulator;
 pub mod stack;
 pub mod state;
+pub mod tls;
 pub mod trace_context;
 
 /// The error type every layer returns; [`error::classify`] turns it into a response.

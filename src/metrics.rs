@@ -70,6 +70,8 @@ pub struct Metrics {
     pub key_store_listener_up: IntGauge,
     /// Requests served from a cached verdict while the key store was down.
     pub key_store_stale_served: prometheus::IntCounter,
+    /// TLS certificate reloads by result.
+    pub tls_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -212,6 +214,13 @@ impl Metrics {
             "chime_gateway_key_store_stale_served_total",
             "Requests authenticated from a cached verdict while the key store was down.",
         )?;
+        let tls_reloads = IntCounterVec::new(
+            Opts::new(
+                "chime_gateway_tls_reloads_total",
+                "TLS certificate reloads, by result.",
+            ),
+            &["result"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "chime_gateway_build_info",
@@ -251,6 +260,7 @@ impl Metrics {
                 &["queue_forbidden", "admin_only", "session_forbidden"][..],
             ),
             (&key_cache, &["hit", "miss"][..]),
+            (&tls_reloads, &["success", "failure"][..]),
         ] {
             for v in values {
                 vec.with_label_values(&[v]);
@@ -282,6 +292,7 @@ impl Metrics {
         registry.register(Box::new(key_store_up.clone()))?;
         registry.register(Box::new(key_store_listener_up.clone()))?;
         registry.register(Box::new(key_store_stale_served.clone()))?;
+        registry.register(Box::new(tls_reloads.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -317,6 +328,7 @@ impl Metrics {
             key_store_up,
             key_store_listener_up,
             key_store_stale_served,
+            tls_reloads,
         })
     }
 }

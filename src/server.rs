@@ -20,7 +20,7 @@ use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tower::ServiceExt;
 
@@ -64,6 +64,9 @@ impl Gateway {
     /// Binds both listeners for an already built state.
     pub async fn bind_state(state: AppState) -> Result<Gateway, StartError> {
         let public = bind(state.config.listen.address).await?;
+        if let Some(addr) = state.config.tls.redirect_from {
+            *state.redirect.lock().unwrap_or_else(|p| p.into_inner()) = Some(bind(addr).await?);
+        }
         let admin = bind(state.config.admin.address).await?;
         Ok(Gateway {
             state: Arc::new(state),
@@ -106,6 +109,17 @@ impl Gateway {
         let svc: GatewayService<Incoming> = stack::build(&state);
         let slots = Arc::new(Semaphore::new(state.config.listen.max_connections));
         let idle = state.config.listen.idle_timeout;
+        let acceptor = match &state.tls {
+            None => None,
+            Some(resolver) => match resolver.server_config() {
+                Ok(config) => Some(tokio_rustls::TlsAcceptor::from(config)),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS configuration refused; not serving");
+                    return;
+                }
+            },
+        };
+        let redirect_task = self_redirect(&state, public.local_addr().ok());
         tracing::info!(address = %public.local_addr().map(|a| a.to_string()).unwrap_or_default(), "gateway listening");
 
         tokio::pin!(shutdown);
@@ -128,18 +142,34 @@ impl Gateway {
                     continue;
                 }
             };
+            let _ = stream.set_nodelay(true);
             let conn = Conn {
                 builder: Arc::clone(&builder),
                 svc: svc.clone(),
                 peer,
                 idle,
                 stop: stop_rx.clone(),
+                tls: acceptor.is_some(),
             };
             let metrics = Arc::clone(&state.metrics);
             let done = done_tx.clone();
+            let acceptor = acceptor.clone();
+            let handshake_timeout = state.config.listen.header_read_timeout;
             metrics.connections.inc();
             tokio::spawn(async move {
-                conn.serve(stream).await;
+                match acceptor {
+                    None => conn.serve(stream).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                        {
+                            Ok(Ok(tls)) => conn.serve(tls).await,
+                            Ok(Err(e)) => {
+                                tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+                        }
+                    }
+                }
                 metrics.connections.dec();
                 drop(slot);
                 drop(done);
@@ -159,6 +189,9 @@ impl Gateway {
             );
         }
         admin_task.abort();
+        if let Some(task) = redirect_task {
+            task.abort();
+        }
         for task in maintenance {
             task.abort();
         }
@@ -170,14 +203,20 @@ impl Gateway {
 /// the failed-authentication tracker.
 fn spawn_maintenance(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
-    if state.key_file.is_some() {
+    if state.key_file.is_some() || state.tls.is_some() {
         let s = Arc::clone(state);
+        let every = s
+            .config
+            .keys
+            .watch_interval
+            .min(s.config.tls.watch_interval);
         tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(s.config.keys.watch_interval);
+            let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 s.reload_keys(false);
+                s.reload_tls(false);
             }
         }));
         #[cfg(unix)]
@@ -186,12 +225,13 @@ fn spawn_maintenance(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> 
             tasks.push(tokio::spawn(async move {
                 use tokio::signal::unix::{signal, SignalKind};
                 let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                    tracing::warn!("cannot listen for SIGHUP; the key file is still watched");
+                    tracing::warn!("cannot listen for SIGHUP; files are still watched");
                     return;
                 };
                 while hup.recv().await.is_some() {
-                    tracing::info!("SIGHUP: reloading the key file");
+                    tracing::info!("SIGHUP: reloading the key file and the TLS certificate");
                     s.reload_keys(true);
+                    s.reload_tls(true);
                 }
             }));
         }
@@ -246,11 +286,18 @@ struct Conn {
     peer: SocketAddr,
     idle: Duration,
     stop: watch::Receiver<bool>,
+    tls: bool,
 }
 
+/// One year, the usual HSTS lifetime.
+static HSTS: http::HeaderValue = http::HeaderValue::from_static("max-age=31536000");
+
 impl Conn {
-    async fn serve(mut self, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
+    async fn serve<T>(mut self, stream: T)
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let tls = self.tls;
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(ActivityIo::new(stream, Arc::clone(&activity)));
         let peer = self.peer;
@@ -258,11 +305,16 @@ impl Conn {
         let tracker = Arc::clone(&activity);
         let hyper_svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(ClientAddr(peer));
-            req.extensions_mut().insert(ClientScheme("http"));
+            req.extensions_mut()
+                .insert(ClientScheme(if tls { "https" } else { "http" }));
             let busy = tracker.begin_request();
             let fut = svc.clone().oneshot(req);
             async move {
-                let resp = fut.await?;
+                let mut resp = fut.await?;
+                if tls {
+                    resp.headers_mut()
+                        .insert(http::header::STRICT_TRANSPORT_SECURITY, HSTS.clone());
+                }
                 Ok::<_, Infallible>(resp.map(|b| body::with_guard(b, busy)))
             }
         });
@@ -288,6 +340,72 @@ impl Conn {
             }
         }
     }
+}
+
+/// The plain-HTTP listener that only redirects to HTTPS, when configured.
+fn self_redirect(
+    state: &Arc<AppState>,
+    https: Option<SocketAddr>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let listener = state
+        .redirect
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()?;
+    let port = https.map_or(443, |a| a.port());
+    Some(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                    Ok::<_, Infallible>(redirect_to_https(&req, port))
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    }))
+}
+
+/// 308 to the same host and target over HTTPS; a malformed Host gets 400.
+fn redirect_to_https<B>(req: &Request<B>, https_port: u16) -> body::Response {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| {
+            h.rsplit_once(':')
+                .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+                .map_or(h, |(name, _)| name)
+        })
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':')
+                })
+        });
+    let Some(host) = host else {
+        let mut resp = body::Response::new(body::full("a Host header is required\n"));
+        *resp.status_mut() = http::StatusCode::BAD_REQUEST;
+        return resp;
+    };
+    let port = if https_port == 443 {
+        String::new()
+    } else {
+        format!(":{https_port}")
+    };
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("https://{host}{port}{target}");
+    let mut resp = body::Response::new(body::empty());
+    *resp.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = http::HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(http::header::LOCATION, v);
+    }
+    resp
 }
 
 async fn serve_admin(listener: TcpListener, admin: Admin) {

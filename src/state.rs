@@ -21,6 +21,7 @@ use crate::ratelimit::local::LocalLimiter;
 use crate::ratelimit::shared::SharedLimiter;
 use crate::ratelimit::{Backend, RateLimiter};
 use crate::readiness::Readiness;
+use crate::tls::CertResolver;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,13 +31,16 @@ pub enum StartError {
     Keys(#[from] KeyFileError),
     /// Upstream TLS could not be set up.
     #[error(transparent)]
-    Tls(#[from] TlsSetupError),
+    UpstreamTls(#[from] TlsSetupError),
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     /// The rate limiter could not be set up (a malformed Redis URL).
     #[error("rate limiter: {0}")]
     RateLimit(String),
+    /// The TLS certificate cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::CertError),
     /// The key store cannot be set up.
     #[error("key store: {0}")]
     KeyStore(String),
@@ -84,6 +88,30 @@ pub struct AppState {
     pub audit: AuditLog,
     /// Tasks that live as long as the state (key change listener, ...).
     pub background: BackgroundTasks,
+    /// The public listener's certificate, when serving TLS.
+    pub tls: Option<Arc<CertResolver>>,
+    /// The bound HTTP-to-HTTPS redirect listener, taken by the server.
+    pub redirect: std::sync::Mutex<Option<tokio::net::TcpListener>>,
+}
+
+/// A key file every local user can read lets any of them learn who holds
+/// which queues and attack the hashes offline: refuse it unless overridden.
+fn refuse_world_readable(path: &std::path::Path, allowed: bool) -> Result<(), StartError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o004 != 0 && !allowed {
+                return Err(StartError::KeyStore(format!(
+                    "{} is readable by every user; run `chmod o-r {}` (or set keys.allow_world_readable = true)",
+                    path.display(),
+                    path.display()
+                )));
+            }
+        }
+    }
+    let _ = (path, allowed);
+    Ok(())
 }
 
 /// Background tasks, stopped when dropped.
@@ -104,12 +132,17 @@ impl AppState {
         let registry = Registry::new();
         let metrics = Arc::new(Metrics::register(&registry)?);
         let readiness = Arc::new(Readiness::default());
+        let tls = match &config.tls.files {
+            None => None,
+            Some((cert, key)) => Some(Arc::new(CertResolver::new(cert, key)?)),
+        };
         let mut background = Vec::new();
         let (keys, key_file): (Arc<dyn KeyStore>, Option<Arc<FileKeyStore>>) = match &config
             .keys
             .source
         {
             KeySource::File(path) => {
+                refuse_world_readable(path, config.keys.allow_world_readable)?;
                 let file = Arc::new(FileKeyStore::open(path, Arc::clone(&clock))?);
                 (file.clone(), Some(file))
             }
@@ -219,6 +252,8 @@ impl AppState {
             ratelimiter,
             audit,
             background: BackgroundTasks(background),
+            tls,
+            redirect: std::sync::Mutex::new(None),
             config,
         })
     }
@@ -276,6 +311,35 @@ impl AppState {
                     .inc();
                 tracing::warn!(error = %e, "catalog refresh failed; keeping the catalog in force");
                 Err(e)
+            }
+        }
+    }
+
+    /// Reloads the TLS certificate: only if its files changed, or
+    /// unconditionally (`force`, on SIGHUP). A broken file keeps the
+    /// certificate in force, is logged and counted.
+    pub fn reload_tls(&self, force: bool) {
+        let Some(resolver) = &self.tls else { return };
+        let outcome = if force {
+            resolver.reload().map(|()| true)
+        } else {
+            resolver.reload_if_changed()
+        };
+        match outcome {
+            Ok(false) => {}
+            Ok(true) => {
+                self.metrics
+                    .tls_reloads
+                    .with_label_values(&["success"])
+                    .inc();
+                tracing::info!("TLS certificate reloaded; new connections use it");
+            }
+            Err(e) => {
+                self.metrics
+                    .tls_reloads
+                    .with_label_values(&["failure"])
+                    .inc();
+                tracing::error!(error = %e, "TLS certificate reload failed; keeping the certificate in force");
             }
         }
     }

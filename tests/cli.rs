@@ -75,6 +75,68 @@ fn check_config_names_file_and_key_when_invalid() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+fn owner_only(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_refuses_a_world_readable_key_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(&keys, "").unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(
+        dir.path().join("gw.toml"),
+        "[listen]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let out = gateway()
+        .args([
+            "serve",
+            "--config",
+            dir.path().join("gw.toml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("readable by every user") && err.contains("chmod o-r"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_refuses_unreadable_tls_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keys.toml"), "").unwrap();
+    owner_only(&dir.path().join("keys.toml"));
+    std::fs::write(dir.path().join("cert.pem"), "not a certificate").unwrap();
+    std::fs::write(
+        dir.path().join("gw.toml"),
+        "[listen]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n\
+         [tls]\nenabled = true\ncert_file = \"cert.pem\"\nkey_file = \"missing.pem\"\n",
+    )
+    .unwrap();
+    let out = gateway()
+        .args([
+            "serve",
+            "--config",
+            dir.path().join("gw.toml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("TLS") && err.contains("cert.pem"), "{err}");
+}
+
 #[test]
 fn serve_refuses_to_start_on_a_broken_key_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -83,6 +145,7 @@ fn serve_refuses_to_start_on_a_broken_key_file() {
         "[[user]]\nname = \"a\"\nrole = \"nobody\"\n",
     )
     .unwrap();
+    owner_only(&dir.path().join("keys.toml"));
     std::fs::write(
         dir.path().join("gw.toml"),
         "[listen]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n",

@@ -16,6 +16,7 @@ pub(crate) struct RawConfig {
     pub(crate) request: RawRequest,
     pub(crate) ratelimit: RawRateLimit,
     pub(crate) audit: RawAudit,
+    pub(crate) tls: RawTls,
     pub(crate) metrics: RawMetrics,
     pub(crate) catalog: RawCatalog,
     pub(crate) log: RawLog,
@@ -76,6 +77,9 @@ pub(crate) struct RawUpstream {
     pub(crate) auth: String,
     pub(crate) service_key_file: Option<String>,
     pub(crate) service_key_env: String,
+    pub(crate) client_cert_file: Option<String>,
+    pub(crate) client_key_file: Option<String>,
+    pub(crate) danger_accept_invalid_certs: bool,
 }
 
 impl Default for RawUpstream {
@@ -91,6 +95,9 @@ impl Default for RawUpstream {
             auth: "passthrough".into(),
             service_key_file: None,
             service_key_env: "CHIME_GATEWAY_UPSTREAM_SERVICE_KEY".into(),
+            client_cert_file: None,
+            client_key_file: None,
+            danger_accept_invalid_certs: false,
         }
     }
 }
@@ -108,6 +115,7 @@ pub(crate) struct RawKeys {
     pub(crate) migrate_on_start: bool,
     pub(crate) resurrect_ttl: String,
     pub(crate) last_used_flush: String,
+    pub(crate) allow_world_readable: bool,
     pub(crate) watch_interval: String,
     pub(crate) cache_ttl: String,
     pub(crate) negative_cache_ttl: String,
@@ -127,10 +135,33 @@ impl Default for RawKeys {
             migrate_on_start: false,
             resurrect_ttl: "5m".into(),
             last_used_flush: "10s".into(),
+            allow_world_readable: false,
             watch_interval: "250ms".into(),
             cache_ttl: "30s".into(),
             negative_cache_ttl: "5s".into(),
             cache_capacity: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawTls {
+    pub(crate) enabled: bool,
+    pub(crate) cert_file: String,
+    pub(crate) key_file: String,
+    pub(crate) watch_interval: String,
+    pub(crate) redirect_from: Option<String>,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        RawTls {
+            enabled: false,
+            cert_file: "tls/cert.pem".into(),
+            key_file: "tls/key.pem".into(),
+            watch_interval: "5s".into(),
+            redirect_from: None,
         }
     }
 }

@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus::IntGauge;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{Roots, UpstreamConfig};
 
@@ -133,6 +133,59 @@ pub enum TlsSetupError {
     /// rustls refused the configuration.
     #[error("upstream TLS: {0}")]
     Rustls(#[from] rustls::Error),
+    /// The client certificate for mTLS cannot be used.
+    #[error("upstream.client_cert_file: {0}")]
+    ClientCert(String),
+}
+
+/// The verifier behind `danger_accept_invalid_certs`: checks signatures
+/// on the handshake, but accepts any certificate.
+#[derive(Debug)]
+struct AcceptAnything(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 fn root_store(cfg: &UpstreamConfig) -> Result<RootCertStore, TlsSetupError> {
@@ -170,10 +223,30 @@ fn root_store(cfg: &UpstreamConfig) -> Result<RootCertStore, TlsSetupError> {
 /// Builds the pooled client; `open` counts its open connections.
 pub fn build(cfg: &UpstreamConfig, open: IntGauge) -> Result<UpstreamClient, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(root_store(cfg)?)
-        .with_no_client_auth();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()?;
+    let builder = if cfg.danger_accept_invalid_certs {
+        tracing::warn!(
+            "upstream.danger_accept_invalid_certs is on: the upstream's certificate is NOT verified; \
+             anyone on the path can read and change report traffic"
+        );
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnything(provider)))
+    } else {
+        builder.with_root_certificates(root_store(cfg)?)
+    };
+    let tls = match &cfg.client_cert {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let certified = crate::tls::load(cert, key)
+                .map_err(|e| TlsSetupError::ClientCert(e.to_string()))?;
+            let chain = certified.cert.clone();
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| TlsSetupError::ClientCert(e.to_string()))?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+    };
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(cfg.connect_timeout));
