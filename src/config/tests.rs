@@ -56,6 +56,9 @@ fn bad_values_name_their_key() {
         ("[log]\nformat = \"xml\"", "log.format"),
         ("[keys]\nwatch_interval = \"0s\"", "keys.watch_interval"),
         ("[keys]\nstore = \"mysql\"", "keys.store"),
+        ("[tls]\nredirect_from = \"0.0.0.0:80\"", "tls.redirect_from"),
+        ("[tls]\nwatch_interval = \"0s\"", "tls.watch_interval"),
+        ("[upstream]\nclient_cert_file = \"c.pem\"", "upstream.client_cert_file"),
         ("[keys]\nstore = \"postgres\"", "keys.postgres_url"),
         (
             "[keys]\nstore = \"postgres\"\npostgres_url = \"postgres://x/y\"\npostgres_schema = \"Bad-Name\"",
@@ -178,5 +181,11 @@ fn shipped_example_configs_parse() {
     assert_eq!(c.ratelimit, d.ratelimit);
     assert_eq!(c.audit.queue_capacity, d.audit.queue_capacity);
     assert_eq!(c.metrics, d.metrics);
+    assert_eq!(c.tls, d.tls);
+    assert_eq!(
+        c.upstream.danger_accept_invalid_certs,
+        d.upstream.danger_accept_invalid_certs
+    );
+    assert_eq!(c.keys.allow_world_readable, d.keys.allow_world_readable);
     assert_eq!(c.catalog.refresh_queue_id, d.catalog.refresh_queue_id);
 }
