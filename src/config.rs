@@ -213,6 +213,11 @@ pub struct UpstreamConfig {
     /// Accept any upstream certificate. Insecure: for lab setups only;
     /// logged as a warning at start-up.
     pub danger_accept_invalid_certs: bool,
+    /// Consecutive connect failures or timeouts that open the circuit (0: never).
+    pub breaker_failures: u32,
+    /// How long an open circuit fails fast before a probe.
+    #[serde(serialize_with = "ser_duration")]
+    pub breaker_cool_down: Duration,
 }
 
 fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -848,6 +853,8 @@ impl Validator<'_> {
                 }
             },
             danger_accept_invalid_certs: u.danger_accept_invalid_certs,
+            breaker_failures: u.breaker_failures,
+            breaker_cool_down: self.duration("upstream.breaker_cool_down", &u.breaker_cool_down)?,
         })
     }
 

@@ -167,6 +167,10 @@ fn classify_one(e: &(dyn Error + 'static)) -> Option<Classified> {
             UpstreamError::Timeout => Classified::new(S::GATEWAY_TIMEOUT, "upstream_timeout", err),
             UpstreamError::Failed => Classified::new(S::BAD_GATEWAY, "upstream_error", err),
             UpstreamError::BadAnswer => Classified::new(S::BAD_GATEWAY, "upstream_bad_answer", err),
+            UpstreamError::CircuitOpen { retry_after } => {
+                Classified::new(S::SERVICE_UNAVAILABLE, "upstream_circuit_open", err)
+                    .retry_after(*retry_after)
+            }
         });
     }
     None
@@ -325,6 +329,14 @@ mod tests {
             (UpstreamError::Timeout.into(), 504, "upstream_timeout"),
             (UpstreamError::Failed.into(), 502, "upstream_error"),
             (UpstreamError::BadAnswer.into(), 502, "upstream_bad_answer"),
+            (
+                UpstreamError::CircuitOpen {
+                    retry_after: std::time::Duration::from_secs(4),
+                }
+                .into(),
+                503,
+                "upstream_circuit_open",
+            ),
             (std::io::Error::other("boom").into(), 500, "internal"),
         ];
         for (err, status, code) in cases {

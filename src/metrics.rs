@@ -72,6 +72,8 @@ pub struct Metrics {
     pub key_store_stale_served: prometheus::IntCounter,
     /// TLS certificate reloads by result.
     pub tls_reloads: IntCounterVec,
+    /// Response bodies cut short, by side (`upstream` failed, `client` left).
+    pub stream_aborts: IntCounterVec,
 }
 
 impl Metrics {
@@ -221,6 +223,13 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let stream_aborts = IntCounterVec::new(
+            Opts::new(
+                "chime_gateway_stream_aborts_total",
+                "Response bodies cut short, by the side that broke off.",
+            ),
+            &["side"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "chime_gateway_build_info",
@@ -247,7 +256,14 @@ impl Metrics {
             ),
             (
                 &upstream_errors,
-                &["connect", "timeout", "protocol", "bad_answer"][..],
+                &[
+                    "connect",
+                    "connect_retried",
+                    "timeout",
+                    "protocol",
+                    "bad_answer",
+                    "circuit_open",
+                ][..],
             ),
             (&key_reloads, &["success", "failure"][..]),
             (&catalog_refreshes, &["success", "failure"][..]),
@@ -261,6 +277,7 @@ impl Metrics {
             ),
             (&key_cache, &["hit", "miss"][..]),
             (&tls_reloads, &["success", "failure"][..]),
+            (&stream_aborts, &["upstream", "client"][..]),
         ] {
             for v in values {
                 vec.with_label_values(&[v]);
@@ -293,6 +310,7 @@ impl Metrics {
         registry.register(Box::new(key_store_listener_up.clone()))?;
         registry.register(Box::new(key_store_stale_served.clone()))?;
         registry.register(Box::new(tls_reloads.clone()))?;
+        registry.register(Box::new(stream_aborts.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -329,6 +347,7 @@ impl Metrics {
             key_store_listener_up,
             key_store_stale_served,
             tls_reloads,
+            stream_aborts,
         })
     }
 }

@@ -10,6 +10,7 @@
 //! the raw query.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -168,6 +169,7 @@ struct Completion {
     status: Option<StatusCode>,
     outcome: &'static str,
     bytes: u64,
+    body: BodyEnd,
 }
 
 fn ms(ts: jiff::Timestamp) -> String {
@@ -181,9 +183,17 @@ impl Drop for Completion {
         let t = self.trace.snapshot();
         let route = t.route.unwrap_or("unmatched");
         let report = t.report.as_deref().unwrap_or("-");
-        let (class, outcome) = match self.status {
-            Some(s) => (status_class(s), self.outcome),
-            None => ("none", "client_closed"),
+        let (class, outcome) = match (self.status, self.body) {
+            (None, _) => ("none", "client_closed"),
+            (Some(s), BodyEnd::Failed) => {
+                m.stream_aborts.with_label_values(&["upstream"]).inc();
+                (status_class(s), "upstream_aborted")
+            }
+            (Some(s), BodyEnd::Open) if self.method != Method::HEAD => {
+                m.stream_aborts.with_label_values(&["client"]).inc();
+                (status_class(s), "client_closed")
+            }
+            (Some(s), _) => (status_class(s), self.outcome),
         };
         let elapsed = self.start.elapsed().as_secs_f64();
         m.requests
@@ -199,6 +209,7 @@ impl Drop for Completion {
             m.user_requests.with_label_values(&[user, outcome]).inc();
         }
         let decision = match self.status {
+            _ if matches!(outcome, "client_closed" | "upstream_aborted") => "aborted",
             Some(s) if outcome == "ok" && !s.is_server_error() => "allow",
             Some(_) if outcome == "ok" => "error",
             Some(_) => "deny",
@@ -278,6 +289,7 @@ where
             status: None,
             outcome: "ok",
             bytes: 0,
+            body: BodyEnd::Open,
         };
         req.extensions_mut().insert(id);
         req.extensions_mut().insert(trace_context);
@@ -303,14 +315,67 @@ where
     }
 }
 
-fn count_into(body: Body, mut done: Completion) -> Body {
-    body.map_frame(move |frame| {
-        // Borrow the whole value so the closure owns `done`, not just its counter.
-        let done = &mut done;
-        if let Some(data) = frame.data_ref() {
-            done.bytes += data.len() as u64;
+/// How a response body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyEnd {
+    /// Not (yet) at its end: if dropped like this, the client went away.
+    Open,
+    /// Every byte was sent.
+    Complete,
+    /// The upstream broke off; the client's response was aborted.
+    Failed,
+}
+
+pin_project_lite::pin_project! {
+    /// The response body, counting bytes and noting how it ends.
+    struct Tracked {
+        #[pin]
+        inner: Body,
+        done: Completion,
+    }
+
+    impl PinnedDrop for Tracked {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if this.done.body == BodyEnd::Open && http_body::Body::is_end_stream(&*this.inner) {
+                this.done.body = BodyEnd::Complete;
+            }
         }
-        frame
-    })
-    .boxed_unsync()
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.done.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.done.body = BodyEnd::Failed,
+            Poll::Ready(None) => this.done.body = BodyEnd::Complete,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn count_into(body: Body, done: Completion) -> Body {
+    Tracked { inner: body, done }.boxed_unsync()
 }

@@ -13,6 +13,7 @@
 //! `upstream_timeout` (no response headers within `response_timeout`) and
 //! 502 `upstream_error` (anything else).
 
+pub mod breaker;
 pub mod client;
 pub mod headers;
 
@@ -64,6 +65,14 @@ pub enum UpstreamError {
     /// The answer could not be checked (SessionDetails without a queue id).
     #[error("the Chime server's answer could not be checked, so it is withheld")]
     BadAnswer,
+    /// Recent requests failed to reach Chime; not trying again yet.
+    #[error(
+        "the Chime server is failing; the gateway is not sending it requests for a few seconds"
+    )]
+    CircuitOpen {
+        /// When to try again.
+        retry_after: std::time::Duration,
+    },
 }
 
 /// The proxy service (innermost).
@@ -82,6 +91,7 @@ struct Inner {
     auth: UpstreamAuth,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    breaker: breaker::Breaker,
 }
 
 impl Proxy {
@@ -105,6 +115,7 @@ impl Proxy {
                 auth: cfg.auth.clone(),
                 metrics,
                 readiness,
+                breaker: breaker::Breaker::new(cfg.breaker_failures, cfg.breaker_cool_down),
             }),
         })
     }
@@ -166,17 +177,39 @@ impl Inner {
             .extensions()
             .get::<GatewayRequest>()
             .ok_or("proxy reached without a typed request")?;
-        let upstream_req = self.build(&req, typed)?;
+        if let Err(retry_after) = self.breaker.admit() {
+            self.metrics
+                .upstream_errors
+                .with_label_values(&["circuit_open"])
+                .inc();
+            return Err(UpstreamError::CircuitOpen { retry_after }.into());
+        }
         let route = req.extensions().get::<Trace>().cloned();
         let started = Instant::now();
-        let sent =
-            tokio::time::timeout(self.response_timeout, self.client.request(upstream_req)).await;
+        let mut sent = tokio::time::timeout(
+            self.response_timeout,
+            self.client.request(self.build(&req, typed)?),
+        )
+        .await;
+        // GET and HEAD are idempotent and nothing reached Chime: one more try.
+        if matches!(&sent, Ok(Err(e)) if e.is_connect()) {
+            self.metrics
+                .upstream_errors
+                .with_label_values(&["connect_retried"])
+                .inc();
+            sent = tokio::time::timeout(
+                self.response_timeout,
+                self.client.request(self.build(&req, typed)?),
+            )
+            .await;
+        }
         let resp = match sent {
             Err(_elapsed) => {
                 self.metrics
                     .upstream_errors
                     .with_label_values(&["timeout"])
                     .inc();
+                self.trip();
                 return Err(UpstreamError::Timeout.into());
             }
             Ok(Err(e)) if e.is_connect() => {
@@ -185,7 +218,8 @@ impl Inner {
                     .with_label_values(&["connect"])
                     .inc();
                 self.readiness.upstream_connect_failed();
-                tracing::warn!(error = %e, "upstream connect failed");
+                self.trip();
+                tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "upstream connect failed");
                 return Err(UpstreamError::Unavailable.into());
             }
             Ok(Err(e)) => {
@@ -199,6 +233,7 @@ impl Inner {
             Ok(Ok(resp)) => resp,
         };
         self.readiness.upstream_answered();
+        self.breaker.success();
         let elapsed = started.elapsed().as_secs_f64();
         let kind = typed_kind(typed);
         self.metrics
@@ -222,7 +257,19 @@ impl Inner {
                 return Ok(Response::from_parts(parts, body::full(held)));
             }
         }
+        let incoming = incoming.map_err(|e| {
+            // Chime broke off mid-body: the client's response is aborted, never
+            // ended cleanly (observe counts it).
+            tracing::warn!(error = %e, "upstream failed mid-stream; aborting the response");
+            e
+        });
         Ok(Response::from_parts(parts, body::stream(incoming)))
+    }
+
+    fn trip(&self) {
+        if self.breaker.failure() {
+            tracing::warn!("upstream circuit opened: failing fast for the cool-down");
+        }
     }
 
     async fn check_session(

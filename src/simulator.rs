@@ -15,7 +15,6 @@
 mod data;
 
 use std::collections::HashSet;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,6 +44,8 @@ pub enum Behavior {
     /// Reports answer with a CSV body of exactly this many bytes, produced
     /// lazily as the reader consumes it.
     Large(u64),
+    /// Reports start a CSV body and break the connection after this many bytes.
+    ResetAfter(u64),
     /// Accept the request and never answer.
     Stall,
     /// Close the connection without answering.
@@ -220,7 +221,7 @@ async fn handle<B>(shared: &Shared, req: Request<B>) -> Response {
         Behavior::Stall => std::future::pending::<()>().await,
         Behavior::Slow(d) => tokio::time::sleep(d).await,
         Behavior::Fail(status) => return message(status, "An error has occurred."),
-        Behavior::Normal | Behavior::Large(_) | Behavior::Hangup => {}
+        Behavior::Normal | Behavior::Large(_) | Behavior::ResetAfter(_) | Behavior::Hangup => {}
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return message(
@@ -243,15 +244,17 @@ async fn handle<B>(shared: &Shared, req: Request<B>) -> Response {
     }
     let query = data::Query::parse(req.uri().query().unwrap_or(""));
     let large = match behavior {
-        Behavior::Large(n) => Some((n, Arc::clone(&shared.produced))),
+        Behavior::Large(n) => Some((n, None, Arc::clone(&shared.produced))),
+        Behavior::ResetAfter(n) => Some((u64::MAX, Some(n), Arc::clone(&shared.produced))),
         _ => None,
     };
     data::answer(&shared.catalog, req.uri().path(), &query, large)
 }
 
 /// The simulator's body for [`Behavior::Large`]: `total` bytes of CSV in
-/// 64 KiB chunks, each produced only when the reader asks for it.
-fn large_body(total: u64, produced: Arc<AtomicU64>) -> body::Body {
+/// 64 KiB chunks, each produced only when the reader asks for it; with
+/// `fail_after`, an error (a broken connection) after that many bytes.
+fn large_body(total: u64, fail_after: Option<u64>, produced: Arc<AtomicU64>) -> body::Body {
     use futures_util::stream;
     use http_body_util::StreamBody;
     const CHUNK: u64 = 64 * 1024;
@@ -270,6 +273,12 @@ fn large_body(total: u64, produced: Arc<AtomicU64>) -> body::Body {
             if sent >= total {
                 return None;
             }
+            if fail_after.is_some_and(|n| sent >= n) {
+                return Some((
+                    Err(std::io::Error::other("connection reset mid-body")),
+                    u64::MAX,
+                ));
+            }
             let want = (total - sent).min(CHUNK) as usize;
             let chunk = if sent == 0 {
                 let mut first = header.to_vec();
@@ -281,7 +290,7 @@ fn large_body(total: u64, produced: Arc<AtomicU64>) -> body::Body {
             };
             produced.fetch_add(chunk.len() as u64, Ordering::SeqCst);
             Some((
-                Ok::<_, Infallible>(hyper::body::Frame::data(chunk)),
+                Ok::<_, std::io::Error>(hyper::body::Frame::data(chunk)),
                 sent + want as u64,
             ))
         }

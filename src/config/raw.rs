@@ -80,6 +80,8 @@ pub(crate) struct RawUpstream {
     pub(crate) client_cert_file: Option<String>,
     pub(crate) client_key_file: Option<String>,
     pub(crate) danger_accept_invalid_certs: bool,
+    pub(crate) breaker_failures: u32,
+    pub(crate) breaker_cool_down: String,
 }
 
 impl Default for RawUpstream {
@@ -98,6 +100,8 @@ impl Default for RawUpstream {
             client_cert_file: None,
             client_key_file: None,
             danger_accept_invalid_certs: false,
+            breaker_failures: 5,
+            breaker_cool_down: "10s".into(),
         }
     }
 }

@@ -93,7 +93,7 @@ pub(super) fn answer(
     catalog: &Catalog,
     path: &str,
     q: &Query,
-    large: Option<(u64, Arc<AtomicU64>)>,
+    large: Option<(u64, Option<u64>, Arc<AtomicU64>)>,
 ) -> Response {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segs.as_slice() {
@@ -185,7 +185,11 @@ fn value(report: &str, queue: i64, day: Date, salt: u64) -> u64 {
     20 + h % 180
 }
 
-fn report_answer(def: &ReportDef, q: &Query, large: Option<(u64, Arc<AtomicU64>)>) -> Response {
+fn report_answer(
+    def: &ReportDef,
+    q: &Query,
+    large: Option<(u64, Option<u64>, Arc<AtomicU64>)>,
+) -> Response {
     let queue = if def.category.is_per_queue() {
         match q.get("queueId").and_then(|v| v.trim().parse::<i32>().ok()) {
             Some(id) => i64::from(id),
@@ -208,8 +212,8 @@ fn report_answer(def: &ReportDef, q: &Query, large: Option<(u64, Arc<AtomicU64>)
         Err(invalid) => return invalid.into(),
     };
     let csv = q.get("csv").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    if let Some((total, produced)) = large {
-        let mut resp = Response::new(super::large_body(total, produced));
+    if let Some((total, fail_after, produced)) = large {
+        let mut resp = Response::new(super::large_body(total, fail_after, produced));
         resp.headers_mut().insert(
             CONTENT_TYPE,
             HeaderValue::from_static("text/csv; charset=utf-8"),

@@ -1,0 +1,200 @@
+//! Faults and hostile clients: each gives a clear, bounded result, and the
+//! gateway keeps serving other requests meanwhile.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/harness.rs"]
+mod harness;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use chime_gateway::simulator::{Behavior, Simulator, SimulatorConfig};
+use harness::{Harness, ADMIN, DOC_QUERY, MANAGER};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn report() -> String {
+    format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}")
+}
+
+async fn still_serving(h: &Harness) {
+    h.sim.set_behavior(Behavior::Normal);
+    assert_eq!(
+        h.get_as(ADMIN, &report()).await.status,
+        StatusCode::OK,
+        "other requests still served"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_upstream_opens_the_circuit() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let sim = Simulator::start(SimulatorConfig {
+        keys: vec![],
+        reports: chime_gateway::catalog::builtin(),
+    })
+    .await
+    .unwrap();
+    let mut config = harness::base_config(&format!("http://{closed}/Chime"));
+    config.upstream.breaker_failures = 2;
+    config.upstream.breaker_cool_down = Duration::from_secs(60);
+    let h = Harness::start_config(sim, config).await;
+    for _ in 0..2 {
+        assert_eq!(
+            h.get_as(MANAGER, &report()).await.code(),
+            "upstream_unavailable"
+        );
+    }
+    let a = h.get_as(MANAGER, &report()).await;
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "upstream_circuit_open")
+    );
+    let retry: u64 = a.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((59..=60).contains(&retry), "{retry}");
+    let m = h.metrics_text();
+    // Two requests, each with one retry of the failed connect; none while open.
+    assert!(
+        m.contains(r#"chime_gateway_upstream_errors_total{kind="connect"} 2"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"chime_gateway_upstream_errors_total{kind="connect_retried"} 2"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"chime_gateway_upstream_errors_total{kind="circuit_open"} 1"#),
+        "{m}"
+    );
+    // Refusals that need no upstream still work, and so does the admin listener.
+    assert_eq!(h.get(&report(), &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.admin_get("/healthz").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_upstream_reset_mid_body_aborts_the_response() {
+    let h = Harness::start().await;
+    h.sim.set_behavior(Behavior::ResetAfter(1 << 20));
+    let req = Request::get(h.url(&report()))
+        .header("authorization", format!("Bearer {MANAGER}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = h.client.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "headers were already sent");
+    let collected = resp.into_body().collect().await;
+    assert!(
+        collected.is_err(),
+        "the client must see a broken body, never a clean end"
+    );
+    still_serving(&h).await;
+    let m = h.metrics_text();
+    assert!(
+        m.contains(r#"chime_gateway_stream_aborts_total{side="upstream"} 1"#),
+        "{m}"
+    );
+    assert!(m.contains(r#"outcome="upstream_aborted""#), "{m}");
+}
+
+#[tokio::test]
+async fn a_client_leaving_mid_stream_stops_the_upstream_transfer() {
+    let total = 256u64 << 20;
+    let h = Harness::start().await;
+    h.sim.set_behavior(Behavior::Large(total));
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {MANAGER}\r\n\r\n",
+        report()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    drop(s);
+    // The gateway notices, drops the upstream request, and counts it.
+    let mut waited = Duration::ZERO;
+    while !h
+        .metrics_text()
+        .contains(r#"chime_gateway_stream_aborts_total{side="client"} 1"#)
+    {
+        assert!(waited < Duration::from_secs(5), "client abort not noticed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += Duration::from_millis(10);
+    }
+    let produced = h.sim.bytes_produced();
+    assert!(produced < total / 4, "upstream kept producing: {produced}");
+    still_serving(&h).await;
+}
+
+#[tokio::test]
+async fn slowloris_connections_are_closed() {
+    let h =
+        Harness::start_with(|c| c.listen.header_read_timeout = Duration::from_millis(200)).await;
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(b"GET /Chime/Report/X HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out))
+        .await
+        .expect("the gateway must close a connection whose headers never finish")
+        .ok();
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    still_serving(&h).await;
+}
+
+#[tokio::test]
+async fn pipelined_garbage_ends_the_connection_after_the_valid_request() {
+    let h = Harness::start().await;
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {MANAGER}\r\n\r\n\x16\x03\x01garbage\r\n\r\n",
+        report()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:.200}");
+    assert!(
+        text.contains("HTTP/1.1 400"),
+        "the garbage is answered 400 and the connection closed"
+    );
+    assert_eq!(h.sim.recorded().len(), 1);
+    still_serving(&h).await;
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_wait_in_the_backlog() {
+    let h = Harness::start_with(|c| c.listen.max_connections = 1).await;
+    let first = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    // The second connection is accepted by the kernel but not served while the first is open.
+    let mut second = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    second
+        .write_all(format!("GET {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {MANAGER}\r\nConnection: close\r\n\r\n", report()).as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let early =
+        tokio::time::timeout(Duration::from_millis(300), second.read_to_end(&mut out)).await;
+    assert!(
+        early.is_err() && out.is_empty(),
+        "served past max_connections"
+    );
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(3), second.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+}
