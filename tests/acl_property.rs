@@ -166,3 +166,28 @@ proptest! {
         check(ROUTES[route], &raw)?;
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// The time normaliser never panics: any value in any zone either
+    /// becomes an instant within 1970–9999 or is refused.
+    #[test]
+    fn time_values_never_panic(
+        raw in prop_oneof![
+            "\\PC{0,40}",
+            "(now|today|yesterday|tomorrow|startOfWeek|startOfMonth|startOfYear)([+-][0-9]{1,7}[smhdwMyx]){0,6}",
+            "[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?",
+        ],
+        zone in prop_oneof![Just("UTC"), Just("America/New_York"), Just("Pacific/Chatham"), Just("America/Santiago")],
+        stop in any::<bool>(),
+    ) {
+        use chime_gateway::request::time::{evaluate, End};
+        let tz = jiff::tz::TimeZoneDatabase::bundled().get(zone).unwrap();
+        let now: jiff::Timestamp = "2024-03-10T06:59:59.999Z".parse().unwrap();
+        if let Ok(ts) = evaluate(&raw, if stop { End::Stop } else { End::Start }, now, &tz) {
+            prop_assert!(ts >= jiff::Timestamp::UNIX_EPOCH);
+            prop_assert!(ts.to_zoned(jiff::tz::TimeZone::UTC).year() <= 9999);
+        }
+    }
+}

@@ -198,3 +198,23 @@ async fn connections_past_the_limit_wait_in_the_backlog() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
 }
+
+/// An audit target that cannot be written (a full disk: /dev/full) loses
+/// lines, counts them, and never fails or stalls a request.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn an_unwritable_audit_log_never_fails_requests() {
+    let h = Harness::start_with(|c| {
+        c.audit.target = chime_gateway::audit::AuditTarget::File("/dev/full".into());
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(h.get_as(MANAGER, &report()).await.status, StatusCode::OK);
+    }
+    h.state.audit.flush().await;
+    let m = h.metrics_text();
+    assert!(
+        !m.contains("chime_gateway_audit_write_errors_total 0"),
+        "{m}"
+    );
+}

@@ -176,11 +176,12 @@ fn boundary(d: Date, tz: &TimeZone) -> Result<Zoned, String> {
 }
 
 fn apply(value: Value, n: i64, unit: char, tz: &TimeZone) -> Result<Value, String> {
+    // Fallible constructors: an amount past jiff's range is a 400, not a panic.
     let calendar: Option<Span> = match unit {
-        'd' => Some(n.days()),
-        'w' => Some(n.weeks()),
-        'M' => Some(n.months()),
-        'y' => Some(n.years()),
+        'd' => Some(Span::new().try_days(n).map_err(|_| out_of_range())?),
+        'w' => Some(Span::new().try_weeks(n).map_err(|_| out_of_range())?),
+        'M' => Some(Span::new().try_months(n).map_err(|_| out_of_range())?),
+        'y' => Some(Span::new().try_years(n).map_err(|_| out_of_range())?),
         _ => None,
     };
     let exact = match unit {
