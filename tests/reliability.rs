@@ -218,3 +218,56 @@ async fn an_unwritable_audit_log_never_fails_requests() {
         "{m}"
     );
 }
+
+/// HTTP/2 rapid reset (CVE-2023-44487): a client that opens and cancels
+/// streams as fast as it can does not make the gateway queue work; hyper's
+/// reset limits apply and other clients are served meanwhile.
+#[tokio::test]
+async fn http2_rapid_reset_is_contained() {
+    let h = Harness::start().await;
+    h.sim
+        .set_behavior(Behavior::Slow(Duration::from_millis(200)));
+    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let driver = tokio::spawn(conn);
+    let mut cancelled = 0;
+    for _ in 0..2000 {
+        let req = Request::get(format!("http://x{}", report()))
+            .header("authorization", format!("Bearer {MANAGER}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        if send.ready().await.is_err() {
+            break; // the server sent GOAWAY
+        }
+        let pending = send.send_request(req);
+        // Poll once so HEADERS go out, then cancel (RST_STREAM).
+        let _ = tokio::time::timeout(Duration::from_micros(1), pending).await;
+        cancelled += 1;
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        (1..200).contains(&cancelled),
+        "the server should end a rapid-reset connection early; {cancelled} streams were cancelled"
+    );
+    // Cancelled streams leave nothing behind, and everyone else is served.
+    h.sim.set_behavior(Behavior::Normal);
+    assert_eq!(h.get_as(ADMIN, &report()).await.status, StatusCode::OK);
+    let mut waited = Duration::ZERO;
+    while !h
+        .metrics_text()
+        .contains("chime_gateway_in_flight_requests 0")
+    {
+        assert!(
+            waited < Duration::from_secs(5),
+            "cancelled requests still in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += Duration::from_millis(10);
+    }
+    driver.abort();
+}
