@@ -151,6 +151,10 @@ pub struct ListenConfig {
     /// A connection with no request in flight and no traffic for this long is closed.
     #[serde(serialize_with = "ser_duration")]
     pub idle_timeout: Duration,
+    /// A connection with a response in flight but no byte moved for this
+    /// long (a client that stopped reading) is dropped.
+    #[serde(serialize_with = "ser_duration")]
+    pub stall_timeout: Duration,
     /// Most open client connections; further ones wait in the accept backlog.
     pub max_connections: usize,
     /// How long in-flight requests may run on after SIGTERM.
@@ -476,6 +480,7 @@ impl Validator<'_> {
             max_headers: self.positive("listen.max_headers", l.max_headers)?,
             max_query_bytes: self.positive("listen.max_query_bytes", l.max_query_bytes)?,
             idle_timeout: self.duration("listen.idle_timeout", &l.idle_timeout)?,
+            stall_timeout: self.duration("listen.stall_timeout", &l.stall_timeout)?,
             max_connections: self.positive("listen.max_connections", l.max_connections)?,
             shutdown_grace: self.duration("listen.shutdown_grace", &l.shutdown_grace)?,
         };

@@ -30,7 +30,7 @@ use crate::clock::SystemClock;
 use crate::config::{Config, ListenConfig};
 use crate::stack::{self, GatewayService};
 use crate::state::{AppState, StartError};
-use idle::{Activity, ActivityIo};
+use idle::{Activity, ActivityIo, Quiet};
 
 /// The client's address, inserted into each request's extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +148,7 @@ impl Gateway {
                 svc: svc.clone(),
                 peer,
                 idle,
+                stall: state.config.listen.stall_timeout,
                 stop: stop_rx.clone(),
                 tls: acceptor.is_some(),
             };
@@ -285,6 +286,7 @@ struct Conn {
     svc: GatewayService<Incoming>,
     peer: SocketAddr,
     idle: Duration,
+    stall: Duration,
     stop: watch::Receiver<bool>,
     tls: bool,
 }
@@ -333,9 +335,15 @@ impl Conn {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                () = activity.idle_for(self.idle), if !closing => {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
+                quiet = activity.quiet(self.idle, self.stall), if !closing => match quiet {
+                    Quiet::Idle => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    Quiet::Stalled => {
+                        tracing::debug!(peer = %peer, "closing a connection whose client stopped reading");
+                        break;
+                    }
                 }
             }
         }

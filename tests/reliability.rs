@@ -271,3 +271,44 @@ async fn http2_rapid_reset_is_contained() {
     }
     driver.abort();
 }
+
+/// A client that stops reading its report is dropped after the stall
+/// timeout, which releases the upstream request.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped() {
+    let h = Harness::start_with(|c| c.listen.stall_timeout = Duration::from_millis(300)).await;
+    h.sim.set_behavior(Behavior::Large(1 << 30));
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {MANAGER}\r\n\r\n",
+        report()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    // Read nothing: buffers fill, the gateway's writes stall.
+    let mut waited = Duration::ZERO;
+    while !h
+        .metrics_text()
+        .contains(r#"chime_gateway_stream_aborts_total{side="client"} 1"#)
+    {
+        assert!(
+            waited < Duration::from_secs(5),
+            "stalled connection not dropped; produced {}; {}",
+            h.sim.bytes_produced(),
+            h.metrics_text()
+                .lines()
+                .filter(|l| l.contains("in_flight") || l.contains("open_conn"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += Duration::from_millis(20);
+    }
+    assert!(
+        h.sim.bytes_produced() < 1 << 28,
+        "the upstream transfer was stopped"
+    );
+    let m = h.metrics_text();
+    assert!(m.contains("chime_gateway_in_flight_requests 0"), "{m}");
+    drop(s);
+    still_serving(&h).await;
+}

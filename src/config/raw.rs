@@ -31,6 +31,7 @@ pub(crate) struct RawListen {
     pub(crate) max_headers: usize,
     pub(crate) max_query_bytes: usize,
     pub(crate) idle_timeout: String,
+    pub(crate) stall_timeout: String,
     pub(crate) max_connections: usize,
     pub(crate) shutdown_grace: String,
 }
@@ -44,6 +45,7 @@ impl Default for RawListen {
             max_headers: 64,
             max_query_bytes: 2048,
             idle_timeout: "60s".into(),
+            stall_timeout: "5m".into(),
             max_connections: 10_000,
             shutdown_grace: "30s".into(),
         }

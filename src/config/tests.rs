@@ -164,6 +164,7 @@ fn shipped_example_configs_parse() {
     assert_eq!(c.listen.address, d.listen.address);
     assert_eq!(c.listen.max_header_bytes, d.listen.max_header_bytes);
     assert_eq!(c.listen.idle_timeout, d.listen.idle_timeout);
+    assert_eq!(c.listen.stall_timeout, d.listen.stall_timeout);
     assert_eq!(c.upstream.response_timeout, d.upstream.response_timeout);
     assert_eq!(c.upstream.connect_timeout, d.upstream.connect_timeout);
     assert_eq!(c.admin.address, d.admin.address);

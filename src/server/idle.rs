@@ -20,6 +20,15 @@ pub(super) struct Activity {
     in_flight: AtomicUsize,
 }
 
+/// Why a connection went quiet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Quiet {
+    /// Nothing in flight, nothing moved: close politely.
+    Idle,
+    /// A response in flight that the client does not read: drop it.
+    Stalled,
+}
+
 /// Held while a request (including its response body) is in flight.
 #[derive(Debug)]
 pub(super) struct Busy(Arc<Activity>);
@@ -51,15 +60,25 @@ impl Activity {
         Busy(Arc::clone(self))
     }
 
-    /// Completes once the connection has been idle for `limit`.
-    pub(super) async fn idle_for(&self, limit: Duration) {
+    /// Completes once the connection has been idle (no request, no bytes)
+    /// for `idle`, or stalled (a request in flight, yet no byte moved either
+    /// way) for `stall` — a client that stopped reading its report.
+    pub(super) async fn quiet(&self, idle: Duration, stall: Duration) -> Quiet {
         loop {
             let last = self.origin + Duration::from_nanos(self.last_nanos.load(Ordering::Relaxed));
-            let deadline = last + limit;
-            if Instant::now() >= deadline && self.in_flight.load(Ordering::SeqCst) == 0 {
-                return;
+            let busy = self.in_flight.load(Ordering::SeqCst) > 0;
+            let limit = if busy { stall } else { idle };
+            let now = Instant::now();
+            if let Some(deadline) = last.checked_add(limit) {
+                if now >= deadline {
+                    return if busy { Quiet::Stalled } else { Quiet::Idle };
+                }
+                // Wake at the deadline, or sooner to notice a request that
+                // started meanwhile (its limit may be shorter).
+                tokio::time::sleep_until(deadline.min(now + idle.min(stall))).await;
+            } else {
+                tokio::time::sleep(idle).await;
             }
-            tokio::time::sleep_until(deadline.max(Instant::now() + limit / 4)).await;
         }
     }
 }
@@ -140,19 +159,32 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
+    async fn a_stalled_response_is_detected() {
+        let a = Arc::new(Activity::new());
+        let _busy = a.begin_request();
+        let start = Instant::now();
+        assert_eq!(
+            a.quiet(Duration::from_secs(60), Duration::from_secs(300))
+                .await,
+            Quiet::Stalled
+        );
+        assert!(start.elapsed() >= Duration::from_secs(300));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn idle_only_without_requests_or_traffic() {
         let a = Arc::new(Activity::new());
         let limit = Duration::from_secs(60);
         // Idle after the limit when nothing happens.
         let start = Instant::now();
-        a.idle_for(limit).await;
+        assert_eq!(a.quiet(limit, Duration::MAX).await, Quiet::Idle);
         assert!(start.elapsed() >= limit);
 
         // A request in flight keeps the connection busy however long it takes.
         let busy = a.begin_request();
         let waiter = {
             let a = Arc::clone(&a);
-            tokio::spawn(async move { a.idle_for(limit).await })
+            tokio::spawn(async move { a.quiet(limit, Duration::MAX).await })
         };
         tokio::time::sleep(limit * 5).await;
         assert!(!waiter.is_finished());
