@@ -14,7 +14,6 @@ use chime_gateway::auth::{ApiKey, Role};
 use chime_gateway::config::{KeySource, Secret, UpstreamAuth};
 use chime_gateway::keystore::postgres::admin::PgAdmin;
 use chime_gateway::keystore::postgres::PgSettings;
-use chime_gateway::simulator::{Simulator, SimulatorConfig};
 use cut_proxy::CutProxy;
 use harness::{Harness, DOC_QUERY};
 use http::StatusCode;
@@ -79,12 +78,7 @@ impl Drop for Schema {
 
 /// A gateway on the schema (through `url`, which may be a cut proxy).
 async fn gateway(url: &str, schema: &str, cache_ttl: Duration) -> Harness {
-    let sim = Simulator::start(SimulatorConfig {
-        keys: vec!["service-key-123".into()],
-        reports: chime_gateway::catalog::builtin(),
-    })
-    .await
-    .unwrap();
+    let sim = harness::simulator(&["service-key-123"]).await;
     let mut config = harness::base_config(&sim.base_url());
     config.upstream.auth = UpstreamAuth::Service(Secret::new("service-key-123"));
     config.keys.source = KeySource::Postgres(PgSettings {

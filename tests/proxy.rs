@@ -381,13 +381,7 @@ async fn upstream_down_is_502() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let sim =
-        chime_gateway::simulator::Simulator::start(chime_gateway::simulator::SimulatorConfig {
-            keys: vec![],
-            reports: chime_gateway::catalog::builtin(),
-        })
-        .await
-        .unwrap();
+    let sim = harness::simulator(&[]).await;
     let config = harness::base_config(&format!("http://{closed}/Chime"));
     let h = Harness::start_config(sim, config).await;
     let a = h

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chime_gateway::config::Secret;
 use chime_gateway::ratelimit::{SharedConfig, Tier};
-use chime_gateway::simulator::{Behavior, Simulator, SimulatorConfig};
+use chime_gateway::simulator::{Behavior, Simulator};
 use cut_proxy::CutProxy;
 use harness::{Harness, ADMIN, DOC_QUERY, MANAGER};
 use http::StatusCode;
@@ -162,12 +162,7 @@ fn redis_url() -> Option<String> {
 }
 
 async fn shared_gateway(url: &str, prefix: &str, burst: u32) -> Harness {
-    let sim = Simulator::start(SimulatorConfig {
-        keys: vec![MANAGER.into(), ADMIN.into()],
-        reports: chime_gateway::catalog::builtin(),
-    })
-    .await
-    .unwrap();
+    let sim = harness::simulator(&[MANAGER, ADMIN]).await;
     let mut config = harness::base_config(&sim.base_url());
     strict(&mut config, burst, 64);
     config.ratelimit.shared = Some(SharedConfig {

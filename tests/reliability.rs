@@ -8,7 +8,7 @@ mod harness;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chime_gateway::simulator::{Behavior, Simulator, SimulatorConfig};
+use chime_gateway::simulator::Behavior;
 use harness::{Harness, ADMIN, DOC_QUERY, MANAGER};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
@@ -33,12 +33,7 @@ async fn a_dead_upstream_opens_the_circuit() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let sim = Simulator::start(SimulatorConfig {
-        keys: vec![],
-        reports: chime_gateway::catalog::builtin(),
-    })
-    .await
-    .unwrap();
+    let sim = harness::simulator(&[]).await;
     let mut config = harness::base_config(&format!("http://{closed}/Chime"));
     config.upstream.breaker_failures = 2;
     config.upstream.breaker_cool_down = Duration::from_secs(60);
@@ -115,15 +110,8 @@ async fn a_client_leaving_mid_stream_stops_the_upstream_transfer() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     drop(s);
     // The gateway notices, drops the upstream request, and counts it.
-    let mut waited = Duration::ZERO;
-    while !h
-        .metrics_text()
-        .contains(r#"chime_gateway_stream_aborts_total{side="client"} 1"#)
-    {
-        assert!(waited < Duration::from_secs(5), "client abort not noticed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        waited += Duration::from_millis(10);
-    }
+    h.wait_for_metric(r#"chime_gateway_stream_aborts_total{side="client"} 1"#)
+        .await;
     let produced = h.sim.bytes_produced();
     assert!(produced < total / 4, "upstream kept producing: {produced}");
     still_serving(&h).await;
@@ -257,18 +245,8 @@ async fn http2_rapid_reset_is_contained() {
     // Cancelled streams leave nothing behind, and everyone else is served.
     h.sim.set_behavior(Behavior::Normal);
     assert_eq!(h.get_as(ADMIN, &report()).await.status, StatusCode::OK);
-    let mut waited = Duration::ZERO;
-    while !h
-        .metrics_text()
-        .contains("chime_gateway_in_flight_requests 0")
-    {
-        assert!(
-            waited < Duration::from_secs(5),
-            "cancelled requests still in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        waited += Duration::from_millis(10);
-    }
+    h.wait_for_metric("chime_gateway_in_flight_requests 0")
+        .await;
     driver.abort();
 }
 
@@ -285,24 +263,8 @@ async fn a_client_that_stops_reading_is_dropped() {
     );
     s.write_all(req.as_bytes()).await.unwrap();
     // Read nothing: buffers fill, the gateway's writes stall.
-    let mut waited = Duration::ZERO;
-    while !h
-        .metrics_text()
-        .contains(r#"chime_gateway_stream_aborts_total{side="client"} 1"#)
-    {
-        assert!(
-            waited < Duration::from_secs(5),
-            "stalled connection not dropped; produced {}; {}",
-            h.sim.bytes_produced(),
-            h.metrics_text()
-                .lines()
-                .filter(|l| l.contains("in_flight") || l.contains("open_conn"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        waited += Duration::from_millis(20);
-    }
+    h.wait_for_metric(r#"chime_gateway_stream_aborts_total{side="client"} 1"#)
+        .await;
     assert!(
         h.sim.bytes_produced() < 1 << 28,
         "the upstream transfer was stopped"

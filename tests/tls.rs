@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chime_gateway::simulator::{Simulator, SimulatorConfig};
+use chime_gateway::simulator::Simulator;
 use harness::{Harness, DOC_QUERY, MANAGER};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
@@ -291,12 +291,7 @@ async fn https_upstream(
 #[tokio::test]
 async fn upstream_over_https_with_a_custom_ca() {
     let pki = Pki::new();
-    let sim = Simulator::start(SimulatorConfig {
-        keys: vec![MANAGER.into()],
-        reports: chime_gateway::catalog::builtin(),
-    })
-    .await
-    .unwrap();
+    let sim = harness::simulator(&[MANAGER]).await;
     let upstream = https_upstream(&pki.leaf(), &sim).await;
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
@@ -314,12 +309,7 @@ async fn upstream_over_https_with_a_custom_ca() {
     assert_eq!(h.sim.recorded().len(), 1);
 
     // Without the CA the upstream's certificate is not trusted: 502, nothing sent.
-    let sim = Simulator::start(SimulatorConfig {
-        keys: vec![MANAGER.into()],
-        reports: chime_gateway::catalog::builtin(),
-    })
-    .await
-    .unwrap();
+    let sim = harness::simulator(&[MANAGER]).await;
     let upstream = https_upstream(&pki.leaf(), &sim).await;
     let h = Harness::start_config(
         sim,

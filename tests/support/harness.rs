@@ -75,6 +75,16 @@ pub fn service_url(var: &str) -> Option<String> {
     }
 }
 
+/// A simulated Chime accepting `keys`, with the stock reports.
+pub async fn simulator(keys: &[&str]) -> Simulator {
+    Simulator::start(SimulatorConfig {
+        keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+        reports: chime_gateway::catalog::builtin(),
+    })
+    .await
+    .expect("simulator")
+}
+
 pub fn base_config(upstream: &str) -> Config {
     let toml = format!(
         "[listen]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n\
@@ -105,12 +115,7 @@ impl Harness {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
-        let sim = Simulator::start(SimulatorConfig {
-            keys: vec![MANAGER.into(), ADMIN.into(), "service-key-123".into()],
-            reports: chime_gateway::catalog::builtin(),
-        })
-        .await
-        .expect("simulator");
+        let sim = simulator(&[MANAGER, ADMIN, "service-key-123"]).await;
         let mut config = base_config(&sim.base_url());
         tweak(&mut config);
         Self::start_config(sim, config).await
@@ -196,6 +201,19 @@ impl Harness {
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out).await;
         String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Waits (polling, at most 5 s) until /metrics contains `line`.
+    pub async fn wait_for_metric(&self, line: &str) {
+        let started = std::time::Instant::now();
+        while !self.metrics_text().contains(line) {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "never saw {line}\n{}",
+                self.metrics_text()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     pub fn metrics_text(&self) -> String {
