@@ -235,7 +235,7 @@ impl Inner {
         self.readiness.upstream_answered();
         self.breaker.success();
         let elapsed = started.elapsed().as_secs_f64();
-        let kind = typed_kind(typed);
+        let kind = typed.target.kind();
         self.metrics
             .upstream_duration
             .with_label_values(&[kind])
@@ -356,14 +356,6 @@ impl Proxy {
             .await?
             .to_bytes();
         Ok(serde_json::from_slice(&bytes)?)
-    }
-}
-
-fn typed_kind(typed: &GatewayRequest) -> &'static str {
-    match typed.target {
-        crate::request::Target::Report(_) => "report",
-        crate::request::Target::Discovery(_) => "discovery",
-        crate::request::Target::SessionDetails(_) => "session",
     }
 }
 

@@ -131,6 +131,17 @@ pub enum Target {
     SessionDetails(u64),
 }
 
+impl Target {
+    /// The route kind, as in [`RouteMatch::kind`] (a bounded metric label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Report(_) => "report",
+            Target::Discovery(_) => "discovery",
+            Target::SessionDetails(_) => "session",
+        }
+    }
+}
+
 /// Typed parameters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Params {
