@@ -1,4 +1,5 @@
-//! The command line: `serve`, `check-config`, `demo`, `keys` and `users`.
+//! The command line: `serve`, `check-config`, `demo`, `simulate`, `keys`,
+//! `users` and `migrate`.
 
 mod keys;
 
@@ -77,6 +78,15 @@ pub enum Command {
         /// Admin address.
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin: SocketAddr,
+    },
+    /// Run only the simulated Chime (for benchmarks and trying a configuration).
+    Simulate {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        listen: SocketAddr,
+        /// Accepted bearer keys (default: the demo keys).
+        #[arg(long = "key")]
+        keys: Vec<String>,
     },
 }
 
@@ -202,6 +212,28 @@ async fn run(command: Command) -> ExitCode {
             }
         }
         Command::Keys { .. } | Command::Users { .. } | Command::Migrate { .. } => ExitCode::FAILURE,
+        Command::Simulate { listen, keys } => {
+            let keys = if keys.is_empty() {
+                vec![demo::MANAGER_KEY.to_owned(), demo::ADMIN_KEY.to_owned()]
+            } else {
+                keys
+            };
+            let config = crate::simulator::SimulatorConfig {
+                keys,
+                reports: crate::catalog::builtin(),
+            };
+            match crate::simulator::Simulator::start_on(listen, config).await {
+                Ok(sim) => {
+                    println!("simulated Chime on {}", sim.base_url());
+                    shutdown_signal().await;
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("chime-gateway: cannot start the simulator: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Demo { listen, admin } => {
             init_tracing(&LogConfig {
                 format: LogFormat::Text,
