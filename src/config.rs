@@ -640,11 +640,10 @@ impl Validator<'_> {
         }
         let refresh_key = match &c.refresh_key_file {
             Some(path) => Some(self.secret_file("catalog.refresh_key_file", path)?),
-            None => self
-                .env
-                .var(&c.refresh_key_env)
-                .map(Secret::new)
-                .or(upstream_key),
+            None => match self.env.var(&c.refresh_key_env).filter(|v| !v.is_empty()) {
+                Some(v) => Some(self.checked_secret(&format!("env {}", c.refresh_key_env), &v)?),
+                None => upstream_key,
+            },
         };
         Ok(CatalogConfig {
             report,
@@ -795,6 +794,12 @@ impl Validator<'_> {
     fn secret_file(&self, key: &str, path: &str) -> Result<Secret, ConfigError> {
         let value = std::fs::read_to_string(self.path(path))
             .map_err(|e| self.err(key, format!("cannot read `{path}`: {e}")))?;
+        self.checked_secret(key, &value)
+    }
+
+    /// A secret from a file or the environment: trimmed, non-empty, printable ASCII
+    /// (it goes into an HTTP header or a URL).
+    fn checked_secret(&self, key: &str, value: &str) -> Result<Secret, ConfigError> {
         let value = value.trim();
         if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(self.err(key, "the key must be non-empty printable ASCII"));
@@ -876,14 +881,7 @@ impl Validator<'_> {
                 ),
             )
         })?;
-        let value = value.trim();
-        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(self.err(
-                &format!("env {}", u.service_key_env),
-                "the service key must be non-empty printable ASCII",
-            ));
-        }
-        Ok(Secret::new(value))
+        self.checked_secret(&format!("env {}", u.service_key_env), &value)
     }
 }
 

@@ -75,6 +75,22 @@ fn check_config_names_file_and_key_when_invalid() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// Runs `serve` on `dir/gw.toml` (listeners on port 0 plus `extra`), expects
+/// it to refuse to start, and returns what it said.
+fn serve_refuses(dir: &std::path::Path, extra: &str) -> String {
+    std::fs::write(
+        dir.join("gw.toml"),
+        format!("[listen]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n{extra}"),
+    )
+    .unwrap();
+    let out = gateway()
+        .args(["serve", "--config", dir.join("gw.toml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8(out.stderr).unwrap()
+}
+
 fn owner_only(path: &std::path::Path) {
     #[cfg(unix)]
     {
@@ -91,21 +107,7 @@ fn serve_refuses_a_world_readable_key_file() {
     let keys = dir.path().join("keys.toml");
     std::fs::write(&keys, "").unwrap();
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::write(
-        dir.path().join("gw.toml"),
-        "[listen]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
-    let out = gateway()
-        .args([
-            "serve",
-            "--config",
-            dir.path().join("gw.toml").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8(out.stderr).unwrap();
+    let err = serve_refuses(dir.path(), "");
     assert!(
         err.contains("readable by every user") && err.contains("chmod o-r"),
         "{err}"
@@ -118,22 +120,10 @@ fn serve_refuses_unreadable_tls_files() {
     std::fs::write(dir.path().join("keys.toml"), "").unwrap();
     owner_only(&dir.path().join("keys.toml"));
     std::fs::write(dir.path().join("cert.pem"), "not a certificate").unwrap();
-    std::fs::write(
-        dir.path().join("gw.toml"),
-        "[listen]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n\
-         [tls]\nenabled = true\ncert_file = \"cert.pem\"\nkey_file = \"missing.pem\"\n",
-    )
-    .unwrap();
-    let out = gateway()
-        .args([
-            "serve",
-            "--config",
-            dir.path().join("gw.toml").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8(out.stderr).unwrap();
+    let err = serve_refuses(
+        dir.path(),
+        "[tls]\nenabled = true\ncert_file = \"cert.pem\"\nkey_file = \"missing.pem\"\n",
+    );
     assert!(err.contains("TLS") && err.contains("cert.pem"), "{err}");
 }
 
@@ -146,20 +136,6 @@ fn serve_refuses_to_start_on_a_broken_key_file() {
     )
     .unwrap();
     owner_only(&dir.path().join("keys.toml"));
-    std::fs::write(
-        dir.path().join("gw.toml"),
-        "[listen]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
-    let out = gateway()
-        .args([
-            "serve",
-            "--config",
-            dir.path().join("gw.toml").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8(out.stderr).unwrap();
+    let err = serve_refuses(dir.path(), "");
     assert!(err.contains("keys.toml") && err.contains("nobody"), "{err}");
 }

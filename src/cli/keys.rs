@@ -408,14 +408,13 @@ fn fetch_last_used(cfg: &Config) -> Result<HashMap<String, String>, String> {
         }
         Ok::<_, String>(map)
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime
-        .block_on(async { tokio::time::timeout(Duration::from_secs(1), fetch).await })
-        .map_err(|_| format!("no answer from the gateway's admin listener at {addr}"))?
-        .map_err(|e| format!("gateway's admin listener at {addr} not reachable ({e})"))
+    block_on(async move {
+        let answer = tokio::time::timeout(Duration::from_secs(1), fetch)
+            .await
+            .map_err(|_| format!("no answer from the gateway's admin listener at {addr}"))?;
+        answer.map_err(|e| format!("gateway's admin listener at {addr} not reachable ({e})").into())
+    })
+    .map_err(|e| e.to_string())
 }
 
 fn render_list(

@@ -207,6 +207,17 @@ struct Stamp {
     content: [u8; 32],
 }
 
+impl Stamp {
+    fn of(meta: (u64, Option<std::time::SystemTime>, u64), text: &str) -> Stamp {
+        Stamp {
+            len: meta.0,
+            modified: meta.1,
+            inode: meta.2,
+            content: sha2::Sha256::digest(text.as_bytes()).into(),
+        }
+    }
+}
+
 fn metadata_stamp(meta: &std::fs::Metadata) -> (u64, Option<std::time::SystemTime>, u64) {
     #[cfg(unix)]
     let inode = std::os::unix::fs::MetadataExt::ino(meta);
@@ -272,11 +283,7 @@ impl FileKeyStore {
         let Source::Path(path) = &self.source else {
             return Ok(None);
         };
-        let err = |e: std::io::Error| KeyFileError {
-            file: path.display().to_string(),
-            message: format!("cannot read: {e}"),
-        };
-        let meta = metadata_stamp(&std::fs::metadata(path).map_err(err)?);
+        let meta = metadata_stamp(&std::fs::metadata(path).map_err(|e| cannot_read(path, e))?);
         let previous = lock(&self.stamp).clone();
         if previous
             .as_ref()
@@ -284,15 +291,9 @@ impl FileKeyStore {
         {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(path).map_err(err)?;
-        let content: [u8; 32] = sha2::Sha256::digest(text.as_bytes()).into();
-        let stamp = Stamp {
-            len: meta.0,
-            modified: meta.1,
-            inode: meta.2,
-            content,
-        };
-        if previous.is_some_and(|s| s.content == content) {
+        let text = std::fs::read_to_string(path).map_err(|e| cannot_read(path, e))?;
+        let stamp = Stamp::of(meta, &text);
+        if previous.is_some_and(|s| s.content == stamp.content) {
             *lock(&self.stamp) = Some(stamp);
             return Ok(None);
         }
@@ -327,20 +328,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn cannot_read(path: &Path, e: std::io::Error) -> KeyFileError {
+    KeyFileError {
+        file: path.display().to_string(),
+        message: format!("cannot read: {e}"),
+    }
+}
+
 fn read_index(path: &Path) -> Result<(Index, Stamp), KeyFileError> {
     let file = path.display().to_string();
-    let err = |e: std::io::Error| KeyFileError {
-        file: file.clone(),
-        message: format!("cannot read: {e}"),
-    };
-    let meta = metadata_stamp(&std::fs::metadata(path).map_err(err)?);
-    let text = std::fs::read_to_string(path).map_err(err)?;
-    let stamp = Stamp {
-        len: meta.0,
-        modified: meta.1,
-        inode: meta.2,
-        content: sha2::Sha256::digest(text.as_bytes()).into(),
-    };
+    let meta = metadata_stamp(&std::fs::metadata(path).map_err(|e| cannot_read(path, e))?);
+    let text = std::fs::read_to_string(path).map_err(|e| cannot_read(path, e))?;
+    let stamp = Stamp::of(meta, &text);
     Ok((KeyFile::parse(&text, &file)?.index(&file)?, stamp))
 }
 
