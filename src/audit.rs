@@ -137,6 +137,11 @@ impl AuditLog {
         })
     }
 
+    /// Whether lines are written at all (callers skip building records otherwise).
+    pub fn is_on(&self) -> bool {
+        self.tx.is_some()
+    }
+
     /// Queues one record; never waits.
     pub fn record(&self, record: &AuditRecord<'_>) {
         let Some(tx) = &self.tx else { return };

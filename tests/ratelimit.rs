@@ -73,7 +73,7 @@ async fn headers_tell_the_truth_through_a_burst_and_429() {
     );
     // Another user has their own budget.
     assert_eq!(h.get_as(ADMIN, &report()).await.status, StatusCode::OK);
-    // Refusals do not spend budget, and requests refused earlier (401, 403, 400) spent none either.
+    // The one refusal is counted; `refused_requests_spend_no_budget` shows it cost nothing.
     let m = h.metrics_text();
     assert!(
         m.contains(r#"chime_gateway_ratelimit_rejections_total{limit="rate"} 1"#),
