@@ -74,6 +74,8 @@ pub struct AuditRecord<'a> {
     pub upstream_status: Option<u16>,
     /// Seconds until Chime's response headers.
     pub upstream_seconds: Option<f64>,
+    /// `upstream`, `coalesced` or `cache`.
+    pub served: Option<&'a str>,
     /// Seconds in total, to the end of the body.
     pub seconds: f64,
 }

@@ -132,6 +132,8 @@ pub struct Config {
     pub catalog: CatalogConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Request coalescing and the response cache.
+    pub cache: crate::cache::CacheConfig,
 }
 
 /// Public listener settings.
@@ -594,6 +596,7 @@ impl Validator<'_> {
             },
             queue_capacity: self.positive("audit.queue_capacity", raw.audit.queue_capacity)?,
         };
+        let cache = self.cache(raw.cache)?;
         let log = LogConfig {
             format: match raw.log.format.as_str() {
                 "json" => LogFormat::Json,
@@ -622,7 +625,24 @@ impl Validator<'_> {
             },
             catalog,
             log,
+            cache,
         })
+    }
+
+    fn cache(&self, c: raw::RawCache) -> Result<crate::cache::CacheConfig, ConfigError> {
+        let cache = crate::cache::CacheConfig {
+            coalesce: c.coalesce,
+            enabled: c.enabled,
+            max_bytes: c.max_bytes,
+            max_entry_bytes: self.positive("cache.max_entry_bytes", c.max_entry_bytes)?,
+            discovery_ttl: self.duration("cache.discovery_ttl", &c.discovery_ttl)?,
+            report_ttl: self.duration("cache.report_ttl", &c.report_ttl)?,
+            settle: self.duration("cache.settle", &c.settle)?,
+        };
+        if cache.enabled && (cache.max_entry_bytes as u64) > cache.max_bytes {
+            return Err(self.err("cache.max_entry_bytes", "must not exceed cache.max_bytes"));
+        }
+        Ok(cache)
     }
 
     fn catalog(

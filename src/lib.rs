@@ -11,6 +11,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod cache;
 pub mod catalog;
 pub mod cli;
 pub mod clock;

@@ -74,6 +74,14 @@ pub struct Metrics {
     pub tls_reloads: IntCounterVec,
     /// Response bodies cut short, by side (`upstream` failed, `client` left).
     pub stream_aborts: IntCounterVec,
+    /// Requests that shared another identical request's upstream call.
+    pub coalesced: prometheus::IntCounter,
+    /// Response cache lookups by result (`hit`, `miss`), for cacheable requests.
+    pub cache_lookups: IntCounterVec,
+    /// Response cache removals by cause (`expired`, `size`, `replaced`, `explicit`).
+    pub cache_evictions: IntCounterVec,
+    /// Bytes held by the response cache.
+    pub cache_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -230,6 +238,28 @@ impl Metrics {
             ),
             &["side"],
         )?;
+        let coalesced = prometheus::IntCounter::new(
+            "chime_gateway_coalesced_requests_total",
+            "Requests answered by sharing an identical request's upstream call.",
+        )?;
+        let cache_lookups = IntCounterVec::new(
+            Opts::new(
+                "chime_gateway_cache_lookups_total",
+                "Response cache lookups for cacheable requests, by result.",
+            ),
+            &["result"],
+        )?;
+        let cache_evictions = IntCounterVec::new(
+            Opts::new(
+                "chime_gateway_cache_evictions_total",
+                "Entries removed from the response cache, by cause.",
+            ),
+            &["cause"],
+        )?;
+        let cache_bytes = IntGauge::new(
+            "chime_gateway_cache_bytes",
+            "Bytes held by the response cache.",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "chime_gateway_build_info",
@@ -278,6 +308,11 @@ impl Metrics {
             (&key_cache, &["hit", "miss"][..]),
             (&tls_reloads, &["success", "failure"][..]),
             (&stream_aborts, &["upstream", "client"][..]),
+            (&cache_lookups, &["hit", "miss"][..]),
+            (
+                &cache_evictions,
+                &["expired", "size", "replaced", "explicit"][..],
+            ),
         ] {
             for v in values {
                 vec.with_label_values(&[v]);
@@ -311,6 +346,10 @@ impl Metrics {
         registry.register(Box::new(key_store_stale_served.clone()))?;
         registry.register(Box::new(tls_reloads.clone()))?;
         registry.register(Box::new(stream_aborts.clone()))?;
+        registry.register(Box::new(coalesced.clone()))?;
+        registry.register(Box::new(cache_lookups.clone()))?;
+        registry.register(Box::new(cache_evictions.clone()))?;
+        registry.register(Box::new(cache_bytes.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -348,6 +387,10 @@ impl Metrics {
             key_store_stale_served,
             tls_reloads,
             stream_aborts,
+            coalesced,
+            cache_lookups,
+            cache_evictions,
+            cache_bytes,
         })
     }
 }

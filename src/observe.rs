@@ -53,6 +53,9 @@ pub struct TraceFields {
     pub upstream_status: Option<u16>,
     /// Seconds until upstream headers.
     pub upstream_seconds: Option<f64>,
+    /// Where the answer came from: `upstream` (this request's own call),
+    /// `coalesced` (an identical request's call) or `cache`.
+    pub served: Option<&'static str>,
     /// Normalised window start.
     pub start: Option<jiff::Timestamp>,
     /// Normalised window end.
@@ -103,12 +106,18 @@ impl Trace {
         });
     }
 
-    /// Records the upstream's answer.
-    pub fn set_upstream(&self, status: StatusCode, seconds: f64) {
+    /// Records the upstream's answer, `served` as in [`TraceFields::served`].
+    pub fn set_upstream(&self, status: StatusCode, seconds: f64, served: crate::cache::Served) {
         self.update(|t| {
             t.upstream_status = Some(status.as_u16());
             t.upstream_seconds = Some(seconds);
+            t.served = Some(served.as_str());
         });
+    }
+
+    /// Records an answer from the response cache.
+    pub fn set_cached(&self) {
+        self.update(|t| t.served = Some(crate::cache::Served::Cache.as_str()));
     }
 }
 
@@ -239,6 +248,7 @@ impl Drop for Completion {
                 bytes: self.bytes,
                 upstream_status: t.upstream_status,
                 upstream_seconds: t.upstream_seconds,
+                served: t.served,
                 seconds: elapsed,
             });
         }

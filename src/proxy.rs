@@ -9,12 +9,25 @@
 //! through unbuffered, except a manager's SessionDetails answer, which is
 //! held (at most 1 MiB) until its `QueueId` has been checked.
 //!
+//! Every request has passed its own authentication, ACL and rate limit
+//! before it gets here. Then, in order: a cacheable request
+//! ([`crate::cache`]) is answered from the response cache if it can be;
+//! a request identical to one in flight joins it ([`flight`]) and gets the
+//! same streamed answer; otherwise it takes an upstream slot (503
+//! `overloaded` when none is free), passes the circuit breaker and leads a
+//! new flight, whose exchange runs in its own task so followers are served
+//! even if the leading client leaves. Conditional requests are answered
+//! here: `If-None-Match` is compared with the answer's `ETag` (304), and
+//! neither it nor `If-Modified-Since` is sent upstream, so one client's
+//! validators never decide what another receives.
+//!
 //! Fails with 502 `upstream_unavailable` (connect failure), 504
 //! `upstream_timeout` (no response headers within `response_timeout`) and
 //! 502 `upstream_error` (anything else).
 
 pub mod breaker;
 pub mod client;
+pub mod flight;
 pub mod headers;
 
 use std::sync::Arc;
@@ -22,16 +35,19 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, AUTHORIZATION};
+use http::header::{HeaderValue, AUTHORIZATION, IF_NONE_MATCH};
 use http::{HeaderName, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 
 use crate::acl::{Denied, SessionQueueCheck};
 use crate::auth::ApiKey;
-use crate::body::{self, Response};
+use crate::body::{self, Body, Response};
+use crate::cache::{self, CacheConfig, Head, ResponseCache, Served, UpstreamKey, X_CACHE};
+use crate::clock::Clock;
 use crate::config::{UpstreamAuth, UpstreamConfig};
 use crate::metrics::Metrics;
 use crate::observe::Trace;
+use crate::ratelimit::RateLimiter;
 use crate::readiness::Readiness;
 use crate::request::GatewayRequest;
 use crate::request_id::{RequestId, X_REQUEST_ID};
@@ -51,7 +67,7 @@ static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 pub static X_IGNORED: HeaderName = HeaderName::from_static("x-chime-gateway-ignored");
 
 /// Why the upstream exchange failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     /// No connection could be made.
     #[error("the Chime server could not be reached")]
@@ -92,15 +108,40 @@ struct Inner {
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     breaker: breaker::Breaker,
+    limiter: Arc<RateLimiter>,
+    flights: Arc<flight::Flights>,
+    coalesce: bool,
+    cache_config: CacheConfig,
+    cache: Option<ResponseCache>,
+    clock: Arc<dyn Clock>,
+}
+
+/// What a [`Proxy`] works with besides its configuration.
+#[derive(Debug, Clone)]
+pub struct ProxyDeps {
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Readiness, told about connect failures.
+    pub readiness: Arc<Readiness>,
+    /// Hands out upstream slots.
+    pub limiter: Arc<RateLimiter>,
+    /// "Now", for deciding what may be cached.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Proxy {
-    /// A proxy to `cfg`'s upstream.
+    /// A proxy to `cfg`'s upstream, coalescing and caching as `cache` says.
     pub fn new(
         cfg: &UpstreamConfig,
-        metrics: Arc<Metrics>,
-        readiness: Arc<Readiness>,
+        cache: &CacheConfig,
+        deps: ProxyDeps,
     ) -> Result<Proxy, TlsSetupError> {
+        let ProxyDeps {
+            metrics,
+            readiness,
+            limiter,
+            clock,
+        } = deps;
         let client = client::build(cfg, metrics.upstream_connections.clone())?;
         let parts = cfg.base_url.clone().into_parts();
         Ok(Proxy {
@@ -113,9 +154,15 @@ impl Proxy {
                 prefix: cfg.path_prefix().to_owned(),
                 response_timeout: cfg.response_timeout,
                 auth: cfg.auth.clone(),
+                breaker: breaker::Breaker::new(cfg.breaker_failures, cfg.breaker_cool_down),
+                cache: ResponseCache::new(cache, Arc::clone(&metrics)),
+                coalesce: cache.coalesce,
+                cache_config: cache.clone(),
+                flights: Arc::default(),
                 metrics,
                 readiness,
-                breaker: breaker::Breaker::new(cfg.breaker_failures, cfg.breaker_cool_down),
+                limiter,
+                clock,
             }),
         })
     }
@@ -177,31 +224,181 @@ impl Inner {
             .extensions()
             .get::<GatewayRequest>()
             .ok_or("proxy reached without a typed request")?;
+        let trace = req.extensions().get::<Trace>();
+        let if_none_match = req.headers().get(IF_NONE_MATCH);
+        let upstream_req = self.build(&req, typed)?;
+        let key = UpstreamKey::of(&upstream_req);
+        let store = match &self.cache {
+            Some(cache) => self
+                .cache_config
+                .ttl_for(typed, self.clock.now())
+                .map(|ttl| (cache.clone(), ttl)),
+            None => None,
+        };
+        if let Some((cache, _)) = &store {
+            if let Some(entry) = cache.get(key).await {
+                if let Some(trace) = trace {
+                    trace.set_cached();
+                }
+                let mut resp = entry.respond(if_none_match);
+                mark_ignored(&mut resp, typed)?;
+                return Ok(resp);
+            }
+        }
+        let (mut reader, served) = self.join_or_lead(key, upstream_req, typed, store)?;
+        let started = Instant::now();
+        let head = reader.head().await?;
+        if let Some(trace) = trace {
+            trace.set_upstream(head.status, started.elapsed().as_secs_f64(), served);
+        }
+        let mut resp = Response::new(body::empty());
+        *resp.status_mut() = head.status;
+        *resp.headers_mut() = head.headers.clone();
+        resp.headers_mut().insert(&X_CACHE, served.header_value());
+        mark_ignored(&mut resp, typed)?;
+        let length = head
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .filter(|_| req.method() != http::Method::HEAD);
+        if head.status != StatusCode::OK {
+            *resp.body_mut() = reader.into_body(length);
+            return Ok(resp);
+        }
+        if let Some(check) = req.extensions().get::<SessionQueueCheck>() {
+            let held = self.check_session(reader.into_body(length), check).await?;
+            *resp.body_mut() = body::full(held);
+            return Ok(resp);
+        }
+        if let (Some(inm), Some(etag)) = (if_none_match, head.headers.get(http::header::ETAG)) {
+            if cache::etag_matches(inm, etag) {
+                return Ok(cache::not_modified(&head.headers, etag, served));
+            }
+        }
+        *resp.body_mut() = reader.into_body(length);
+        Ok(resp)
+    }
+
+    /// Follows an identical request in flight, or leads a new flight:
+    /// returns the reader and how the answer is served.
+    fn join_or_lead(
+        self: &Arc<Self>,
+        key: UpstreamKey,
+        upstream_req: Request<Empty<Bytes>>,
+        typed: &GatewayRequest,
+        store: Option<(ResponseCache, std::time::Duration)>,
+    ) -> Result<(flight::Reader, Served), BoxError> {
+        if self.coalesce {
+            if let Some(reader) = self.flights.join(&key) {
+                self.metrics.coalesced.inc();
+                return Ok((reader, Served::Coalesced));
+            }
+        }
+        let slot = self.limiter.upstream_slot()?;
+        let (leader, reader) = match self.flights.join_or_start(key, self.coalesce) {
+            flight::Joined::Follower(reader) => {
+                self.metrics.coalesced.inc();
+                return Ok((reader, Served::Coalesced));
+            }
+            flight::Joined::Leader(leader, reader) => (leader, reader),
+        };
         if let Err(retry_after) = self.breaker.admit() {
             self.metrics
                 .upstream_errors
                 .with_label_values(&["circuit_open"])
                 .inc();
-            return Err(UpstreamError::CircuitOpen { retry_after }.into());
+            let err = UpstreamError::CircuitOpen { retry_after };
+            leader.fail(err.clone());
+            return Err(err.into());
         }
-        let route = req.extensions().get::<Trace>().cloned();
+        let store = store.map(|(cache, ttl)| (cache, key, ttl));
+        let kind = typed.target.kind();
+        tokio::spawn(Arc::clone(self).lead(leader, upstream_req, kind, slot, store));
+        Ok((reader, Served::Upstream))
+    }
+
+    /// Runs one flight: the exchange, then the body, chunk by chunk, to
+    /// every reader; keeps a copy for the cache when `store` says so.
+    async fn lead(
+        self: Arc<Self>,
+        leader: flight::Leader,
+        req: Request<Empty<Bytes>>,
+        kind: &'static str,
+        _slot: tokio::sync::OwnedSemaphorePermit,
+        store: Option<(ResponseCache, UpstreamKey, std::time::Duration)>,
+    ) {
+        let sent = tokio::select! {
+            sent = self.exchange(req, kind) => sent,
+            () = leader.abandoned() => return,
+        };
+        let resp = match sent {
+            Ok(resp) => resp,
+            Err(err) => return leader.fail(err),
+        };
+        let (mut parts, mut incoming) = resp.into_parts();
+        headers::clean_response_headers(&mut parts.headers);
+        let head = Arc::new(Head {
+            status: parts.status,
+            headers: parts.headers,
+        });
+        let mut copy = store
+            .as_ref()
+            .filter(|_| head.storable())
+            .map(|_| bytes::BytesMut::new());
+        let limit = store.as_ref().map_or(0, |(c, _, _)| c.max_entry_bytes());
+        leader.head(Arc::clone(&head));
+        loop {
+            if !leader.room().await {
+                return;
+            }
+            let frame = tokio::select! {
+                frame = incoming.frame() => frame,
+                () = leader.abandoned() => return,
+            };
+            match frame {
+                None => break,
+                Some(Err(e)) => {
+                    // Chime broke off mid-body: every reader's response is
+                    // aborted, never ended cleanly (observe counts it).
+                    tracing::warn!(error = %e, "upstream failed mid-stream; aborting the response");
+                    return;
+                }
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if copy.as_ref().is_some_and(|c| c.len() + data.len() > limit) {
+                        copy = None;
+                    }
+                    if let Some(c) = copy.as_mut() {
+                        c.extend_from_slice(&data);
+                    }
+                    leader.push(data);
+                }
+            }
+        }
+        leader.complete();
+        if let (Some((cache, key, ttl)), Some(copy)) = (store, copy) {
+            cache.insert(key, head, copy.freeze(), ttl).await;
+        }
+    }
+
+    /// One upstream exchange, with one retry of a failed connect (GET and
+    /// HEAD are idempotent and nothing reached Chime).
+    async fn exchange(
+        &self,
+        req: Request<Empty<Bytes>>,
+        kind: &'static str,
+    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
         let started = Instant::now();
-        let mut sent = tokio::time::timeout(
-            self.response_timeout,
-            self.client.request(self.build(&req, typed)?),
-        )
-        .await;
-        // GET and HEAD are idempotent and nothing reached Chime: one more try.
+        let retry = copy_request(&req);
+        let mut sent = tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
         if matches!(&sent, Ok(Err(e)) if e.is_connect()) {
             self.metrics
                 .upstream_errors
                 .with_label_values(&["connect_retried"])
                 .inc();
-            sent = tokio::time::timeout(
-                self.response_timeout,
-                self.client.request(self.build(&req, typed)?),
-            )
-            .await;
+            sent = tokio::time::timeout(self.response_timeout, self.client.request(retry)).await;
         }
         let resp = match sent {
             Err(_elapsed) => {
@@ -210,7 +407,7 @@ impl Inner {
                     .with_label_values(&["timeout"])
                     .inc();
                 self.trip();
-                return Err(UpstreamError::Timeout.into());
+                return Err(UpstreamError::Timeout);
             }
             Ok(Err(e)) if e.is_connect() => {
                 self.metrics
@@ -220,7 +417,7 @@ impl Inner {
                 self.readiness.upstream_connect_failed();
                 self.trip();
                 tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "upstream connect failed");
-                return Err(UpstreamError::Unavailable.into());
+                return Err(UpstreamError::Unavailable);
             }
             Ok(Err(e)) => {
                 self.metrics
@@ -228,42 +425,17 @@ impl Inner {
                     .with_label_values(&["protocol"])
                     .inc();
                 tracing::warn!(error = %e, "upstream exchange failed");
-                return Err(UpstreamError::Failed.into());
+                return Err(UpstreamError::Failed);
             }
             Ok(Ok(resp)) => resp,
         };
         self.readiness.upstream_answered();
         self.breaker.success();
-        let elapsed = started.elapsed().as_secs_f64();
-        let kind = typed.target.kind();
         self.metrics
             .upstream_duration
             .with_label_values(&[kind])
-            .observe(elapsed);
-        if let Some(trace) = route {
-            trace.set_upstream(resp.status(), elapsed);
-        }
-        let (mut parts, incoming) = resp.into_parts();
-        headers::clean_response_headers(&mut parts.headers);
-        if !typed.ignored.is_empty() {
-            parts.headers.insert(
-                &X_IGNORED,
-                HeaderValue::from_str(&typed.ignored.join(", "))?,
-            );
-        }
-        if let Some(check) = req.extensions().get::<SessionQueueCheck>() {
-            if parts.status == StatusCode::OK {
-                let held = self.check_session(incoming, check).await?;
-                return Ok(Response::from_parts(parts, body::full(held)));
-            }
-        }
-        let incoming = incoming.map_err(|e| {
-            // Chime broke off mid-body: the client's response is aborted, never
-            // ended cleanly (observe counts it).
-            tracing::warn!(error = %e, "upstream failed mid-stream; aborting the response");
-            e
-        });
-        Ok(Response::from_parts(parts, body::stream(incoming)))
+            .observe(started.elapsed().as_secs_f64());
+        Ok(resp)
     }
 
     fn trip(&self) {
@@ -274,7 +446,7 @@ impl Inner {
 
     async fn check_session(
         &self,
-        incoming: hyper::body::Incoming,
+        answer: Body,
         check: &SessionQueueCheck,
     ) -> Result<Bytes, BoxError> {
         let bad_answer = || {
@@ -284,11 +456,20 @@ impl Inner {
                 .inc();
             UpstreamError::BadAnswer
         };
-        let bytes = Limited::new(incoming, SESSION_ANSWER_LIMIT)
-            .collect()
-            .await
-            .map_err(|_| bad_answer())?
-            .to_bytes();
+        // Collected by hand: `Limited` over a boxed-error body trips a
+        // higher-ranked `Send` inference in this future.
+        let mut answer = answer;
+        let mut held = bytes::BytesMut::new();
+        while let Some(frame) = answer.frame().await {
+            let Ok(data) = frame.map_err(|_| bad_answer())?.into_data() else {
+                continue;
+            };
+            if held.len() + data.len() > SESSION_ANSWER_LIMIT {
+                return Err(bad_answer().into());
+            }
+            held.extend_from_slice(&data);
+        }
+        let bytes = held.freeze();
         let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| bad_answer())?;
         let queue = session_queue(&doc).ok_or_else(bad_answer)?;
         if check.0.contains(&queue) {
@@ -301,6 +482,27 @@ impl Inner {
             Err(Denied::SessionForbidden.into())
         }
     }
+}
+
+/// Says which parameters were received but not forwarded.
+fn mark_ignored(resp: &mut Response, typed: &GatewayRequest) -> Result<(), BoxError> {
+    if !typed.ignored.is_empty() {
+        resp.headers_mut().insert(
+            &X_IGNORED,
+            HeaderValue::from_str(&typed.ignored.join(", "))?,
+        );
+    }
+    Ok(())
+}
+
+/// A second copy of a bodiless upstream request (for the connect retry).
+fn copy_request(req: &Request<Empty<Bytes>>) -> Request<Empty<Bytes>> {
+    let mut out = Request::new(Empty::new());
+    *out.method_mut() = req.method().clone();
+    *out.uri_mut() = req.uri().clone();
+    *out.version_mut() = req.version();
+    *out.headers_mut() = req.headers().clone();
+    out
 }
 
 /// The session's queue id: the top-level `QueueId` (any case), a positive integer.

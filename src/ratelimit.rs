@@ -370,9 +370,6 @@ impl RateLimiter {
                     },
                 )
             })?;
-        let upstream_slot = Arc::clone(&self.upstream)
-            .try_acquire_owned()
-            .map_err(|_| reject("upstream", Limited::Overloaded))?;
         let decision = self
             .backend
             .check(tier, &principal.user, self.cost(request, tier))
@@ -382,7 +379,19 @@ impl RateLimiter {
         }
         Ok(Admitted {
             decision,
-            slots: (user_slot, upstream_slot),
+            slot: user_slot,
+        })
+    }
+
+    /// A slot for one upstream exchange (held by the request that calls
+    /// Chime; requests sharing its answer need none), or 503 `overloaded`.
+    pub fn upstream_slot(&self) -> Result<OwnedSemaphorePermit, Limited> {
+        Arc::clone(&self.upstream).try_acquire_owned().map_err(|_| {
+            self.metrics
+                .ratelimit_rejections
+                .with_label_values(&["upstream"])
+                .inc();
+            Limited::Overloaded
         })
     }
 
@@ -393,11 +402,11 @@ impl RateLimiter {
     }
 }
 
-/// A request let through: its decision and the slots it holds.
+/// A request let through: its decision and the user's in-flight slot it holds.
 #[derive(Debug)]
 pub struct Admitted {
     decision: Decision,
-    slots: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    slot: OwnedSemaphorePermit,
 }
 
 /// Layer for [`RateLimit`].
@@ -459,8 +468,8 @@ where
             for (name, value) in admitted.decision.headers() {
                 resp.headers_mut().insert(name, value);
             }
-            // The slots are released when the response body ends or is dropped.
-            Ok(resp.map(|b| body::with_guard(b, admitted.slots)))
+            // The slot is released when the response body ends or is dropped.
+            Ok(resp.map(|b| body::with_guard(b, admitted.slot)))
         })
     }
 }

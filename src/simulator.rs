@@ -80,6 +80,8 @@ struct Shared {
     recorded: Mutex<Vec<Recorded>>,
     extra_headers: Mutex<HeaderMap>,
     produced: Arc<AtomicU64>,
+    /// While true, requests are recorded and then wait before answering.
+    held: tokio::sync::watch::Sender<bool>,
 }
 
 /// A running simulated Chime; stops when dropped.
@@ -113,6 +115,7 @@ impl Simulator {
             recorded: Mutex::new(Vec::new()),
             extra_headers: Mutex::new(HeaderMap::new()),
             produced: Arc::new(AtomicU64::new(0)),
+            held: tokio::sync::watch::Sender::new(false),
         });
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         Ok(Simulator { addr, shared, task })
@@ -131,6 +134,17 @@ impl Simulator {
     /// Changes how it answers from now on.
     pub fn set_behavior(&self, behavior: Behavior) {
         *lock(&self.shared.behavior) = behavior;
+    }
+
+    /// Holds every answer (after recording its request) until [`Self::release`]:
+    /// lets tests line up concurrent requests without timing.
+    pub fn hold(&self) {
+        self.shared.held.send_replace(true);
+    }
+
+    /// Lets held and future answers go.
+    pub fn release(&self) {
+        self.shared.held.send_replace(false);
     }
 
     /// Adds these headers to every answer from now on (to test header hygiene).
@@ -216,6 +230,8 @@ fn record<B>(shared: &Shared, req: &Request<B>) {
 
 async fn handle<B>(shared: &Shared, req: Request<B>) -> Response {
     record(shared, &req);
+    // `wait_for` fails only if the sender (owned by `shared`) is gone.
+    let _ = shared.held.subscribe().wait_for(|held| !held).await;
     let behavior = lock(&shared.behavior).clone();
     match behavior {
         Behavior::Stall => std::future::pending::<()>().await,

@@ -16,7 +16,7 @@ use crate::keystore::file::{FileKeyStore, KeyFileError};
 use crate::keystore::postgres::{self, PgKeyStore};
 use crate::keystore::KeyStore;
 use crate::metrics::Metrics;
-use crate::proxy::{Proxy, TlsSetupError};
+use crate::proxy::{Proxy, ProxyDeps, TlsSetupError};
 use crate::ratelimit::local::LocalLimiter;
 use crate::ratelimit::shared::SharedLimiter;
 use crate::ratelimit::{Backend, RateLimiter};
@@ -206,11 +206,6 @@ impl AppState {
         metrics
             .catalog_reports
             .set(i64::try_from(config.catalog.report.len()).unwrap_or(i64::MAX));
-        let proxy = Proxy::new(
-            &config.upstream,
-            Arc::clone(&metrics),
-            Arc::clone(&readiness),
-        )?;
         let rl = &config.ratelimit;
         let backend = match &rl.shared {
             None => Backend::Local(LocalLimiter::new(&rl.tiers)),
@@ -238,6 +233,16 @@ impl AppState {
             Arc::clone(&clock),
             Arc::clone(&metrics),
         ));
+        let proxy = Proxy::new(
+            &config.upstream,
+            &config.cache,
+            ProxyDeps {
+                metrics: Arc::clone(&metrics),
+                readiness: Arc::clone(&readiness),
+                limiter: Arc::clone(&ratelimiter),
+                clock: Arc::clone(&clock),
+            },
+        )?;
         Ok(AppState {
             registry,
             metrics,

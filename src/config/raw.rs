@@ -20,6 +20,7 @@ pub(crate) struct RawConfig {
     pub(crate) metrics: RawMetrics,
     pub(crate) catalog: RawCatalog,
     pub(crate) log: RawLog,
+    pub(crate) cache: RawCache,
 }
 
 #[derive(Debug, Deserialize)]
@@ -311,6 +312,32 @@ impl Default for RawLog {
         RawLog {
             format: "json".into(),
             level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawCache {
+    pub(crate) coalesce: bool,
+    pub(crate) enabled: bool,
+    pub(crate) max_bytes: u64,
+    pub(crate) max_entry_bytes: usize,
+    pub(crate) discovery_ttl: String,
+    pub(crate) report_ttl: String,
+    pub(crate) settle: String,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        RawCache {
+            coalesce: true,
+            enabled: true,
+            max_bytes: 64 << 20,
+            max_entry_bytes: 8 << 20,
+            discovery_ttl: "1m".into(),
+            report_ttl: "1h".into(),
+            settle: "15m".into(),
         }
     }
 }

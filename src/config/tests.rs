@@ -182,6 +182,7 @@ fn shipped_example_configs_parse() {
     assert_eq!(c.ratelimit, d.ratelimit);
     assert_eq!(c.audit.queue_capacity, d.audit.queue_capacity);
     assert_eq!(c.metrics, d.metrics);
+    assert_eq!(c.cache, d.cache);
     assert_eq!(c.tls, d.tls);
     assert_eq!(
         c.upstream.danger_accept_invalid_certs,

@@ -100,6 +100,10 @@ pub fn base_config(upstream: &str) -> Config {
     c.keys.source = KeySource::Embedded(DEMO_KEYS);
     // Audit lines on stdout would bypass the test harness's capture.
     c.audit.target = chime_gateway::audit::AuditTarget::Off;
+    // Tests of other concerns assert what reached the simulator for each
+    // request, so repeated requests must not be answered from the response
+    // cache. tests/cache.rs turns it on.
+    c.cache.enabled = false;
     // Generous budgets: tests of other concerns send many requests as one
     // user. tests/ratelimit.rs sets its own tiers.
     c.ratelimit.tiers = vec![

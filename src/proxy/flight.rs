@@ -1,0 +1,584 @@
+//! Single-flight: identical concurrent upstream requests share one exchange.
+//!
+//! A [`Flight`] is one upstream exchange whose answer any number of
+//! [`Reader`]s receive in full: the status and headers, then every body
+//! chunk in order. The leader (a task the proxy spawns) pushes chunks; each
+//! reader follows at its own pace. Chunks are dropped once every reader has
+//! passed them, and the leader waits while more than [`WINDOW`] bytes are
+//! unread, so memory stays bounded and the slowest client sets the pace
+//! (a client that stops reading altogether is cut off by the stall
+//! timeout, which releases the others). A flight can be joined only while
+//! its first chunk is still held, so every reader gets the whole body; a
+//! later identical request starts a new flight. When every reader has gone,
+//! the leader gives up and the upstream exchange is dropped.
+//!
+//! [`Flights`] is the registry of joinable flights, sharded by key so no
+//! single lock is shared by all requests.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use super::UpstreamError;
+use crate::cache::{Head, UpstreamKey};
+use crate::BoxError;
+
+/// Unread bytes a flight may hold before the leader waits for its readers.
+pub const WINDOW: usize = 1 << 20;
+
+const SHARDS: usize = 16;
+
+/// Joinable flights by upstream key.
+#[derive(Debug)]
+pub struct Flights {
+    shards: Vec<Mutex<HashMap<UpstreamKey, Arc<Flight>>>>,
+}
+
+impl Default for Flights {
+    fn default() -> Self {
+        Flights {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+}
+
+/// What [`Flights::join_or_start`] found.
+#[derive(Debug)]
+pub enum Joined {
+    /// An identical request is in flight; this reader follows it.
+    Follower(Reader),
+    /// A new flight: the caller must run it with the [`Leader`].
+    Leader(Leader, Reader),
+}
+
+impl Flights {
+    fn shard(&self, key: &UpstreamKey) -> MutexGuard<'_, HashMap<UpstreamKey, Arc<Flight>>> {
+        self.shards[usize::from(key.first_byte()) % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A reader of the joinable flight for `key`, if there is one.
+    pub fn join(&self, key: &UpstreamKey) -> Option<Reader> {
+        self.shard(key).get(key).and_then(Flight::reader)
+    }
+
+    /// Joins the flight for `key`, or starts one; `register: false` starts
+    /// an unshared flight (coalescing off).
+    pub fn join_or_start(self: &Arc<Self>, key: UpstreamKey, register: bool) -> Joined {
+        let flight = Flight::new();
+        if register {
+            let mut shard = self.shard(&key);
+            if let Some(existing) = shard.get(&key).and_then(Flight::reader) {
+                return Joined::Follower(existing);
+            }
+            shard.insert(key, Arc::clone(&flight));
+        }
+        // Nothing is pushed before the leader runs, so this reader starts at 0.
+        let reader = flight.add_reader(&mut flight.lock());
+        let leader = Leader {
+            flight,
+            registry: register.then(|| (Arc::clone(self), key)),
+            finished: false,
+        };
+        Joined::Leader(leader, reader)
+    }
+
+    fn forget(&self, key: &UpstreamKey, flight: &Arc<Flight>) {
+        let mut shard = self.shard(key);
+        if shard.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
+            shard.remove(key);
+        }
+    }
+
+    /// Flights currently joinable (tests).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    /// No flight is joinable (tests).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One shared upstream exchange.
+#[derive(Debug)]
+pub struct Flight {
+    state: Mutex<State>,
+    /// Leader -> readers: head, chunk or end available.
+    changed: watch::Sender<()>,
+    /// Readers -> leader: a chunk consumed or a reader gone.
+    consumed: watch::Sender<()>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    head: Option<Result<Arc<Head>, UpstreamError>>,
+    chunks: VecDeque<Bytes>,
+    /// Sequence number of `chunks[0]`.
+    first: u64,
+    buffered: usize,
+    end: Option<End>,
+    /// Reader id -> next sequence number it reads.
+    readers: HashMap<u64, u64>,
+    next_id: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Complete,
+    Aborted,
+}
+
+impl State {
+    /// Drops the chunks every reader has passed.
+    fn release(&mut self) {
+        let end = self.first + self.chunks.len() as u64;
+        let min = self.readers.values().copied().min().unwrap_or(end);
+        while self.first < min {
+            match self.chunks.pop_front() {
+                Some(chunk) => {
+                    self.buffered -= chunk.len();
+                    self.first += 1;
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+impl Flight {
+    fn new() -> Arc<Flight> {
+        Arc::new(Flight {
+            state: Mutex::default(),
+            changed: watch::Sender::new(()),
+            consumed: watch::Sender::new(()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new reader from the first chunk, unless chunks were already
+    /// dropped or the exchange failed or ended.
+    fn reader(self: &Arc<Self>) -> Option<Reader> {
+        let mut s = self.lock();
+        if s.first > 0 || s.end.is_some() || matches!(s.head, Some(Err(_))) {
+            return None;
+        }
+        Some(self.add_reader(&mut s))
+    }
+
+    fn add_reader(self: &Arc<Self>, s: &mut State) -> Reader {
+        let id = s.next_id;
+        s.next_id += 1;
+        s.readers.insert(id, s.first);
+        Reader {
+            flight: Arc::clone(self),
+            id,
+            pos: s.first,
+            rx: Some(self.changed.subscribe()),
+        }
+    }
+}
+
+/// Follows a flight's answer.
+#[derive(Debug)]
+pub struct Reader {
+    flight: Arc<Flight>,
+    id: u64,
+    pos: u64,
+    /// Change notifications; lent to [`FlightBody`]'s wait future.
+    rx: Option<watch::Receiver<()>>,
+}
+
+/// What a reader finds when it looks.
+enum Step {
+    Chunk(Bytes),
+    End,
+    Aborted,
+    Pending,
+}
+
+fn broke_off() -> BoxError {
+    "the upstream answer broke off mid-stream".into()
+}
+
+impl Reader {
+    /// The answer's status and headers, or why there is none.
+    pub async fn head(&mut self) -> Result<Arc<Head>, UpstreamError> {
+        loop {
+            if let Some(rx) = self.rx.as_mut() {
+                rx.borrow_and_update();
+            }
+            if let Some(head) = &self.flight.lock().head {
+                return head.clone();
+            }
+            if !self.changed().await {
+                return Err(UpstreamError::Failed);
+            }
+        }
+    }
+
+    async fn changed(&mut self) -> bool {
+        match self.rx.as_mut() {
+            Some(rx) => rx.changed().await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Takes the next chunk if one is there. Callers mark the notification
+    /// seen first, so a change after this look always wakes them.
+    fn step(&mut self) -> Step {
+        let mut s = self.flight.lock();
+        let end = s.first + s.chunks.len() as u64;
+        if self.pos < end {
+            let chunk = s.chunks[(self.pos - s.first) as usize].clone();
+            self.pos += 1;
+            s.readers.insert(self.id, self.pos);
+            s.release();
+            drop(s);
+            self.flight.consumed.send_replace(());
+            return Step::Chunk(chunk);
+        }
+        match s.end {
+            Some(End::Complete) => Step::End,
+            Some(End::Aborted) => Step::Aborted,
+            None => Step::Pending,
+        }
+    }
+
+    /// The next body chunk; `None` at the end.
+    pub async fn next(&mut self) -> Option<Result<Bytes, BoxError>> {
+        loop {
+            if let Some(rx) = self.rx.as_mut() {
+                rx.borrow_and_update();
+            }
+            match self.step() {
+                Step::Chunk(chunk) => return Some(Ok(chunk)),
+                Step::End => return None,
+                Step::Aborted => return Some(Err(broke_off())),
+                Step::Pending => {}
+            }
+            if !self.changed().await {
+                return Some(Err(broke_off()));
+            }
+        }
+    }
+
+    /// This reader as a response body of `length` bytes, if known.
+    pub fn into_body(self, length: Option<u64>) -> crate::body::Body {
+        crate::body::stream(FlightBody {
+            reader: self,
+            wait: None,
+            remaining: length,
+        })
+    }
+}
+
+type Wait = Pin<Box<dyn Future<Output = Option<watch::Receiver<()>>> + Send>>;
+
+/// A reader as an [`http_body::Body`]. Knowing the length lets the server
+/// see the end as soon as the last byte is out, as with a direct upstream
+/// body, instead of waiting for the leader to say so.
+struct FlightBody {
+    reader: Reader,
+    wait: Option<Wait>,
+    remaining: Option<u64>,
+}
+
+impl http_body::Body for FlightBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(wait) = this.wait.as_mut() {
+                let rx = ready!(wait.as_mut().poll(cx));
+                this.wait = None;
+                match rx {
+                    Some(rx) => this.reader.rx = Some(rx),
+                    None => return Poll::Ready(Some(Err(broke_off()))),
+                }
+            }
+            let Some(rx) = this.reader.rx.as_mut() else {
+                return Poll::Ready(Some(Err(broke_off())));
+            };
+            rx.borrow_and_update();
+            match this.reader.step() {
+                Step::Chunk(chunk) => {
+                    if let Some(left) = this.remaining.as_mut() {
+                        *left = left.saturating_sub(chunk.len() as u64);
+                    }
+                    return Poll::Ready(Some(Ok(http_body::Frame::data(chunk))));
+                }
+                Step::End => return Poll::Ready(None),
+                Step::Aborted => return Poll::Ready(Some(Err(broke_off()))),
+                Step::Pending => {
+                    let mut rx = this.reader.rx.take();
+                    this.wait = Some(Box::pin(async move {
+                        match rx.as_mut()?.changed().await {
+                            Ok(()) => rx,
+                            Err(_) => None,
+                        }
+                    }));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == Some(0)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self.remaining {
+            Some(n) => http_body::SizeHint::with_exact(n),
+            None => http_body::SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let mut s = self.flight.lock();
+        s.readers.remove(&self.id);
+        s.release();
+        drop(s);
+        self.flight.consumed.send_replace(());
+    }
+}
+
+/// Runs a flight: publishes the head and the body. Dropped unfinished (the
+/// task failed or was cancelled), it ends the flight as failed, so readers
+/// never wait on an exchange nobody runs.
+#[derive(Debug)]
+pub struct Leader {
+    flight: Arc<Flight>,
+    registry: Option<(Arc<Flights>, UpstreamKey)>,
+    finished: bool,
+}
+
+impl Leader {
+    fn publish(&self, f: impl FnOnce(&mut State)) {
+        f(&mut self.flight.lock());
+        self.flight.changed.send_replace(());
+    }
+
+    fn readers_left(&self) -> bool {
+        !self.flight.lock().readers.is_empty()
+    }
+
+    /// Resolves once no reader is left (every client went away).
+    pub async fn abandoned(&self) {
+        let mut rx = self.flight.consumed.subscribe();
+        while self.readers_left() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Waits until readers have caught up to within [`WINDOW`]; `false`
+    /// when no reader is left.
+    pub async fn room(&self) -> bool {
+        let mut rx = self.flight.consumed.subscribe();
+        loop {
+            {
+                let s = self.flight.lock();
+                if s.readers.is_empty() {
+                    return false;
+                }
+                if s.buffered < WINDOW {
+                    return true;
+                }
+            }
+            if rx.changed().await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// The exchange failed before an answer: every reader gets `err`.
+    pub fn fail(mut self, err: UpstreamError) {
+        self.publish(|s| s.head = Some(Err(err)));
+        self.finish();
+    }
+
+    /// The answer's status and headers.
+    pub fn head(&self, head: Arc<Head>) {
+        self.publish(|s| s.head = Some(Ok(head)));
+    }
+
+    /// One body chunk.
+    pub fn push(&self, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        self.publish(|s| {
+            s.buffered += chunk.len();
+            s.chunks.push_back(chunk);
+        });
+    }
+
+    /// The body ended cleanly.
+    pub fn complete(mut self) {
+        self.publish(|s| s.end = Some(End::Complete));
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        self.finished = true;
+        if let Some((flights, key)) = self.registry.take() {
+            flights.forget(&key, &self.flight);
+        }
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.publish(|s| {
+            if s.head.is_none() {
+                s.head = Some(Err(UpstreamError::Failed));
+            }
+            s.end = Some(End::Aborted);
+        });
+        self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, StatusCode};
+
+    fn key(n: u8) -> UpstreamKey {
+        UpstreamKey::of(&http::Request::get(format!("/r/{n}")).body(()).unwrap())
+    }
+
+    fn ok_head() -> Arc<Head> {
+        Arc::new(Head {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+        })
+    }
+
+    async fn read_all(mut r: Reader) -> Result<Vec<u8>, BoxError> {
+        let mut out = Vec::new();
+        while let Some(chunk) = r.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn followers_get_the_whole_answer() {
+        let flights = Arc::new(Flights::default());
+        let Joined::Leader(leader, first) = flights.join_or_start(key(1), true) else {
+            panic!("first request leads");
+        };
+        let Joined::Follower(second) = flights.join_or_start(key(1), true) else {
+            panic!("second request follows");
+        };
+        assert!(matches!(
+            flights.join_or_start(key(2), true),
+            Joined::Leader(..)
+        ));
+        leader.head(ok_head());
+        leader.push(Bytes::from_static(b"a,"));
+        leader.push(Bytes::from_static(b"b\n"));
+        // Joinable while the first chunk is held.
+        let third = flights.join(&key(1)).unwrap();
+        leader.complete();
+        assert!(
+            flights.join(&key(1)).is_none(),
+            "ended flights are forgotten"
+        );
+        for r in [first, second, third] {
+            assert_eq!(read_all(r).await.unwrap(), b"a,b\n");
+        }
+    }
+
+    #[tokio::test]
+    async fn passed_chunks_are_dropped_and_the_flight_closes_to_joiners() {
+        let flights = Arc::new(Flights::default());
+        let Joined::Leader(leader, mut reader) = flights.join_or_start(key(3), true) else {
+            panic!()
+        };
+        leader.head(ok_head());
+        leader.push(Bytes::from_static(b"x"));
+        assert_eq!(reader.next().await.unwrap().unwrap(), "x");
+        assert_eq!(leader.flight.lock().buffered, 0);
+        assert!(
+            flights.join(&key(3)).is_none(),
+            "a late joiner would miss the start"
+        );
+        assert!(matches!(
+            flights.join_or_start(key(3), true),
+            Joined::Leader(..)
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_leader_fails_its_readers() {
+        let flights = Arc::new(Flights::default());
+        let Joined::Leader(leader, mut reader) = flights.join_or_start(key(4), true) else {
+            panic!()
+        };
+        drop(leader);
+        assert!(matches!(reader.head().await, Err(UpstreamError::Failed)));
+        assert!(flights.is_empty());
+
+        let Joined::Leader(leader, mut reader) = flights.join_or_start(key(4), true) else {
+            panic!()
+        };
+        leader.head(ok_head());
+        leader.push(Bytes::from_static(b"partial"));
+        drop(leader);
+        assert!(reader.head().await.is_ok());
+        assert_eq!(reader.next().await.unwrap().unwrap(), "partial");
+        assert!(
+            reader.next().await.unwrap().is_err(),
+            "the end is an error, not EOF"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_leader_waits_for_slow_readers_and_notices_when_all_leave() {
+        let flights = Arc::new(Flights::default());
+        let Joined::Leader(leader, mut reader) = flights.join_or_start(key(5), false) else {
+            panic!()
+        };
+        assert!(flights.is_empty(), "unregistered flights are not joinable");
+        leader.head(ok_head());
+        leader.push(Bytes::from(vec![0; WINDOW]));
+        let room = leader.room();
+        tokio::pin!(room);
+        assert!(
+            futures_util::poll!(room.as_mut()).is_pending(),
+            "a full window waits"
+        );
+        reader.next().await.unwrap().unwrap();
+        assert!(room.await);
+        drop(reader);
+        assert!(!leader.room().await);
+        leader.abandoned().await;
+    }
+}
