@@ -1,62 +1,146 @@
 #!/usr/bin/env bash
 # Side-by-side load comparison on this machine, in one run:
-#   chime-gateway (full pipeline, audit log to a file), nginx and HAProxy doing
-#   the equivalent gate (access logs on), and the upstream directly, all in
-#   front of the same simulated Chime. wrk runs against each in turn,
-#   interleaved, for several rounds.
+#   1. Throughput and latency: chime-gateway (full pipeline: auth, ACL,
+#      normalisation, rate limit, metrics, audit log to a file; coalescing and
+#      the response cache off, so every request does the same work as in the
+#      peers), nginx and HAProxy doing the equivalent gate (access logs on),
+#      and the upstream directly, all in front of the same simulated Chime.
+#      wrk runs against each in turn, interleaved, for several rounds.
+#   2. Added latency: one connection, gateway versus the upstream directly.
+#   3. Dashboard polling: 50 dashboards polling one report through a Chime
+#      that takes 100 ms per answer, with coalescing and the cache on and off;
+#      counts the upstream calls each made.
+#   4. Memory: resident memory with 10,000 idle keep-alive connections, and
+#      while streaming a 1 GiB CSV report (with its throughput versus direct).
 #
 #   bash benches/compare.sh [seconds-per-run] [rounds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}; rounds=${2:-3}; conns=${3:-32}
-for tool in nginx haproxy wrk; do
-  command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx haproxy wrk >/dev/null; break; }
+for tool in nginx haproxy wrk curl; do
+  command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx haproxy wrk curl >/dev/null; break; }
 done
+ulimit -n "$(ulimit -Hn)"   # 10,000 idle connections need more than the usual 1024
 cargo build --release -q
 bin=target/release/chime-gateway
 work=$(mktemp -d); mkdir -p "$work/tmp"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-up=$(port); gw=$(port); adm=$(port); ngx=$(port); hap=$(port)
-fill() { sed -e "s#__UPSTREAM__#127.0.0.1:$up#" -e "s#__PORT__#$2#" -e "s#__ADMIN__#$adm#" -e "s#__DIR__#$work#" "benches/compare/$1"; }
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }   # KiB
+up=$(port); slow=$(port); big=$(port); ngx=$(port); hap=$(port)
+fill() { sed -e "s#__UPSTREAM__#127.0.0.1:$up#" -e "s#__PORT__#$2#" -e "s#__DIR__#$work#" "benches/compare/$1"; }
 
 "$bin" simulate --listen "127.0.0.1:$up" >/dev/null &
-fill gateway.toml "$gw" > "$work/gateway.toml"
+"$bin" simulate --listen "127.0.0.1:$slow" --latency 100ms >/dev/null &
+"$bin" simulate --listen "127.0.0.1:$big" --report-bytes 1073741824 >/dev/null &
 sed -n '/^\[\[user\]\]/,$p' config/demo-keys.toml > "$work/keys.toml"; chmod 600 "$work/keys.toml"
-"$bin" serve --config "$work/gateway.toml" 2>"$work/gateway.err" &
+declare -A gwport gwadmin gwpid
+# start_gateway NAME UPSTREAM-PORT on|off (coalescing and the cache)
+start_gateway() {
+  local name=$1 p a
+  p=$(port); a=$(port)
+  sed -e "s#__UPSTREAM__#127.0.0.1:$2#" -e "s#__PORT__#$p#" -e "s#__ADMIN__#$a#" -e "s#__NAME__#$name#" \
+    benches/compare/gateway.toml > "$work/gateway-$name.toml"
+  [ "$3" = on ] || printf '[cache]\nenabled = false\ncoalesce = false\n' >> "$work/gateway-$name.toml"
+  "$bin" serve --config "$work/gateway-$name.toml" 2>"$work/gateway-$name.err" &
+  gwpid[$name]=$!; gwport[$name]=$p; gwadmin[$name]=$a
+}
+start_gateway main "$up" off
+start_gateway poll_on "$slow" on
+start_gateway poll_off "$slow" off
+start_gateway mem "$big" on
 fill nginx.conf "$ngx" > "$work/nginx.conf"; nginx -c "$work/nginx.conf" -p "$work" &
 fill haproxy.cfg "$hap" > "$work/haproxy.cfg"; haproxy -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
 sleep 2
 
 key='Authorization: Bearer b5c38d85-a042-4cef-8418-eb06752e346b'
 target='/Chime/Report/InboundVsAnsweredChats?queueId=1&start=2020-11-01T04:00:00.000Z&stop=2020-11-02T04:59:59.999Z&csv=true'
-declare -A url=([direct]="http://127.0.0.1:$up$target" [gateway]="http://127.0.0.1:$gw$target" [nginx]="http://127.0.0.1:$ngx$target" [haproxy]="http://127.0.0.1:$hap$target")
+declare -A url=([direct]="http://127.0.0.1:$up$target" [gateway]="http://127.0.0.1:${gwport[main]}$target" [nginx]="http://127.0.0.1:$ngx$target" [haproxy]="http://127.0.0.1:$hap$target")
 for name in direct gateway nginx haproxy; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "$key" "${url[$name]}")
   [ "$code" = 200 ] || { echo "$name answered $code, not 200" >&2; exit 1; }
 done
 
+ms() { awk '{ for (i=1;i<=NF;i++) { v=$i; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v } }' <<<"$1" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+med() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# run_wrk THREADS CONNECTIONS URL -> sets r l50 l99
+run_wrk() {
+  local out non2xx
+  out=$(wrk -t"$1" -c"$2" -d"${secs}s" --latency -H "$key" "$3")
+  r=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  l50=$(awk '$1=="50%" {print $2}' <<<"$out"); l99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+  [ -z "$non2xx" ] || { echo "$3: $non2xx non-2xx answers" >&2; exit 1; }
+}
+
+echo "== 1. throughput: $rounds rounds of ${secs}s, $conns connections, 2 wrk threads"
 declare -A rps p50 p99
 for round in $(seq "$rounds"); do
   for name in direct gateway nginx haproxy; do
-    out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency -H "$key" "${url[$name]}")
-    r=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    l50=$(awk '$1=="50%" {print $2}' <<<"$out"); l99=$(awk '$1=="99%" {print $2}' <<<"$out")
-    non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-    [ -z "$non2xx" ] || { echo "$name: $non2xx non-2xx answers" >&2; exit 1; }
+    run_wrk 2 "$conns" "${url[$name]}"
     rps[$name]+="$r "; p50[$name]+="$l50 "; p99[$name]+="$l99 "
     echo "round $round $name: $r req/s, p50 $l50, p99 $l99"
   done
 done
-
-ms() { awk '{ for (i=1;i<=NF;i++) { v=$i; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v } }' <<<"$1" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-med() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo
-echo "median of $rounds rounds, ${secs}s each, $conns connections, 2 wrk threads:"
 printf '%-8s %12s %10s %10s\n' "" "req/s" "p50 ms" "p99 ms"
 for name in direct gateway nginx haproxy; do
   printf '%-8s %12s %10s %10s\n' "$name" "$(med "${rps[$name]}")" "$(ms "${p50[$name]}")" "$(ms "${p99[$name]}")"
 done
 g=$(med "${rps[gateway]}"); n=$(med "${rps[nginx]}"); h=$(med "${rps[haproxy]}"); d=$(med "${rps[direct]}")
 awk -v g="$g" -v n="$n" -v h="$h" -v d="$d" 'BEGIN { printf "throughput ratios: gateway/nginx %.2f, gateway/haproxy %.2f, gateway/direct %.2f\n", g/n, g/h, g/d }'
-echo "audit lines written by the gateway: $(wc -l < "$work/audit.log")"
+awk -v g="$(ms "${p99[gateway]}")" -v n="$(ms "${p99[nginx]}")" -v h="$(ms "${p99[haproxy]}")" 'BEGIN { printf "p99 ratios: gateway/nginx %.2f, gateway/haproxy %.2f\n", g/n, g/h }'
+echo "audit lines written by the gateway: $(wc -l < "$work/audit-main.log")"
+
+echo
+echo "== 2. added latency: 1 connection, ${secs}s each"
+run_wrk 1 1 "${url[direct]}"; d50=$(ms "$l50"); d99=$(ms "$l99")
+run_wrk 1 1 "${url[gateway]}"; g50=$(ms "$l50"); g99=$(ms "$l99")
+awk -v a="$d50" -v b="$d99" -v c="$g50" -v e="$g99" 'BEGIN { printf "direct p50 %.3f ms p99 %.3f ms; gateway p50 %.3f ms p99 %.3f ms; added p50 %.3f ms, p99 %.3f ms\n", a, b, c, e, c-a, e-b }'
+
+echo
+echo "== 3. dashboard polling: 50 connections for ${secs}s, Chime answering in 100 ms"
+metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" 'index($0, m) == 1 {s += $NF} END {print s+0}'; }
+live='/Chime/Report/InboundVsAnsweredChats?queueId=1&start=today&csv=true'
+printf '%-22s %10s %10s %10s %14s %8s\n' "" "req/s" "p99 ms" "answered" "upstream calls" "saved"
+for window in live history; do
+  if [ "$window" = live ]; then t=$live; else t=$target; fi
+  for name in poll_off poll_on; do
+    a=${gwadmin[$name]}
+    before_req=$(metric "$a" 'chime_gateway_requests_total{outcome="ok"')
+    before_up=$(metric "$a" 'chime_gateway_upstream_duration_seconds_count{route="report"}')
+    run_wrk 2 50 "http://127.0.0.1:${gwport[$name]}$t"
+    answered=$(( $(metric "$a" 'chime_gateway_requests_total{outcome="ok"') - before_req ))
+    calls=$(( $(metric "$a" 'chime_gateway_upstream_duration_seconds_count{route="report"}') - before_up ))
+    label="$window, $( [ "$name" = poll_on ] && echo "on" || echo "off")"
+    awk -v l="$label" -v r="$r" -v p="$(ms "$l99")" -v n="$answered" -v c="$calls" \
+      'BEGIN { printf "%-22s %10s %10.1f %10d %14d %7.1f%%\n", l, r, p, n, c, (n>0 ? 100*(n-c)/n : 0) }'
+  done
+done
+
+echo
+echo "== 4. memory"
+m=${gwpid[mem]}
+base=$(rss "$m")
+mkfifo "$work/idle.in"
+python3 benches/compare/idle.py "${gwport[mem]}" 10000 "$key" '/Chime/Report/GetQueueBasicReports?queueId=1' \
+  < "$work/idle.in" > "$work/idle.out" &
+idle=$!
+exec 9>"$work/idle.in"
+until grep -q ready "$work/idle.out" 2>/dev/null; do kill -0 "$idle" || { echo "idle client failed" >&2; exit 1; }; sleep 0.2; done
+sleep 1
+held=$(rss "$m")
+echo "idle: RSS $((base / 1024)) MiB before, $((held / 1024)) MiB with $(curl -s "http://127.0.0.1:${gwadmin[mem]}/metrics" | awk '/^chime_gateway_open_connections / {print $2}') open connections"
+exec 9>&-
+wait "$idle" || true
+sleep 1
+sample() { local peak=0 v; while [ ! -e "$work/stop" ]; do v=$(rss "$m"); [ "$v" -gt "$peak" ] && peak=$v; sleep 0.05; done; echo "$peak" > "$work/peak"; }
+speed() { curl -s -o /dev/null -w '%{speed_download} %{size_download}\n' -H "$key" "$1"; }
+read -r dspeed dsize < <(speed "http://127.0.0.1:$big$target")
+before=$(rss "$m")
+sample & sampler=$!
+read -r gspeed gsize < <(speed "http://127.0.0.1:${gwport[mem]}$target")
+touch "$work/stop"; wait "$sampler"
+peak=$(cat "$work/peak")
+[ "$dsize" = 1073741824 ] && [ "$gsize" = 1073741824 ] || { echo "streamed $dsize / $gsize bytes, not 1 GiB" >&2; exit 1; }
+awk -v d="$dspeed" -v g="$gspeed" -v b="$before" -v p="$peak" 'BEGIN { printf "1 GiB CSV: direct %.0f MiB/s, gateway %.0f MiB/s (%.2f of direct); RSS %.1f MiB before, peak %.1f MiB (+%.1f MiB)\n", d/1048576, g/1048576, g/d, b/1024, p/1024, (p-b)/1024 }'

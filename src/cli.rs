@@ -87,6 +87,12 @@ pub enum Command {
         /// Accepted bearer keys (default: the demo keys).
         #[arg(long = "key")]
         keys: Vec<String>,
+        /// Wait this long before each answer, like a busy Chime database (`100ms`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        latency: Option<std::time::Duration>,
+        /// Answer every report with a CSV body of exactly this many bytes.
+        #[arg(long, conflicts_with = "latency")]
+        report_bytes: Option<u64>,
     },
 }
 
@@ -212,7 +218,12 @@ async fn run(command: Command) -> ExitCode {
             }
         }
         Command::Keys { .. } | Command::Users { .. } | Command::Migrate { .. } => ExitCode::FAILURE,
-        Command::Simulate { listen, keys } => {
+        Command::Simulate {
+            listen,
+            keys,
+            latency,
+            report_bytes,
+        } => {
             let keys = if keys.is_empty() {
                 vec![demo::MANAGER_KEY.to_owned(), demo::ADMIN_KEY.to_owned()]
             } else {
@@ -224,6 +235,12 @@ async fn run(command: Command) -> ExitCode {
             };
             match crate::simulator::Simulator::start_on(listen, config).await {
                 Ok(sim) => {
+                    if let Some(d) = latency {
+                        sim.set_behavior(crate::simulator::Behavior::Slow(d));
+                    }
+                    if let Some(n) = report_bytes {
+                        sim.set_behavior(crate::simulator::Behavior::Large(n));
+                    }
                     println!("simulated Chime on {}", sim.base_url());
                     shutdown_signal().await;
                     ExitCode::SUCCESS

@@ -245,9 +245,9 @@ impl Inner {
                 return Ok(resp);
             }
         }
-        let (mut reader, served) = self.join_or_lead(key, upstream_req, typed, store)?;
+        let (mut reader, mut pump, served) = self.join_or_lead(key, upstream_req, typed, store)?;
         let started = Instant::now();
-        let head = reader.head().await?;
+        let head = reader.head(pump.as_mut()).await?;
         if let Some(trace) = trace {
             trace.set_upstream(head.status, started.elapsed().as_secs_f64(), served);
         }
@@ -262,43 +262,50 @@ impl Inner {
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             .filter(|_| req.method() != http::Method::HEAD);
         if head.status != StatusCode::OK {
-            *resp.body_mut() = reader.into_body(length);
+            *resp.body_mut() = reader.into_body(length, pump);
             return Ok(resp);
         }
         if let Some(check) = req.extensions().get::<SessionQueueCheck>() {
-            let held = self.check_session(reader.into_body(length), check).await?;
+            let held = self
+                .check_session(reader.into_body(length, pump), check)
+                .await?;
             *resp.body_mut() = body::full(held);
             return Ok(resp);
         }
         if let (Some(inm), Some(etag)) = (if_none_match, head.headers.get(http::header::ETAG)) {
             if cache::etag_matches(inm, etag) {
+                // Our reader leaves first, so an unfinished pump is only
+                // handed to a task if someone else still reads.
+                drop(reader);
+                drop(pump);
                 return Ok(cache::not_modified(&head.headers, etag, served));
             }
         }
-        *resp.body_mut() = reader.into_body(length);
+        *resp.body_mut() = reader.into_body(length, pump);
         Ok(resp)
     }
 
     /// Follows an identical request in flight, or leads a new flight:
-    /// returns the reader and how the answer is served.
+    /// returns the reader, the pump that runs the exchange (when leading)
+    /// and how the answer is served.
     fn join_or_lead(
         self: &Arc<Self>,
         key: UpstreamKey,
         upstream_req: Request<Empty<Bytes>>,
         typed: &GatewayRequest,
         store: Option<(ResponseCache, std::time::Duration)>,
-    ) -> Result<(flight::Reader, Served), BoxError> {
+    ) -> Result<(flight::Reader, Option<flight::Pump>, Served), BoxError> {
         if self.coalesce {
             if let Some(reader) = self.flights.join(&key) {
                 self.metrics.coalesced.inc();
-                return Ok((reader, Served::Coalesced));
+                return Ok((reader, None, Served::Coalesced));
             }
         }
         let slot = self.limiter.upstream_slot()?;
         let (leader, reader) = match self.flights.join_or_start(key, self.coalesce) {
             flight::Joined::Follower(reader) => {
                 self.metrics.coalesced.inc();
-                return Ok((reader, Served::Coalesced));
+                return Ok((reader, None, Served::Coalesced));
             }
             flight::Joined::Leader(leader, reader) => (leader, reader),
         };
@@ -313,8 +320,9 @@ impl Inner {
         }
         let store = store.map(|(cache, ttl)| (cache, key, ttl));
         let kind = typed.target.kind();
-        tokio::spawn(Arc::clone(self).lead(leader, upstream_req, kind, slot, store));
-        Ok((reader, Served::Upstream))
+        let this = Arc::clone(self);
+        let pump = leader.into_pump(|leader| this.lead(leader, upstream_req, kind, slot, store));
+        Ok((reader, Some(pump), Served::Upstream))
     }
 
     /// Runs one flight: the exchange, then the body, chunk by chunk, to
@@ -374,6 +382,11 @@ impl Inner {
                         c.extend_from_slice(&data);
                     }
                     leader.push(data);
+                    // With a known length the end is known after the last
+                    // byte: finish now rather than on one more poll.
+                    if http_body::Body::is_end_stream(&incoming) {
+                        break;
+                    }
                 }
             }
         }

@@ -134,6 +134,7 @@ async fn one_audit_line_per_request_with_its_decision() {
         "bytes",
         "upstream_status",
         "upstream_seconds",
+        "served",
         "seconds",
     ] {
         assert!(first.get(field).is_some(), "field {field} missing: {first}");
@@ -152,6 +153,7 @@ async fn one_audit_line_per_request_with_its_decision() {
     );
     assert_eq!(first["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert!(first["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(first["served"], "upstream");
     let reasons: Vec<(&str, &str)> = lines
         .iter()
         .map(|l| {

@@ -2,8 +2,12 @@
 //!
 //! A [`Flight`] is one upstream exchange whose answer any number of
 //! [`Reader`]s receive in full: the status and headers, then every body
-//! chunk in order. The leader (a task the proxy spawns) pushes chunks; each
-//! reader follows at its own pace. Chunks are dropped once every reader has
+//! chunk in order. The [`Leader`] pushes chunks; each reader follows at its
+//! own pace. The leader's work is a [`Pump`] that the leading request
+//! drives itself (while it waits for the head, then from its response
+//! body), so the usual case of a request nobody joins costs no extra task
+//! and no cross-thread wake-up; only if the leading client goes away while
+//! others still read is the pump handed to a task of its own. Chunks are dropped once every reader has
 //! passed them, and the leader waits while more than [`WINDOW`] bytes are
 //! unread, so memory stays bounded and the slowest client sets the pace
 //! (a client that stops reading altogether is cut off by the stall
@@ -215,8 +219,9 @@ fn broke_off() -> BoxError {
 }
 
 impl Reader {
-    /// The answer's status and headers, or why there is none.
-    pub async fn head(&mut self) -> Result<Arc<Head>, UpstreamError> {
+    /// The answer's status and headers, or why there is none; the leading
+    /// request passes its `pump` to drive the exchange meanwhile.
+    pub async fn head(&mut self, mut pump: Option<&mut Pump>) -> Result<Arc<Head>, UpstreamError> {
         loop {
             if let Some(rx) = self.rx.as_mut() {
                 rx.borrow_and_update();
@@ -224,7 +229,17 @@ impl Reader {
             if let Some(head) = &self.flight.lock().head {
                 return head.clone();
             }
-            if !self.changed().await {
+            let changed = match pump.as_deref_mut() {
+                Some(pump) if !pump.is_done() => {
+                    let driven = std::future::poll_fn(|cx| pump.poll(cx));
+                    tokio::select! {
+                        changed = self.changed() => changed,
+                        () = driven => true,
+                    }
+                }
+                _ => self.changed().await,
+            };
+            if !changed {
                 return Err(UpstreamError::Failed);
             }
         }
@@ -276,13 +291,60 @@ impl Reader {
         }
     }
 
-    /// This reader as a response body of `length` bytes, if known.
-    pub fn into_body(self, length: Option<u64>) -> crate::body::Body {
+    /// This reader as a response body of `length` bytes, if known; the
+    /// leading request's body also drives the `pump`.
+    pub fn into_body(self, length: Option<u64>, pump: Option<Pump>) -> crate::body::Body {
         crate::body::stream(FlightBody {
             reader: self,
             wait: None,
             remaining: length,
+            pump: pump.filter(|p| !p.is_done()),
         })
+    }
+}
+
+/// The leader's work (the exchange and the body), driven by the leading
+/// request. Dropped unfinished while readers remain, it moves to a task of
+/// its own so they are still served.
+pub struct Pump {
+    run: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    flight: Arc<Flight>,
+}
+
+impl std::fmt::Debug for Pump {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pump")
+            .field("done", &self.is_done())
+            .finish()
+    }
+}
+
+impl Pump {
+    fn is_done(&self) -> bool {
+        self.run.is_none()
+    }
+
+    /// Makes progress; ready once the leader's work is over.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(run) = self.run.as_mut() {
+            ready!(run.as_mut().poll(cx));
+            self.run = None;
+        }
+        Poll::Ready(())
+    }
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        let Some(run) = self.run.take() else {
+            return;
+        };
+        let readers = !self.flight.lock().readers.is_empty();
+        if readers {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(run);
+            }
+        }
     }
 }
 
@@ -295,6 +357,7 @@ struct FlightBody {
     reader: Reader,
     wait: Option<Wait>,
     remaining: Option<u64>,
+    pump: Option<Pump>,
 }
 
 impl http_body::Body for FlightBody {
@@ -306,6 +369,11 @@ impl http_body::Body for FlightBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(pump) = this.pump.as_mut() {
+            if pump.poll(cx).is_ready() {
+                this.pump = None;
+            }
+        }
         loop {
             if let Some(wait) = this.wait.as_mut() {
                 let rx = ready!(wait.as_mut().poll(cx));
@@ -342,7 +410,7 @@ impl http_body::Body for FlightBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.remaining == Some(0)
+        self.remaining == Some(0) && self.pump.is_none()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -374,6 +442,19 @@ pub struct Leader {
 }
 
 impl Leader {
+    /// Hands the leader to `run` (the exchange and the body), to be driven
+    /// by the leading request.
+    pub fn into_pump<F>(self, run: impl FnOnce(Leader) -> F) -> Pump
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let flight = Arc::clone(&self.flight);
+        Pump {
+            run: Some(Box::pin(run(self))),
+            flight,
+        }
+    }
+
     fn publish(&self, f: impl FnOnce(&mut State)) {
         f(&mut self.flight.lock());
         self.flight.changed.send_replace(());
@@ -543,7 +624,10 @@ mod tests {
             panic!()
         };
         drop(leader);
-        assert!(matches!(reader.head().await, Err(UpstreamError::Failed)));
+        assert!(matches!(
+            reader.head(None).await,
+            Err(UpstreamError::Failed)
+        ));
         assert!(flights.is_empty());
 
         let Joined::Leader(leader, mut reader) = flights.join_or_start(key(4), true) else {
@@ -552,7 +636,7 @@ mod tests {
         leader.head(ok_head());
         leader.push(Bytes::from_static(b"partial"));
         drop(leader);
-        assert!(reader.head().await.is_ok());
+        assert!(reader.head(None).await.is_ok());
         assert_eq!(reader.next().await.unwrap().unwrap(), "partial");
         assert!(
             reader.next().await.unwrap().is_err(),
