@@ -54,6 +54,7 @@ fn full_stack(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (svc, _sim) = rt.block_on(async {
         let sim = Simulator::start(SimulatorConfig {
+            record: false,
             keys: vec![MANAGER_KEY.into(), ADMIN_KEY.into()],
             reports: builtin(),
         })

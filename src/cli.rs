@@ -230,6 +230,7 @@ async fn run(command: Command) -> ExitCode {
                 keys
             };
             let config = crate::simulator::SimulatorConfig {
+                record: false,
                 keys,
                 reports: crate::catalog::builtin(),
             };

@@ -169,6 +169,10 @@ pub struct ListenConfig {
 pub struct AdminConfig {
     /// Address to bind.
     pub address: SocketAddr,
+    /// Serve the admin API (`/api/…`) and the key page (`/`).
+    pub api: bool,
+    /// The token the admin API requires; `None` only on a loopback address.
+    pub token: Option<Secret>,
 }
 
 /// Which roots verify an https upstream.
@@ -486,10 +490,7 @@ impl Validator<'_> {
             max_connections: self.positive("listen.max_connections", l.max_connections)?,
             shutdown_grace: self.duration("listen.shutdown_grace", &l.shutdown_grace)?,
         };
-        let admin_addr = self.override_str("CHIME_GATEWAY_ADMIN_LISTEN", raw.admin.address);
-        let admin = AdminConfig {
-            address: self.addr("admin.address", &admin_addr)?,
-        };
+        let admin = self.admin(raw.admin)?;
         let upstream = self.upstream(raw.upstream)?;
         let keys_file = self.override_str("CHIME_GATEWAY_KEYS_FILE", raw.keys.file.clone());
         let k = raw.keys;
@@ -626,6 +627,40 @@ impl Validator<'_> {
             catalog,
             log,
             cache,
+        })
+    }
+
+    fn admin(&self, a: raw::RawAdmin) -> Result<AdminConfig, ConfigError> {
+        let admin_addr = self.override_str("CHIME_GATEWAY_ADMIN_LISTEN", a.address);
+        let address = self.addr("admin.address", &admin_addr)?;
+        let token = match &a.token_file {
+            Some(path) => Some(self.secret_file("admin.token_file", path)?),
+            None => match self.env.var(&a.token_env).filter(|v| !v.is_empty()) {
+                Some(v) => Some(self.checked_secret(&format!("env {}", a.token_env), &v)?),
+                None => None,
+            },
+        };
+        if let Some(t) = &token {
+            if t.expose().len() < 16 {
+                return Err(self.err(
+                    "admin.token_file",
+                    "the admin token must be at least 16 characters",
+                ));
+            }
+        }
+        if a.api && token.is_none() && !address.ip().is_loopback() {
+            return Err(self.err(
+                "admin.api",
+                format!(
+                    "the admin API on {address} (not loopback) needs a token: set admin.token_file or {}, bind admin.address to 127.0.0.1, or set api = false",
+                    a.token_env
+                ),
+            ));
+        }
+        Ok(AdminConfig {
+            address,
+            api: a.api,
+            token,
         })
     }
 

@@ -29,11 +29,15 @@ pub struct Demo {
     pub simulator: Simulator,
     /// The gateway, bound and ready to run.
     pub gateway: Gateway,
+    /// Holds the demo's key file (a copy of [`DEMO_KEYS`] the key page can
+    /// edit); removed when the demo ends.
+    pub keys_dir: tempfile::TempDir,
 }
 
 /// Starts the simulator and binds the gateway in front of it.
 pub async fn start(listen: SocketAddr, admin: SocketAddr) -> Result<Demo, BoxError> {
     let simulator = Simulator::start(SimulatorConfig {
+        record: false,
         keys: vec![MANAGER_KEY.to_owned(), ADMIN_KEY.to_owned()],
         reports: catalog::builtin(),
     })
@@ -44,10 +48,27 @@ pub async fn start(listen: SocketAddr, admin: SocketAddr) -> Result<Demo, BoxErr
         simulator.base_url()
     );
     let mut config = Config::from_toml(&toml, "<demo>", Path::new("."), &ProcessEnv)?;
-    config.keys.source = KeySource::Embedded(DEMO_KEYS);
+    let keys_dir = tempfile::tempdir()?;
+    let keys_file = keys_dir.path().join("keys.toml");
+    write_private(&keys_file, DEMO_KEYS)?;
+    config.keys.source = KeySource::File(keys_file);
     let gateway =
         Gateway::bind_state(AppState::build(config, Arc::new(SystemClock)).await?).await?;
-    Ok(Demo { simulator, gateway })
+    Ok(Demo {
+        simulator,
+        gateway,
+        keys_dir,
+    })
+}
+
+/// Writes `text` to a new file only its owner can read.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
 }
 
 /// What the demo prints: addresses, keys and ready-to-paste commands.
@@ -57,6 +78,7 @@ pub fn instructions(public: SocketAddr, admin: SocketAddr, upstream: &str) -> St
 chime-gateway demo
   gateway        http://{public}
   admin          http://{admin}   (/healthz /readyz /metrics)
+  key page       http://{admin}/   (users and keys; loopback only, no token needed)
   simulated Chime {upstream}
 
 Demo keys:

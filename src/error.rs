@@ -14,6 +14,8 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::StatusCode;
 
 use crate::acl::Denied;
+use crate::admin::api::AdminError;
+use crate::admin::guard::AdminAuthError;
 use crate::auth::AuthError;
 use crate::body::{self, Response};
 use crate::catalog::UnknownReport;
@@ -141,6 +143,30 @@ fn classify_one(e: &(dyn Error + 'static)) -> Option<Classified> {
             }
         });
     }
+    if let Some(err) = e.downcast_ref::<AdminAuthError>() {
+        return Some(match err {
+            AdminAuthError::BadToken => Classified::new(S::UNAUTHORIZED, "admin_unauthorized", err)
+                .with_header(
+                    header::WWW_AUTHENTICATE,
+                    r#"Bearer realm="chime-gateway-admin""#,
+                ),
+            AdminAuthError::CrossSite => Classified::new(S::FORBIDDEN, "admin_cross_site", err),
+        });
+    }
+    if let Some(err) = e.downcast_ref::<AdminError>() {
+        return Some(match err {
+            AdminError::BadRequest(_) => Classified::new(S::BAD_REQUEST, "invalid_request", err),
+            AdminError::NotFound(_) => Classified::new(S::NOT_FOUND, "not_found", err),
+            AdminError::Conflict(_) => Classified::new(S::CONFLICT, "conflict", err),
+            AdminError::ReadOnly => Classified::new(S::CONFLICT, "read_only_key_store", err),
+            AdminError::MethodNotAllowed => {
+                Classified::new(S::METHOD_NOT_ALLOWED, "method_not_allowed", err)
+            }
+            AdminError::Store => {
+                Classified::new(S::SERVICE_UNAVAILABLE, "key_store_unavailable", err)
+            }
+        });
+    }
     if let Some(err) = e.downcast_ref::<UnknownReport>() {
         return Some(Classified::new(S::NOT_FOUND, "unknown_report", err));
     }
@@ -214,6 +240,22 @@ mod tests {
     fn mapping_table() {
         let cases: Vec<(crate::BoxError, u16, &str)> = vec![
             (RouteError::NotFound.into(), 404, "not_found"),
+            (AdminAuthError::BadToken.into(), 401, "admin_unauthorized"),
+            (AdminAuthError::CrossSite.into(), 403, "admin_cross_site"),
+            (
+                AdminError::BadRequest("x".into()).into(),
+                400,
+                "invalid_request",
+            ),
+            (AdminError::NotFound("x".into()).into(), 404, "not_found"),
+            (AdminError::Conflict("x".into()).into(), 409, "conflict"),
+            (AdminError::ReadOnly.into(), 409, "read_only_key_store"),
+            (
+                AdminError::MethodNotAllowed.into(),
+                405,
+                "method_not_allowed",
+            ),
+            (AdminError::Store.into(), 503, "key_store_unavailable"),
             (
                 RouteError::MethodNotAllowed.into(),
                 405,

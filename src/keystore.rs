@@ -6,6 +6,7 @@
 //! single-flight lookups. Stores hold only SHA-256 hashes of keys.
 
 pub mod cached;
+pub mod editor;
 pub mod file;
 pub mod postgres;
 

@@ -315,6 +315,24 @@ impl RateLimiter {
             .or_else(|| self.tiers.get("default"))
     }
 
+    /// The limits that apply to `request` from `principal`, for `explain`
+    /// (nothing is spent).
+    pub fn describe(&self, principal: &Principal, request: &GatewayRequest) -> serde_json::Value {
+        match self.tier(principal) {
+            Some(tier) => serde_json::json!({
+                "tier": &*tier.name,
+                "per_minute": tier.per_minute.get(),
+                "burst": tier.burst.get(),
+                "max_in_flight": tier.max_in_flight,
+                "cost": self.cost(request, tier).get(),
+                "shared": matches!(self.backend, Backend::Shared(_)),
+            }),
+            None => {
+                serde_json::json!({"tier": null, "message": "no tier applies: requests are refused as overloaded"})
+            }
+        }
+    }
+
     /// What a request costs: its report's weight, times the number of
     /// started `window_days_per_cost` periods in its window; at most the burst.
     pub fn cost(&self, request: &GatewayRequest, tier: &Tier) -> NonZeroU32 {

@@ -427,7 +427,7 @@ async fn serve_admin(listener: TcpListener, admin: Admin) {
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let admin = Arc::clone(&admin);
-                async move { Ok::<_, Infallible>(admin.handle(&req)) }
+                async move { Ok::<_, Infallible>(admin.handle(req).await) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)

@@ -70,6 +70,9 @@ pub struct SimulatorConfig {
     pub keys: Vec<String>,
     /// Reports it knows.
     pub reports: Vec<ReportDef>,
+    /// Keep every request for [`Simulator::recorded`] (tests); off for
+    /// long-running use, where the record would grow without bound.
+    pub record: bool,
 }
 
 #[derive(Debug)]
@@ -77,6 +80,7 @@ struct Shared {
     keys: HashSet<String>,
     catalog: Catalog,
     behavior: Mutex<Behavior>,
+    record: bool,
     recorded: Mutex<Vec<Recorded>>,
     extra_headers: Mutex<HeaderMap>,
     produced: Arc<AtomicU64>,
@@ -112,6 +116,7 @@ impl Simulator {
             keys: cfg.keys.iter().map(|k| k.to_ascii_lowercase()).collect(),
             catalog: Catalog::new(&cfg.reports),
             behavior: Mutex::new(Behavior::Normal),
+            record: cfg.record,
             recorded: Mutex::new(Vec::new()),
             extra_headers: Mutex::new(HeaderMap::new()),
             produced: Arc::new(AtomicU64::new(0)),
@@ -217,6 +222,9 @@ fn message(status: StatusCode, text: &str) -> Response {
 }
 
 fn record<B>(shared: &Shared, req: &Request<B>) {
+    if !shared.record {
+        return;
+    }
     lock(&shared.recorded).push(Recorded {
         method: req.method().clone(),
         target: req

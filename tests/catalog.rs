@@ -21,6 +21,7 @@ async fn gateway_with_extra_upstream_report() -> Harness {
         chart_type: "Bar".into(),
     });
     let sim = Simulator::start(SimulatorConfig {
+        record: true,
         keys: vec![MANAGER.into(), ADMIN.into(), "service-key-123".into()],
         reports,
     })

@@ -12,8 +12,9 @@ use std::time::Duration;
 use clap::Subcommand;
 use jiff::Timestamp;
 
-use crate::auth::{ApiKey, KeyHash, Role};
+use crate::auth::{ApiKey, Role};
 use crate::config::{Config, KeySource, ProcessEnv};
+use crate::keystore::editor::{key_rows, KeyEditor};
 use crate::keystore::file::KeyFile;
 use crate::keystore::postgres::admin::PgAdmin;
 use crate::BoxError;
@@ -111,14 +112,7 @@ pub enum UsersCommand {
     },
 }
 
-/// Where key commands apply: the configured store, or `--store`.
-#[derive(Debug)]
-enum Store {
-    File(PathBuf),
-    Postgres { url: String, schema: String },
-}
-
-fn resolve(config: &Path, store: Option<&str>) -> Result<(Store, Config), BoxError> {
+fn resolve(config: &Path, store: Option<&str>) -> Result<(KeyEditor, Config), BoxError> {
     let cfg = match (Config::load(config, &ProcessEnv), store) {
         (Ok(cfg), _) => cfg,
         // With an explicit --store, a missing config file only means defaults.
@@ -131,24 +125,24 @@ fn resolve(config: &Path, store: Option<&str>) -> Result<(Store, Config), BoxErr
                 KeySource::Postgres(pg) => pg.schema.clone(),
                 _ => "chime_gateway".to_owned(),
             };
-            Store::Postgres {
+            KeyEditor::Postgres {
                 url: url.to_owned(),
                 schema,
             }
         }
-        Some(path) => Store::File(PathBuf::from(path)),
-        None => match &cfg.keys.source {
-            KeySource::File(p) => Store::File(p.clone()),
-            KeySource::Postgres(pg) => Store::Postgres {
-                url: pg.url.expose().to_owned(),
-                schema: pg.schema.clone(),
-            },
-            KeySource::Embedded(_) => {
-                return Err("the configured key store is compiled in and cannot be edited".into())
-            }
-        },
+        Some(path) => KeyEditor::file(PathBuf::from(path)),
+        None => KeyEditor::for_source(&cfg.keys.source)
+            .ok_or("the configured key store is compiled in and cannot be edited")?,
     };
     Ok((store, cfg))
+}
+
+/// Applies `op` to the store (see [`KeyEditor::edit`]).
+fn edit<R>(
+    store: &KeyEditor,
+    op: impl FnOnce(&mut KeyFile) -> Result<R, BoxError>,
+) -> Result<R, BoxError> {
+    block_on(store.edit(op))
 }
 
 fn block_on<T>(fut: impl std::future::Future<Output = Result<T, BoxError>>) -> Result<T, BoxError> {
@@ -158,58 +152,20 @@ fn block_on<T>(fut: impl std::future::Future<Output = Result<T, BoxError>>) -> R
         .block_on(fut)
 }
 
-impl Store {
-    fn read(&self) -> Result<KeyFile, BoxError> {
-        match self {
-            Store::File(path) => Ok(KeyFile::load(path)?),
-            Store::Postgres { url, schema } => {
-                block_on(async { PgAdmin::connect(url, schema).await?.load().await })
-            }
-        }
-    }
-
-    /// Applies `op` and persists the result: atomically for a file, in one
-    /// locked transaction for PostgreSQL.
-    fn edit<R>(&self, op: impl FnOnce(&mut KeyFile) -> Result<R, BoxError>) -> Result<R, BoxError> {
-        match self {
-            Store::File(path) => {
-                let mut file = KeyFile::load(path)?;
-                let out = op(&mut file)?;
-                file.save(path)?;
-                Ok(out)
-            }
-            Store::Postgres { url, schema } => {
-                block_on(async { PgAdmin::connect(url, schema).await?.edit(op).await })
-            }
-        }
-    }
-
-    /// Last use by fingerprint: from the running gateway (file), or as the
-    /// gateways wrote it (PostgreSQL).
-    fn last_used(&self, cfg: &Config) -> Result<HashMap<String, String>, String> {
-        match self {
-            Store::File(_) => fetch_last_used(cfg),
-            Store::Postgres { url, schema } => block_on(async {
-                let by_hash = PgAdmin::connect(url, schema).await?.last_used().await?;
-                Ok(by_hash
-                    .into_iter()
-                    .filter_map(|(h, t)| {
-                        Some((
-                            KeyHash::from_hex(&h)?.fingerprint().as_str().to_owned(),
-                            t.to_string(),
-                        ))
-                    })
-                    .collect())
-            })
-            .map_err(|e| e.to_string()),
-        }
+/// Last use by fingerprint: as the gateways wrote it (PostgreSQL), or from
+/// the running gateway's admin listener (file).
+fn last_used(store: &KeyEditor, cfg: &Config) -> Result<HashMap<String, String>, String> {
+    match block_on(store.recorded_last_use()) {
+        Ok(Some(map)) => Ok(map),
+        Ok(None) => fetch_last_used(cfg),
+        Err(e) => Err(e.to_string()),
     }
 }
 
 /// `chime-gateway migrate`: applies the PostgreSQL schema.
 pub(super) fn run_migrate(config: &Path, store: Option<&str>) -> Result<String, BoxError> {
     match resolve(config, store)?.0 {
-        Store::Postgres { url, schema } => block_on(async {
+        KeyEditor::Postgres { url, schema } => block_on(async {
             let applied = PgAdmin::connect(&url, &schema).await?.migrate().await?;
             Ok(if applied.is_empty() {
                 format!("Schema {schema} is up to date.\n")
@@ -217,7 +173,7 @@ pub(super) fn run_migrate(config: &Path, store: Option<&str>) -> Result<String, 
                 format!("Schema {schema}: applied migrations {applied:?}.\n")
             })
         }),
-        Store::File(_) => Err("migrate applies to the PostgreSQL key store (keys.store = \"postgres\" or --store postgres://...)".into()),
+        KeyEditor::File { .. } => Err("migrate applies to the PostgreSQL key store (keys.store = \"postgres\" or --store postgres://...)".into()),
     }
 }
 
@@ -287,15 +243,21 @@ pub(super) fn run_keys(
         } => {
             let rotate = rotate.then(|| grace.unwrap_or(Duration::ZERO));
             if let Some(grace) = rotate {
-                if !yes && store.read()?.active_keys(&user, now).next().is_some() {
+                if !yes
+                    && block_on(store.read())?
+                        .active_keys(&user, now)
+                        .next()
+                        .is_some()
+                {
                     confirm_rotation(&user, grace)?;
                 }
             }
             let expires_at = expires_in
                 .map(|d| jiff::SignedDuration::try_from(d).and_then(|d| now.checked_add(d)))
                 .transpose()?;
-            let generated =
-                store.edit(|file| Ok(file.generate(&user, now, rotate, expires_at)?))?;
+            let generated = edit(&store, |file| {
+                Ok(file.generate(&user, now, rotate, expires_at)?)
+            })?;
             let mut out = format!(
                 "New key for {user} (fingerprint {}). It is shown only this once:\n{}\n",
                 generated.key.hash().fingerprint(),
@@ -307,7 +269,7 @@ pub(super) fn run_keys(
             Ok(out)
         }
         KeysCommand::Revoke { who } => {
-            let revoked = store.edit(|file| Ok(file.revoke(&who, now)?))?;
+            let revoked = edit(&store, |file| Ok(file.revoke(&who, now)?))?;
             let list: Vec<_> = revoked.iter().map(|f| f.as_str()).collect();
             Ok(format!("Revoked {}.\n", list.join(", ")))
         }
@@ -316,7 +278,7 @@ pub(super) fn run_keys(
             ..
         } => {
             let from = KeyFile::load(&path)?;
-            store.edit(|file| merge(file, from))
+            edit(&store, |file| merge(file, from))
         }
         KeysCommand::Import { user, key, .. } => {
             let (Some(user), Some(key)) = (user, key) else {
@@ -331,13 +293,13 @@ pub(super) fn run_keys(
             };
             let key = ApiKey::parse(&raw)
                 .ok_or("the key must be a GUID (e.g. b5c38d85-a042-4cef-8418-eb06752e346b)")?;
-            let fp = store.edit(|file| Ok(file.import(&user, &key, now)?))?;
+            let fp = edit(&store, |file| Ok(file.import(&user, &key, now)?))?;
             Ok(format!("Imported a key for {user} (fingerprint {fp}).\n"))
         }
-        KeysCommand::Export => Ok(store.read()?.to_toml()?),
+        KeysCommand::Export => Ok(block_on(store.read())?.to_toml()?),
         KeysCommand::List { json } => {
-            let file = store.read()?;
-            let last_used = store.last_used(&cfg);
+            let file = block_on(store.read())?;
+            let last_used = last_used(&store, &cfg);
             Ok(render_list(
                 &file,
                 now,
@@ -363,7 +325,10 @@ pub(super) fn run_users(
             queues,
             tier,
         } => {
-            store.edit(|file| Ok(file.add_user(&name, role, queues, &tier)?))?;
+            edit(
+                &store,
+                |file| Ok(file.add_user(&name, role, queues, &tier)?),
+            )?;
             Ok(format!("Added user {name}.\n"))
         }
         UsersCommand::Set {
@@ -372,7 +337,9 @@ pub(super) fn run_users(
             queues,
             tier,
         } => {
-            store.edit(|file| Ok(file.set_user(&name, role, queues, tier.as_deref())?))?;
+            edit(&store, |file| {
+                Ok(file.set_user(&name, role, queues, tier.as_deref())?)
+            })?;
             Ok(format!("Updated user {name}.\n"))
         }
     }
@@ -424,43 +391,7 @@ fn render_list(
     json: bool,
     note: Option<&String>,
 ) -> String {
-    let mut rows = Vec::new();
-    for u in &file.users {
-        let queues = u
-            .queues
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        let keys: Vec<_> = file.keys.iter().filter(|k| k.user == u.name).collect();
-        if keys.is_empty() {
-            rows.push(serde_json::json!({
-                "user": u.name, "role": u.role.as_str(), "queues": queues, "tier": u.tier,
-                "fingerprint": null, "created": null, "expires": null, "status": "no key", "last_used": null,
-            }));
-        }
-        for k in keys {
-            let fp = k
-                .fingerprint()
-                .map(|f| f.as_str().to_owned())
-                .unwrap_or_default();
-            let status = if k.disabled {
-                "revoked"
-            } else if k.expires_at.is_some_and(|t| now >= t) {
-                "expired"
-            } else if k.not_before.is_some_and(|t| now < t) {
-                "not yet valid"
-            } else {
-                "active"
-            };
-            rows.push(serde_json::json!({
-                "user": u.name, "role": u.role.as_str(), "queues": queues, "tier": u.tier,
-                "fingerprint": fp, "created": k.created_at.to_string(),
-                "expires": k.expires_at.map(|t| t.to_string()), "status": status,
-                "last_used": last_used.and_then(|m| m.get(&fp)).cloned(),
-            }));
-        }
-    }
+    let rows = key_rows(file, now, last_used);
     if json {
         return format!("{}\n", serde_json::Value::Array(rows));
     }

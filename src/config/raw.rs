@@ -57,12 +57,18 @@ impl Default for RawListen {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawAdmin {
     pub(crate) address: String,
+    pub(crate) api: bool,
+    pub(crate) token_file: Option<String>,
+    pub(crate) token_env: String,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
         RawAdmin {
             address: "127.0.0.1:9090".into(),
+            api: true,
+            token_file: None,
+            token_env: "CHIME_GATEWAY_ADMIN_TOKEN".into(),
         }
     }
 }

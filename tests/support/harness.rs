@@ -78,6 +78,7 @@ pub fn service_url(var: &str) -> Option<String> {
 /// A simulated Chime accepting `keys`, with the stock reports.
 pub async fn simulator(keys: &[&str]) -> Simulator {
     Simulator::start(SimulatorConfig {
+        record: true,
         keys: keys.iter().map(|k| (*k).to_owned()).collect(),
         reports: chime_gateway::catalog::builtin(),
     })
@@ -186,6 +187,40 @@ impl Harness {
             .request(
                 Request::get(format!("http://{}{path}", self.admin))
                     .body(Empty::new())
+                    .unwrap(),
+            )
+            .await
+            .expect("admin request");
+        let (parts, body) = resp.into_parts();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.expect("body").to_bytes(),
+        }
+    }
+
+    /// An admin API call as the key page makes it (with the CSRF header),
+    /// plus `headers`; `body` is sent as JSON.
+    pub async fn admin_call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.admin))
+            .header("x-chime-gateway-admin", "1");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let body = body.map_or_else(Vec::new, |b| serde_json::to_vec(&b).unwrap());
+        let client =
+            Client::builder(TokioExecutor::new()).build_http::<http_body_util::Full<Bytes>>();
+        let resp = client
+            .request(
+                req.body(http_body_util::Full::new(Bytes::from(body)))
                     .unwrap(),
             )
             .await

@@ -1,0 +1,158 @@
+//! Changing users and keys: the one place both the `keys`/`users` commands
+//! and the admin API go through. A key file is rewritten atomically (mode
+//! 0600), one edit at a time within this process; PostgreSQL edits run in
+//! one transaction under an advisory lock and reach every gateway through
+//! the change triggers.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use jiff::Timestamp;
+
+use crate::auth::KeyHash;
+use crate::config::KeySource;
+use crate::keystore::file::{KeyFile, KeyRecord};
+use crate::keystore::postgres::admin::PgAdmin;
+use crate::BoxError;
+
+/// Where edits apply.
+#[derive(Debug)]
+pub enum KeyEditor {
+    /// A key file.
+    File {
+        /// Its path.
+        path: PathBuf,
+        /// Serialises read-modify-write cycles within this process.
+        lock: tokio::sync::Mutex<()>,
+    },
+    /// The PostgreSQL key store.
+    Postgres {
+        /// Connection URL.
+        url: String,
+        /// Schema.
+        schema: String,
+    },
+}
+
+impl KeyEditor {
+    /// An editor for a key file.
+    pub fn file(path: PathBuf) -> KeyEditor {
+        KeyEditor::File {
+            path,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// An editor for the configured store; `None` for keys compiled into the binary.
+    pub fn for_source(source: &KeySource) -> Option<KeyEditor> {
+        match source {
+            KeySource::File(path) => Some(KeyEditor::file(path.clone())),
+            KeySource::Postgres(pg) => Some(KeyEditor::Postgres {
+                url: pg.url.expose().to_owned(),
+                schema: pg.schema.clone(),
+            }),
+            KeySource::Embedded(_) => None,
+        }
+    }
+
+    /// Every user and key (hashes only).
+    pub async fn read(&self) -> Result<KeyFile, BoxError> {
+        match self {
+            KeyEditor::File { path, .. } => Ok(KeyFile::load(path)?),
+            KeyEditor::Postgres { url, schema } => {
+                PgAdmin::connect(url, schema).await?.load().await
+            }
+        }
+    }
+
+    /// Applies `op` and persists the result, or nothing if `op` fails.
+    pub async fn edit<R>(
+        &self,
+        op: impl FnOnce(&mut KeyFile) -> Result<R, BoxError>,
+    ) -> Result<R, BoxError> {
+        match self {
+            KeyEditor::File { path, lock } => {
+                let _one_at_a_time = lock.lock().await;
+                let mut file = KeyFile::load(path)?;
+                let out = op(&mut file)?;
+                file.save(path)?;
+                Ok(out)
+            }
+            KeyEditor::Postgres { url, schema } => {
+                PgAdmin::connect(url, schema).await?.edit(op).await
+            }
+        }
+    }
+
+    /// Last use by fingerprint as the gateways recorded it (PostgreSQL
+    /// only: a file store's times live in each running gateway).
+    pub async fn recorded_last_use(&self) -> Result<Option<HashMap<String, String>>, BoxError> {
+        let KeyEditor::Postgres { url, schema } = self else {
+            return Ok(None);
+        };
+        let by_hash = PgAdmin::connect(url, schema).await?.last_used().await?;
+        Ok(Some(
+            by_hash
+                .into_iter()
+                .filter_map(|(h, t)| {
+                    Some((
+                        KeyHash::from_hex(&h)?.fingerprint().as_str().to_owned(),
+                        t.to_string(),
+                    ))
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// `active`, `revoked`, `expired` or `not yet valid`.
+pub fn key_status(k: &KeyRecord, now: Timestamp) -> &'static str {
+    if k.disabled {
+        "revoked"
+    } else if k.expires_at.is_some_and(|t| now >= t) {
+        "expired"
+    } else if k.not_before.is_some_and(|t| now < t) {
+        "not yet valid"
+    } else {
+        "active"
+    }
+}
+
+/// One row per key (and one per user without keys), as `keys list --json`
+/// and the admin API show them: never the key, only its fingerprint.
+pub fn key_rows(
+    file: &KeyFile,
+    now: Timestamp,
+    last_used: Option<&HashMap<String, String>>,
+) -> Vec<serde_json::Value> {
+    let mut rows = Vec::new();
+    for u in &file.users {
+        let queues = u
+            .queues
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let keys: Vec<_> = file.keys.iter().filter(|k| k.user == u.name).collect();
+        if keys.is_empty() {
+            rows.push(serde_json::json!({
+                "user": u.name, "role": u.role.as_str(), "queues": queues, "tier": u.tier,
+                "fingerprint": null, "created": null, "expires": null, "status": "no key", "last_used": null,
+            }));
+        }
+        for k in keys {
+            let fp = k
+                .fingerprint()
+                .map(|f| f.as_str().to_owned())
+                .unwrap_or_default();
+            let status = key_status(k, now);
+            rows.push(serde_json::json!({
+                "user": u.name, "role": u.role.as_str(), "queues": queues, "tier": u.tier,
+                "fingerprint": fp, "created": k.created_at.to_string(),
+                "expires": k.expires_at.map(|t| t.to_string()), "status": status,
+                "last_used": last_used.and_then(|m| m.get(&fp)).cloned(),
+            }));
+        }
+    }
+    rows
+}
