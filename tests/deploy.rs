@@ -78,6 +78,7 @@ fn kubernetes_manifests_are_complete() {
     let env: std::collections::HashMap<String, String> = [
         ("CHIME_GATEWAY_KEYS_POSTGRES_URL", "postgres://u@db/chime"),
         ("CHIME_GATEWAY_REDIS_URL", "redis://redis:6379"),
+        ("CHIME_GATEWAY_ADMIN_TOKEN", "an-admin-token-of-some-length"),
     ]
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

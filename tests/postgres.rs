@@ -388,3 +388,63 @@ async fn key_commands_work_against_postgres() {
     assert_eq!(loaded.keys.len(), 2);
     assert_eq!(loaded.users[0].queues, vec![1, 3]);
 }
+
+#[tokio::test]
+async fn the_admin_api_manages_keys_in_postgres() {
+    let Some(schema) = Schema::new().await else {
+        return;
+    };
+    let h = gateway(&schema.url, &schema.name, Duration::from_secs(60)).await;
+    let call = |method: http::Method, path: &'static str, body: Option<serde_json::Value>| {
+        h.admin_call(method, path, body, &[])
+    };
+    let session = call(http::Method::GET, "/api/session", None).await;
+    assert_eq!(session.json()["store"], "postgres");
+    let add = serde_json::json!({"name": "pg-ops", "role": "manager", "queues": [1]});
+    assert_eq!(
+        call(http::Method::POST, "/api/users", Some(add))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let g = call(
+        http::Method::POST,
+        "/api/users/pg-ops/keys",
+        Some(serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(g.status, StatusCode::CREATED, "{}", g.text());
+    let first = ApiKey::parse(g.json()["key"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        h.get_as(first.expose(), &report()).await.status,
+        StatusCode::OK
+    );
+
+    let r = call(
+        http::Method::POST,
+        "/api/users/pg-ops/keys",
+        Some(serde_json::json!({"rotate": true})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let second = r.json()["key"].as_str().unwrap().to_owned();
+    // The old key dies through the change trigger and the listener.
+    refused_within(&h, &first, Duration::from_secs(1)).await;
+    assert_eq!(h.get_as(&second, &report()).await.status, StatusCode::OK);
+
+    let list = call(http::Method::GET, "/api/users", None).await;
+    let user = list.json()["users"][0].clone();
+    assert_eq!(user["name"], "pg-ops");
+    let states: Vec<&str> = user["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["expired", "active"]);
+    let explain = serde_json::json!({"user": "pg-ops", "target": report()});
+    let doc = call(http::Method::POST, "/api/explain", Some(explain))
+        .await
+        .json();
+    assert_eq!(doc["decision"], "allow");
+}

@@ -168,6 +168,7 @@ fn shipped_example_configs_parse() {
     assert_eq!(c.upstream.response_timeout, d.upstream.response_timeout);
     assert_eq!(c.upstream.connect_timeout, d.upstream.connect_timeout);
     assert_eq!(c.admin.address, d.admin.address);
+    assert_eq!(c.admin.api, d.admin.api);
     assert_eq!(c.keys.watch_interval, d.keys.watch_interval);
     assert_eq!(c.keys.cache_ttl, d.keys.cache_ttl);
     assert_eq!(c.keys.negative_cache_ttl, d.keys.negative_cache_ttl);
@@ -190,4 +191,34 @@ fn shipped_example_configs_parse() {
     );
     assert_eq!(c.keys.allow_world_readable, d.keys.allow_world_readable);
     assert_eq!(c.catalog.refresh_queue_id, d.catalog.refresh_queue_id);
+}
+
+#[test]
+fn the_admin_api_off_loopback_needs_a_token() {
+    let off_loopback = "[admin]\naddress = \"0.0.0.0:9090\"\n";
+    let err = Config::from_toml(off_loopback, "t", Path::new("."), &env(&[])).unwrap_err();
+    assert_eq!(err.key, "admin.api");
+    let with_token = Config::from_toml(
+        off_loopback,
+        "t",
+        Path::new("."),
+        &env(&[("CHIME_GATEWAY_ADMIN_TOKEN", "0123456789abcdef-token")]),
+    )
+    .unwrap();
+    assert!(with_token.admin.token.is_some());
+    let short = Config::from_toml(
+        off_loopback,
+        "t",
+        Path::new("."),
+        &env(&[("CHIME_GATEWAY_ADMIN_TOKEN", "short")]),
+    )
+    .unwrap_err();
+    assert!(short.message.contains("16"), "{short:?}");
+    let api_off = "[admin]\naddress = \"0.0.0.0:9090\"\napi = false\n";
+    assert!(Config::from_toml(api_off, "t", Path::new("."), &env(&[])).is_ok());
+    assert!(Config::from_toml("", "t", Path::new("."), &env(&[]))
+        .unwrap()
+        .admin
+        .token
+        .is_none());
 }
