@@ -231,8 +231,30 @@ pub fn accepts_csv(headers: &http::HeaderMap) -> bool {
 }
 
 /// Formats an instant the way Chime's examples do: `2020-11-01T04:00:00.000Z`.
+/// (Written digit by digit: it runs twice per request, for the canonical
+/// query and the audit line, and `strftime` showed up in profiles.)
 pub fn format_instant(ts: Timestamp) -> String {
-    ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    let dt = jiff::tz::Offset::UTC.to_datetime(ts);
+    let year = dt.year();
+    if !(0..=9999).contains(&year) {
+        return ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    }
+    let mut out = String::with_capacity(24);
+    let mut digits = |n: u32, width: u32, sep: char| {
+        for i in (0..width).rev() {
+            let d = (n / 10u32.pow(i)) % 10;
+            out.push(char::from(b'0' + d as u8));
+        }
+        out.push(sep);
+    };
+    digits(year.unsigned_abs().into(), 4, '-');
+    digits(dt.month().unsigned_abs().into(), 2, '-');
+    digits(dt.day().unsigned_abs().into(), 2, 'T');
+    digits(dt.hour().unsigned_abs().into(), 2, ':');
+    digits(dt.minute().unsigned_abs().into(), 2, ':');
+    digits(dt.second().unsigned_abs().into(), 2, '.');
+    digits(dt.subsec_nanosecond().unsigned_abs() / 1_000_000, 3, 'Z');
+    out
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters, `:` and `/`

@@ -23,10 +23,9 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 
 use bytes::Bytes;
-use tokio::sync::watch;
 
 use super::UpstreamError;
 use crate::cache::{Head, UpstreamKey};
@@ -114,14 +113,13 @@ impl Flights {
     }
 }
 
-/// One shared upstream exchange.
+/// One shared upstream exchange. Waiting is done with wakers kept in the
+/// state itself: whoever changes the state under the lock wakes whoever
+/// registered under the same lock, so no wake-up is lost and no other
+/// synchronisation is needed.
 #[derive(Debug)]
 pub struct Flight {
     state: Mutex<State>,
-    /// Leader -> readers: head, chunk or end available.
-    changed: watch::Sender<()>,
-    /// Readers -> leader: a chunk consumed or a reader gone.
-    consumed: watch::Sender<()>,
 }
 
 #[derive(Debug, Default)]
@@ -135,12 +133,22 @@ struct State {
     /// Reader id -> next sequence number it reads.
     readers: HashMap<u64, u64>,
     next_id: u64,
+    /// Readers waiting for the head, a chunk or the end.
+    waiting_readers: Vec<Waker>,
+    /// The leader waiting for room or for readers to leave.
+    waiting_leader: Option<Waker>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     Complete,
     Aborted,
+}
+
+fn register(wakers: &mut Vec<Waker>, cx: &Context<'_>) {
+    if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+        wakers.push(cx.waker().clone());
+    }
 }
 
 impl State {
@@ -164,8 +172,6 @@ impl Flight {
     fn new() -> Arc<Flight> {
         Arc::new(Flight {
             state: Mutex::default(),
-            changed: watch::Sender::new(()),
-            consumed: watch::Sender::new(()),
         })
     }
 
@@ -191,7 +197,6 @@ impl Flight {
             flight: Arc::clone(self),
             id,
             pos: s.first,
-            rx: Some(self.changed.subscribe()),
         }
     }
 }
@@ -202,16 +207,6 @@ pub struct Reader {
     flight: Arc<Flight>,
     id: u64,
     pos: u64,
-    /// Change notifications; lent to [`FlightBody`]'s wait future.
-    rx: Option<watch::Receiver<()>>,
-}
-
-/// What a reader finds when it looks.
-enum Step {
-    Chunk(Bytes),
-    End,
-    Aborted,
-    Pending,
 }
 
 fn broke_off() -> BoxError {
@@ -222,39 +217,26 @@ impl Reader {
     /// The answer's status and headers, or why there is none; the leading
     /// request passes its `pump` to drive the exchange meanwhile.
     pub async fn head(&mut self, mut pump: Option<&mut Pump>) -> Result<Arc<Head>, UpstreamError> {
-        loop {
-            if let Some(rx) = self.rx.as_mut() {
-                rx.borrow_and_update();
+        std::future::poll_fn(|cx| {
+            if let Some(pump) = pump.as_deref_mut() {
+                // Ready only once the leader's work is over, by which time
+                // the head (or a failure) is published.
+                let _ = pump.poll(cx);
             }
-            if let Some(head) = &self.flight.lock().head {
-                return head.clone();
-            }
-            let changed = match pump.as_deref_mut() {
-                Some(pump) if !pump.is_done() => {
-                    let driven = std::future::poll_fn(|cx| pump.poll(cx));
-                    tokio::select! {
-                        changed = self.changed() => changed,
-                        () = driven => true,
-                    }
+            let mut s = self.flight.lock();
+            match &s.head {
+                Some(head) => Poll::Ready(head.clone()),
+                None => {
+                    register(&mut s.waiting_readers, cx);
+                    Poll::Pending
                 }
-                _ => self.changed().await,
-            };
-            if !changed {
-                return Err(UpstreamError::Failed);
             }
-        }
+        })
+        .await
     }
 
-    async fn changed(&mut self) -> bool {
-        match self.rx.as_mut() {
-            Some(rx) => rx.changed().await.is_ok(),
-            None => false,
-        }
-    }
-
-    /// Takes the next chunk if one is there. Callers mark the notification
-    /// seen first, so a change after this look always wakes them.
-    fn step(&mut self) -> Step {
+    /// The next chunk, the end (`None`), or registers to be woken.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
         let mut s = self.flight.lock();
         let end = s.first + s.chunks.len() as u64;
         if self.pos < end {
@@ -262,33 +244,26 @@ impl Reader {
             self.pos += 1;
             s.readers.insert(self.id, self.pos);
             s.release();
+            let leader = s.waiting_leader.take();
             drop(s);
-            self.flight.consumed.send_replace(());
-            return Step::Chunk(chunk);
+            if let Some(leader) = leader {
+                leader.wake();
+            }
+            return Poll::Ready(Some(Ok(chunk)));
         }
         match s.end {
-            Some(End::Complete) => Step::End,
-            Some(End::Aborted) => Step::Aborted,
-            None => Step::Pending,
+            Some(End::Complete) => Poll::Ready(None),
+            Some(End::Aborted) => Poll::Ready(Some(Err(broke_off()))),
+            None => {
+                register(&mut s.waiting_readers, cx);
+                Poll::Pending
+            }
         }
     }
 
     /// The next body chunk; `None` at the end.
     pub async fn next(&mut self) -> Option<Result<Bytes, BoxError>> {
-        loop {
-            if let Some(rx) = self.rx.as_mut() {
-                rx.borrow_and_update();
-            }
-            match self.step() {
-                Step::Chunk(chunk) => return Some(Ok(chunk)),
-                Step::End => return None,
-                Step::Aborted => return Some(Err(broke_off())),
-                Step::Pending => {}
-            }
-            if !self.changed().await {
-                return Some(Err(broke_off()));
-            }
-        }
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
 
     /// This reader as a response body of `length` bytes, if known; the
@@ -296,7 +271,6 @@ impl Reader {
     pub fn into_body(self, length: Option<u64>, pump: Option<Pump>) -> crate::body::Body {
         crate::body::stream(FlightBody {
             reader: self,
-            wait: None,
             remaining: length,
             pump: pump.filter(|p| !p.is_done()),
         })
@@ -348,14 +322,11 @@ impl Drop for Pump {
     }
 }
 
-type Wait = Pin<Box<dyn Future<Output = Option<watch::Receiver<()>>> + Send>>;
-
 /// A reader as an [`http_body::Body`]. Knowing the length lets the server
 /// see the end as soon as the last byte is out, as with a direct upstream
 /// body, instead of waiting for the leader to say so.
 struct FlightBody {
     reader: Reader,
-    wait: Option<Wait>,
     remaining: Option<u64>,
     pump: Option<Pump>,
 }
@@ -374,39 +345,11 @@ impl http_body::Body for FlightBody {
                 this.pump = None;
             }
         }
-        loop {
-            if let Some(wait) = this.wait.as_mut() {
-                let rx = ready!(wait.as_mut().poll(cx));
-                this.wait = None;
-                match rx {
-                    Some(rx) => this.reader.rx = Some(rx),
-                    None => return Poll::Ready(Some(Err(broke_off()))),
-                }
-            }
-            let Some(rx) = this.reader.rx.as_mut() else {
-                return Poll::Ready(Some(Err(broke_off())));
-            };
-            rx.borrow_and_update();
-            match this.reader.step() {
-                Step::Chunk(chunk) => {
-                    if let Some(left) = this.remaining.as_mut() {
-                        *left = left.saturating_sub(chunk.len() as u64);
-                    }
-                    return Poll::Ready(Some(Ok(http_body::Frame::data(chunk))));
-                }
-                Step::End => return Poll::Ready(None),
-                Step::Aborted => return Poll::Ready(Some(Err(broke_off()))),
-                Step::Pending => {
-                    let mut rx = this.reader.rx.take();
-                    this.wait = Some(Box::pin(async move {
-                        match rx.as_mut()?.changed().await {
-                            Ok(()) => rx,
-                            Err(_) => None,
-                        }
-                    }));
-                }
-            }
+        let chunk = ready!(this.reader.poll_next(cx));
+        if let (Some(Ok(chunk)), Some(left)) = (&chunk, this.remaining.as_mut()) {
+            *left = left.saturating_sub(chunk.len() as u64);
         }
+        Poll::Ready(chunk.map(|c| c.map(http_body::Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -426,8 +369,11 @@ impl Drop for Reader {
         let mut s = self.flight.lock();
         s.readers.remove(&self.id);
         s.release();
+        let leader = s.waiting_leader.take();
         drop(s);
-        self.flight.consumed.send_replace(());
+        if let Some(leader) = leader {
+            leader.wake();
+        }
     }
 }
 
@@ -456,42 +402,46 @@ impl Leader {
     }
 
     fn publish(&self, f: impl FnOnce(&mut State)) {
-        f(&mut self.flight.lock());
-        self.flight.changed.send_replace(());
+        let mut s = self.flight.lock();
+        f(&mut s);
+        let waiting = std::mem::take(&mut s.waiting_readers);
+        drop(s);
+        for reader in waiting {
+            reader.wake();
+        }
     }
 
-    fn readers_left(&self) -> bool {
-        !self.flight.lock().readers.is_empty()
+    /// Ready with `ready(state)`'s answer, or registers the leader to be
+    /// woken by the next reader that consumes or leaves.
+    fn wait_for<T>(&self, cx: &Context<'_>, ready: impl Fn(&State) -> Option<T>) -> Poll<T> {
+        let mut s = self.flight.lock();
+        match ready(&s) {
+            Some(out) => Poll::Ready(out),
+            None => {
+                s.waiting_leader = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
     }
 
     /// Resolves once no reader is left (every client went away).
     pub async fn abandoned(&self) {
-        let mut rx = self.flight.consumed.subscribe();
-        while self.readers_left() {
-            if rx.changed().await.is_err() {
-                return;
-            }
-        }
+        std::future::poll_fn(|cx| self.wait_for(cx, |s| s.readers.is_empty().then_some(()))).await
     }
 
     /// Waits until readers have caught up to within [`WINDOW`]; `false`
     /// when no reader is left.
     pub async fn room(&self) -> bool {
-        let mut rx = self.flight.consumed.subscribe();
-        loop {
-            {
-                let s = self.flight.lock();
+        std::future::poll_fn(|cx| {
+            self.wait_for(cx, |s| {
                 if s.readers.is_empty() {
-                    return false;
+                    Some(false)
+                } else {
+                    (s.buffered < WINDOW).then_some(true)
                 }
-                if s.buffered < WINDOW {
-                    return true;
-                }
-            }
-            if rx.changed().await.is_err() {
-                return false;
-            }
-        }
+            })
+        })
+        .await
     }
 
     /// The exchange failed before an answer: every reader gets `err`.

@@ -365,3 +365,28 @@ fn errors_name_the_parameter_and_an_example_but_not_the_value() {
         "{msg}"
     );
 }
+
+#[test]
+fn instants_format_like_strftime() {
+    use jiff::Timestamp;
+    let slow = |ts: Timestamp| ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    let mut secs: i64 = -62_135_596_800; // 0001-01-01
+    let step = 7_919_993_i64;
+    while secs < 253_402_300_799 {
+        let ts = Timestamp::new(
+            secs,
+            ((secs.unsigned_abs() % 1000) * 1_000_000 + 123_456) as i32,
+        )
+        .unwrap();
+        assert_eq!(super::format_instant(ts), slow(ts));
+        secs += step;
+    }
+    for edge in [
+        "1970-01-01T00:00:00Z",
+        "2024-02-29T23:59:59.999999999Z",
+        "9999-12-30T00:00:00.5Z",
+    ] {
+        let ts: Timestamp = edge.parse().unwrap();
+        assert_eq!(super::format_instant(ts), slow(ts), "{edge}");
+    }
+}
