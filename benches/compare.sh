@@ -49,6 +49,7 @@ start_gateway main "$up" off
 start_gateway poll_on "$slow" on
 start_gateway poll_off "$slow" off
 start_gateway mem "$big" on
+start_gateway stream "$big" on
 fill nginx.conf "$ngx" > "$work/nginx.conf"; nginx -c "$work/nginx.conf" -p "$work" &
 fill haproxy.cfg "$hap" > "$work/haproxy.cfg"; haproxy -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
 sleep 2
@@ -133,13 +134,14 @@ held=$(rss "$m")
 echo "idle: RSS $((base / 1024)) MiB before, $((held / 1024)) MiB with $(curl -s "http://127.0.0.1:${gwadmin[mem]}/metrics" | awk '/^chime_gateway_open_connections / {print $2}') open connections"
 exec 9>&-
 wait "$idle" || true
-sleep 1
+# Streaming on a gateway of its own, so its RSS is not the idle test's.
+m=${gwpid[stream]}
 sample() { local peak=0 v; while [ ! -e "$work/stop" ]; do v=$(rss "$m"); [ "$v" -gt "$peak" ] && peak=$v; sleep 0.05; done; echo "$peak" > "$work/peak"; }
 speed() { curl -s -o /dev/null -w '%{speed_download} %{size_download}\n' -H "$key" "$1"; }
 read -r dspeed dsize < <(speed "http://127.0.0.1:$big$target")
 before=$(rss "$m")
 sample & sampler=$!
-read -r gspeed gsize < <(speed "http://127.0.0.1:${gwport[mem]}$target")
+read -r gspeed gsize < <(speed "http://127.0.0.1:${gwport[stream]}$target")
 touch "$work/stop"; wait "$sampler"
 peak=$(cat "$work/peak")
 [ "$dsize" = 1073741824 ] && [ "$gsize" = 1073741824 ] || { echo "streamed $dsize / $gsize bytes, not 1 GiB" >&2; exit 1; }

@@ -133,5 +133,39 @@ fn limiter(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, parse, auth, limiter, full_stack);
+/// The ACL decision alone, and the whole per-request decision the issue's
+/// target names: parse + ACL + local rate-limit decision (key lookup apart).
+fn decision(c: &mut Criterion) {
+    use chime_gateway::auth::{Principal, Role};
+    use chime_gateway::ratelimit::local::LocalLimiter;
+    use chime_gateway::ratelimit::Tier;
+    use std::collections::BTreeSet;
+    use std::num::NonZeroU32;
+    let catalog = Catalog::new(&builtin());
+    let (path, query) = TARGET.split_once('?').unwrap();
+    let route = match_path(path).unwrap();
+    let typed = chime_gateway::request::parse(&route, Some(query), &catalog).unwrap();
+    let manager = Principal {
+        user: "m".into(),
+        role: Role::Manager,
+        queues: Arc::new(BTreeSet::from([1, 4, 9])),
+        tier: "default".into(),
+        fingerprint: ApiKey::generate().hash().fingerprint(),
+    };
+    c.bench_function("ACL decision", |b| {
+        b.iter(|| chime_gateway::acl::decide(&manager, &typed).unwrap())
+    });
+    let tiers = vec![Tier::new("default", u32::MAX / 2, 1_000_000, 4)];
+    let local = LocalLimiter::new(&tiers);
+    c.bench_function("parse + ACL + rate-limit decision", |b| {
+        b.iter(|| {
+            let route = match_path(path).unwrap();
+            let typed = chime_gateway::request::parse(&route, Some(query), &catalog).unwrap();
+            chime_gateway::acl::decide(&manager, &typed).unwrap();
+            local.check(&tiers[0], &manager.user, NonZeroU32::MIN)
+        })
+    });
+}
+
+criterion_group!(benches, parse, auth, decision, limiter, full_stack);
 criterion_main!(benches);
