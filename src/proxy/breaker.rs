@@ -5,7 +5,16 @@
 //! `Retry-After` for the cool-down, instead of each waiting for a connect
 //! timeout. Then one request is let through as a probe (half-open): an
 //! answer closes the circuit, a failure opens it for another cool-down.
+//!
+//! Every proxied request asks [`Breaker::admit`] and reports
+//! [`Breaker::success`]; while the circuit is closed and clean both read
+//! one atomic flag and take no lock, so a healthy gateway's requests never
+//! queue on this shared state. (A request racing a state change may see
+//! the old state: one extra request passes, or one success is ordered
+//! before a concurrent failure — either is what could have happened
+//! anyway.)
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -24,6 +33,10 @@ pub struct Breaker {
     threshold: u32,
     cool_down: Duration,
     state: Mutex<State>,
+    /// `state` is `Closed { .. }`.
+    closed: AtomicBool,
+    /// `state` is `Closed { failures: 0 }`.
+    clean: AtomicBool,
 }
 
 impl Breaker {
@@ -33,6 +46,8 @@ impl Breaker {
             threshold,
             cool_down,
             state: Mutex::new(State::Closed { failures: 0 }),
+            closed: AtomicBool::new(true),
+            clean: AtomicBool::new(true),
         }
     }
 
@@ -42,6 +57,9 @@ impl Breaker {
 
     /// Whether a request may go upstream now; if not, how long to wait.
     pub fn admit(&self) -> Result<(), Duration> {
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let mut state = self.state();
         match *state {
             State::Closed { .. } => Ok(()),
@@ -64,7 +82,13 @@ impl Breaker {
 
     /// The upstream answered.
     pub fn success(&self) {
-        *self.state() = State::Closed { failures: 0 };
+        if self.clean.load(Ordering::Acquire) {
+            return;
+        }
+        let mut state = self.state();
+        *state = State::Closed { failures: 0 };
+        self.closed.store(true, Ordering::Release);
+        self.clean.store(true, Ordering::Release);
     }
 
     /// A connect failure or timeout; returns true when this opened the circuit.
@@ -77,10 +101,12 @@ impl Breaker {
             State::Closed { failures } => failures + 1,
             State::HalfOpen { .. } | State::Open { .. } => self.threshold,
         };
+        self.clean.store(false, Ordering::Release);
         if failures >= self.threshold {
             *state = State::Open {
                 until: Instant::now() + self.cool_down,
             };
+            self.closed.store(false, Ordering::Release);
             true
         } else {
             *state = State::Closed { failures };
