@@ -182,21 +182,7 @@ impl Harness {
     }
 
     pub async fn admin_get(&self, path: &str) -> Answer {
-        let resp = self
-            .client
-            .request(
-                Request::get(format!("http://{}{path}", self.admin))
-                    .body(Empty::new())
-                    .unwrap(),
-            )
-            .await
-            .expect("admin request");
-        let (parts, body) = resp.into_parts();
-        Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body: body.collect().await.expect("body").to_bytes(),
-        }
+        self.admin_call(Method::GET, path, None, &[]).await
     }
 
     /// An admin API call as the key page makes it (with the CSRF header),
