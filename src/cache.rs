@@ -356,14 +356,16 @@ impl ResponseCache {
         self.entries.insert(key, entry).await;
     }
 
-    /// Drops every entry (admin use and tests).
-    pub async fn clear(&self) {
+    /// Drops every entry.
+    #[cfg(test)]
+    async fn clear(&self) {
         self.entries.invalidate_all();
         self.entries.run_pending_tasks().await;
     }
 
-    /// Runs pending evictions now (tests and metrics freshness).
-    pub async fn settle(&self) {
+    /// Runs pending evictions now, so their metrics are counted.
+    #[cfg(test)]
+    async fn settle(&self) {
         self.entries.run_pending_tasks().await;
     }
 }

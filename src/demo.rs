@@ -49,9 +49,7 @@ pub async fn start(listen: SocketAddr, admin: SocketAddr) -> Result<Demo, BoxErr
     );
     let mut config = Config::from_toml(&toml, "<demo>", Path::new("."), &ProcessEnv)?;
     let keys_dir = tempfile::tempdir()?;
-    let keys_file = keys_dir.path().join("keys.toml");
-    write_private(&keys_file, DEMO_KEYS)?;
-    config.keys.source = KeySource::File(keys_file);
+    config.keys.source = KeySource::File(write_demo_keys(keys_dir.path())?);
     let gateway =
         Gateway::bind_state(AppState::build(config, Arc::new(SystemClock)).await?).await?;
     Ok(Demo {
@@ -61,14 +59,12 @@ pub async fn start(listen: SocketAddr, admin: SocketAddr) -> Result<Demo, BoxErr
     })
 }
 
-/// Writes `text` to a new file only its owner can read.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(text.as_bytes())
+/// Writes the demo keys as an editable key file in `dir` (mode 0600,
+/// through the key store's own writer) and returns its path.
+pub fn write_demo_keys(dir: &Path) -> Result<std::path::PathBuf, BoxError> {
+    let path = dir.join("keys.toml");
+    crate::keystore::file::KeyFile::parse(DEMO_KEYS, "<demo>")?.save(&path)?;
+    Ok(path)
 }
 
 /// What the demo prints: addresses, keys and ready-to-paste commands.

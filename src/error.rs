@@ -19,6 +19,7 @@ use crate::admin::guard::AdminAuthError;
 use crate::auth::AuthError;
 use crate::body::{self, Response};
 use crate::catalog::UnknownReport;
+use crate::keystore::editor::ReadOnlyStore;
 use crate::limits::LimitError;
 use crate::proxy::UpstreamError;
 use crate::ratelimit::Limited;
@@ -158,7 +159,6 @@ fn classify_one(e: &(dyn Error + 'static)) -> Option<Classified> {
             AdminError::BadRequest(_) => Classified::new(S::BAD_REQUEST, "invalid_request", err),
             AdminError::NotFound(_) => Classified::new(S::NOT_FOUND, "not_found", err),
             AdminError::Conflict(_) => Classified::new(S::CONFLICT, "conflict", err),
-            AdminError::ReadOnly => Classified::new(S::CONFLICT, "read_only_key_store", err),
             AdminError::MethodNotAllowed => {
                 Classified::new(S::METHOD_NOT_ALLOWED, "method_not_allowed", err)
             }
@@ -166,6 +166,9 @@ fn classify_one(e: &(dyn Error + 'static)) -> Option<Classified> {
                 Classified::new(S::SERVICE_UNAVAILABLE, "key_store_unavailable", err)
             }
         });
+    }
+    if let Some(err) = e.downcast_ref::<ReadOnlyStore>() {
+        return Some(Classified::new(S::CONFLICT, "read_only_key_store", err));
     }
     if let Some(err) = e.downcast_ref::<UnknownReport>() {
         return Some(Classified::new(S::NOT_FOUND, "unknown_report", err));
@@ -249,7 +252,7 @@ mod tests {
             ),
             (AdminError::NotFound("x".into()).into(), 404, "not_found"),
             (AdminError::Conflict("x".into()).into(), 409, "conflict"),
-            (AdminError::ReadOnly.into(), 409, "read_only_key_store"),
+            (ReadOnlyStore.into(), 409, "read_only_key_store"),
             (
                 AdminError::MethodNotAllowed.into(),
                 405,

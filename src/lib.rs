@@ -24,6 +24,7 @@ pub mod limits;
 pub mod listing;
 pub mod metrics;
 pub mod observe;
+pub mod percent;
 pub mod proxy;
 pub mod ratelimit;
 pub mod readiness;

@@ -110,7 +110,6 @@ struct Inner {
     breaker: breaker::Breaker,
     limiter: Arc<RateLimiter>,
     flights: Arc<flight::Flights>,
-    coalesce: bool,
     cache_config: CacheConfig,
     cache: Option<ResponseCache>,
     clock: Arc<dyn Clock>,
@@ -156,7 +155,6 @@ impl Proxy {
                 auth: cfg.auth.clone(),
                 breaker: breaker::Breaker::new(cfg.breaker_failures, cfg.breaker_cool_down),
                 cache: ResponseCache::new(cache, Arc::clone(&metrics)),
-                coalesce: cache.coalesce,
                 cache_config: cache.clone(),
                 flights: Arc::default(),
                 metrics,
@@ -295,14 +293,14 @@ impl Inner {
         typed: &GatewayRequest,
         store: Option<(ResponseCache, std::time::Duration)>,
     ) -> Result<(flight::Reader, Option<flight::Pump>, Served), BoxError> {
-        if self.coalesce {
+        if self.cache_config.coalesce {
             if let Some(reader) = self.flights.join(&key) {
                 self.metrics.coalesced.inc();
                 return Ok((reader, None, Served::Coalesced));
             }
         }
         let slot = self.limiter.upstream_slot()?;
-        let (leader, reader) = match self.flights.join_or_start(key, self.coalesce) {
+        let (leader, reader) = match self.flights.join_or_start(key, self.cache_config.coalesce) {
             flight::Joined::Follower(reader) => {
                 self.metrics.coalesced.inc();
                 return Ok((reader, None, Served::Coalesced));

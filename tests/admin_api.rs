@@ -6,7 +6,7 @@
 mod harness;
 
 use chime_gateway::config::{KeySource, Secret, UpstreamAuth};
-use chime_gateway::demo::DEMO_KEYS;
+use chime_gateway::demo::write_demo_keys;
 use harness::{Answer, Harness, DOC_QUERY};
 use http::{Method, StatusCode};
 use serde_json::json;
@@ -21,13 +21,7 @@ async fn with_key_file(
     tweak: impl FnOnce(&mut chime_gateway::config::Config),
 ) -> (Harness, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("keys.toml");
-    std::fs::write(&path, DEMO_KEYS).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    let path = write_demo_keys(dir.path()).unwrap();
     let h = Harness::start_with(|c| {
         c.keys.source = KeySource::File(path);
         // New keys are unknown to the simulated Chime: it sees the service key.

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chime_gateway::config::{KeySource, Secret, UpstreamAuth};
-use chime_gateway::demo::DEMO_KEYS;
+use chime_gateway::demo::write_demo_keys;
 use fantoccini::{Client, ClientBuilder, Locator};
 use harness::{Harness, DOC_QUERY};
 use http::StatusCode;
@@ -133,13 +133,7 @@ async fn generate_use_rotate_and_refuse_the_old_key_in_the_browser() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys.toml");
-    std::fs::write(&keys, DEMO_KEYS).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    let keys = write_demo_keys(dir.path()).unwrap();
     let h = Harness::start_with(|c| {
         c.keys.source = KeySource::File(keys);
         c.upstream.auth = UpstreamAuth::Service(Secret::new("service-key-123"));

@@ -32,7 +32,7 @@ use crate::auth::{Fingerprint, KeyHash, Principal, Role};
 use crate::body::Response;
 use crate::error;
 use crate::gate::{Gate, Passed};
-use crate::keystore::editor::{key_status, KeyEditor};
+use crate::keystore::editor::{key_status, KeyEditor, ReadOnlyStore};
 use crate::keystore::file::edit::EditError;
 use crate::keystore::file::KeyFile;
 use crate::request::{GatewayRequest, Parse};
@@ -55,9 +55,6 @@ pub enum AdminError {
     /// The change conflicts with what is stored.
     #[error("{0}")]
     Conflict(String),
-    /// The keys are compiled into the binary.
-    #[error("this gateway's keys are compiled in and cannot be changed; configure keys.store")]
-    ReadOnly,
     /// The path exists but not for this method.
     #[error("this admin API path does not take that method")]
     MethodNotAllowed,
@@ -86,7 +83,7 @@ impl From<EditError> for AdminError {
 fn edit_failed(e: BoxError) -> BoxError {
     match e.downcast::<EditError>() {
         Ok(edit) => AdminError::from(*edit).into(),
-        Err(e) if e.is::<AdminError>() => e,
+        Err(e) if e.is::<AdminError>() || e.is::<ReadOnlyStore>() => e,
         Err(e) => {
             tracing::error!(error = %e, "admin API: key store edit failed");
             AdminError::Store.into()
@@ -98,7 +95,7 @@ fn edit_failed(e: BoxError) -> BoxError {
 #[derive(Debug)]
 pub struct AdminApi {
     state: Arc<AppState>,
-    editor: Option<KeyEditor>,
+    editor: KeyEditor,
     guard: Guard,
 }
 
@@ -141,10 +138,6 @@ struct Explain {
     target: String,
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Response {
-    super::json(status, value)
-}
-
 fn duration(field: &str, value: Option<&str>) -> Result<Option<Duration>, AdminError> {
     value
         .map(|v| {
@@ -157,19 +150,8 @@ fn duration(field: &str, value: Option<&str>) -> Result<Option<Duration>, AdminE
 
 /// A path segment, percent-decoded (user names may hold `@`).
 fn segment(s: &str) -> Result<String, AdminError> {
-    let bad = || AdminError::BadRequest(format!("`{s}` is not a valid path segment"));
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        if b == b'%' {
-            let hex = [bytes.next().ok_or_else(bad)?, bytes.next().ok_or_else(bad)?];
-            let hex = std::str::from_utf8(&hex).map_err(|_| bad())?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
-        } else {
-            out.push(b);
-        }
-    }
-    String::from_utf8(out).map_err(|_| bad())
+    crate::percent::decode(s)
+        .map_err(|e| AdminError::BadRequest(format!("`{s}` is not a valid path segment: {e}")))
 }
 
 impl AdminApi {
@@ -226,11 +208,6 @@ impl AdminApi {
     }
 
     fn session(&self) -> Response {
-        let store = match &self.state.config.keys.source {
-            crate::config::KeySource::File(_) => "file",
-            crate::config::KeySource::Postgres(_) => "postgres",
-            crate::config::KeySource::Embedded(_) => "embedded",
-        };
         let tiers: Vec<&str> = self
             .state
             .config
@@ -239,12 +216,12 @@ impl AdminApi {
             .iter()
             .map(|t| &*t.name)
             .collect();
-        json(
+        super::json(
             StatusCode::OK,
             &serde_json::json!({
                 "auth": if self.guard.uses_token() { "token" } else { "loopback" },
-                "store": store,
-                "editable": self.editor.is_some(),
+                "store": self.editor.kind(),
+                "editable": self.editor.is_editable(),
                 "tiers": tiers,
                 "roles": ["admin", "manager"],
             }),
@@ -252,23 +229,14 @@ impl AdminApi {
     }
 
     async fn read_store(&self) -> Result<KeyFile, BoxError> {
-        match &self.editor {
-            Some(editor) => editor.read().await.map_err(edit_failed),
-            None => match &self.state.config.keys.source {
-                crate::config::KeySource::Embedded(text) => {
-                    Ok(KeyFile::parse(text, "<embedded>").map_err(|_| AdminError::Store)?)
-                }
-                _ => Err(AdminError::ReadOnly.into()),
-            },
-        }
+        self.editor.read().await.map_err(edit_failed)
     }
 
     async fn edit<R>(
         &self,
         op: impl FnOnce(&mut KeyFile) -> Result<R, BoxError>,
     ) -> Result<R, BoxError> {
-        let editor = self.editor.as_ref().ok_or(AdminError::ReadOnly)?;
-        let out = editor.edit(op).await.map_err(edit_failed)?;
+        let out = self.editor.edit(op).await.map_err(edit_failed)?;
         // A key file is re-read now rather than at the next watch tick.
         self.state.reload_keys(true);
         Ok(out)
@@ -277,14 +245,12 @@ impl AdminApi {
     async fn list(&self) -> Result<Response, BoxError> {
         let file = self.read_store().await?;
         let now = Timestamp::now();
-        let mut last_used: HashMap<String, String> = match &self.editor {
-            Some(editor) => editor
-                .recorded_last_use()
-                .await
-                .map_err(edit_failed)?
-                .unwrap_or_default(),
-            None => HashMap::new(),
-        };
+        let mut last_used: HashMap<String, String> = self
+            .editor
+            .recorded_last_use()
+            .await
+            .map_err(edit_failed)?
+            .unwrap_or_default();
         for (fp, at) in self.state.keys.last_used() {
             last_used.insert(fp.as_str().to_owned(), at.to_string());
         }
@@ -316,7 +282,10 @@ impl AdminApi {
                 })
             })
             .collect();
-        Ok(json(StatusCode::OK, &serde_json::json!({ "users": users })))
+        Ok(super::json(
+            StatusCode::OK,
+            &serde_json::json!({ "users": users }),
+        ))
     }
 
     fn known_tier(&self, tier: &str) -> Result<(), AdminError> {
@@ -341,7 +310,7 @@ impl AdminApi {
         let name = u.name.clone();
         self.edit(move |f| Ok(f.add_user(&u.name, u.role, u.queues, &u.tier)?))
             .await?;
-        Ok(json(
+        Ok(super::json(
             StatusCode::CREATED,
             &serde_json::json!({ "name": name }),
         ))
@@ -353,7 +322,10 @@ impl AdminApi {
         }
         self.edit(|f| Ok(f.set_user(name, c.role, c.queues, c.tier.as_deref())?))
             .await?;
-        Ok(json(StatusCode::OK, &serde_json::json!({ "name": name })))
+        Ok(super::json(
+            StatusCode::OK,
+            &serde_json::json!({ "name": name }),
+        ))
     }
 
     async fn generate(&self, user: &str, g: GenerateKey) -> Result<Response, BoxError> {
@@ -376,7 +348,7 @@ impl AdminApi {
             .iter()
             .map(|(fp, until)| serde_json::json!({"fingerprint": fp.as_str(), "until": until.to_string()}))
             .collect();
-        Ok(json(
+        Ok(super::json(
             StatusCode::CREATED,
             &serde_json::json!({
                 "user": user,
@@ -391,7 +363,7 @@ impl AdminApi {
         let now = Timestamp::now();
         let revoked = self.edit(|f| Ok(f.revoke(who, now)?)).await?;
         let list: Vec<&str> = revoked.iter().map(Fingerprint::as_str).collect();
-        Ok(json(
+        Ok(super::json(
             StatusCode::OK,
             &serde_json::json!({ "revoked": list }),
         ))
@@ -533,7 +505,7 @@ impl AdminApi {
                 "forwarded": false, "steps": steps,
             }),
         };
-        Ok(json(StatusCode::OK, &doc))
+        Ok(super::json(StatusCode::OK, &doc))
     }
 }
 

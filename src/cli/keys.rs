@@ -131,8 +131,7 @@ fn resolve(config: &Path, store: Option<&str>) -> Result<(KeyEditor, Config), Bo
             }
         }
         Some(path) => KeyEditor::file(PathBuf::from(path)),
-        None => KeyEditor::for_source(&cfg.keys.source)
-            .ok_or("the configured key store is compiled in and cannot be edited")?,
+        None => KeyEditor::for_source(&cfg.keys.source),
     };
     Ok((store, cfg))
 }
@@ -173,7 +172,7 @@ pub(super) fn run_migrate(config: &Path, store: Option<&str>) -> Result<String, 
                 format!("Schema {schema}: applied migrations {applied:?}.\n")
             })
         }),
-        KeyEditor::File { .. } => Err("migrate applies to the PostgreSQL key store (keys.store = \"postgres\" or --store postgres://...)".into()),
+        KeyEditor::File { .. } | KeyEditor::Embedded(_) => Err("migrate applies to the PostgreSQL key store (keys.store = \"postgres\" or --store postgres://...)".into()),
     }
 }
 

@@ -15,6 +15,11 @@ use crate::keystore::file::{KeyFile, KeyRecord};
 use crate::keystore::postgres::admin::PgAdmin;
 use crate::BoxError;
 
+/// An edit of keys compiled into the binary.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("this gateway's keys are compiled in and cannot be changed; configure keys.store")]
+pub struct ReadOnlyStore;
+
 /// Where edits apply.
 #[derive(Debug)]
 pub enum KeyEditor {
@@ -32,6 +37,8 @@ pub enum KeyEditor {
         /// Schema.
         schema: String,
     },
+    /// Keys compiled into the binary (the demo's, tests'): read, never edited.
+    Embedded(&'static str),
 }
 
 impl KeyEditor {
@@ -43,16 +50,30 @@ impl KeyEditor {
         }
     }
 
-    /// An editor for the configured store; `None` for keys compiled into the binary.
-    pub fn for_source(source: &KeySource) -> Option<KeyEditor> {
+    /// An editor for the configured store.
+    pub fn for_source(source: &KeySource) -> KeyEditor {
         match source {
-            KeySource::File(path) => Some(KeyEditor::file(path.clone())),
-            KeySource::Postgres(pg) => Some(KeyEditor::Postgres {
+            KeySource::File(path) => KeyEditor::file(path.clone()),
+            KeySource::Postgres(pg) => KeyEditor::Postgres {
                 url: pg.url.expose().to_owned(),
                 schema: pg.schema.clone(),
-            }),
-            KeySource::Embedded(_) => None,
+            },
+            KeySource::Embedded(text) => KeyEditor::Embedded(text),
         }
+    }
+
+    /// `file`, `postgres` or `embedded`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            KeyEditor::File { .. } => "file",
+            KeyEditor::Postgres { .. } => "postgres",
+            KeyEditor::Embedded(_) => "embedded",
+        }
+    }
+
+    /// Whether [`Self::edit`] can succeed.
+    pub fn is_editable(&self) -> bool {
+        !matches!(self, KeyEditor::Embedded(_))
     }
 
     /// Every user and key (hashes only).
@@ -62,6 +83,7 @@ impl KeyEditor {
             KeyEditor::Postgres { url, schema } => {
                 PgAdmin::connect(url, schema).await?.load().await
             }
+            KeyEditor::Embedded(text) => Ok(KeyFile::parse(text, "<embedded>")?),
         }
     }
 
@@ -81,6 +103,7 @@ impl KeyEditor {
             KeyEditor::Postgres { url, schema } => {
                 PgAdmin::connect(url, schema).await?.edit(op).await
             }
+            KeyEditor::Embedded(_) => Err(ReadOnlyStore.into()),
         }
     }
 

@@ -99,16 +99,18 @@ impl Flights {
         }
     }
 
-    /// Flights currently joinable (tests).
-    pub fn len(&self) -> usize {
+    /// Flights currently joinable.
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
             .sum()
     }
 
-    /// No flight is joinable (tests).
-    pub fn is_empty(&self) -> bool {
+    /// No flight is joinable.
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

@@ -106,37 +106,15 @@ pub(crate) fn example(name: Name) -> &'static str {
 }
 
 fn decode(s: &str) -> Result<String, QueryError> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or_else(bad_escape)?;
-            let hi = (hex[0] as char).to_digit(16).ok_or_else(bad_escape)?;
-            let lo = (hex[1] as char).to_digit(16).ok_or_else(bad_escape)?;
-            out.push((hi * 16 + lo) as u8);
-            i += 3;
-        } else {
-            out.push(b);
-            i += 1;
-        }
-    }
-    let text = String::from_utf8(out).map_err(|_| QueryError::Malformed {
-        reason: "a percent-encoded sequence is not valid UTF-8".into(),
-    })?;
-    if text.chars().any(char::is_control) {
-        return Err(QueryError::Malformed {
+    use crate::percent::PercentError;
+    crate::percent::decode(s).map_err(|e| match e {
+        PercentError::BadEscape | PercentError::NotUtf8 => QueryError::Malformed {
+            reason: e.to_string(),
+        },
+        PercentError::Control => QueryError::Malformed {
             reason: "the query contains control characters".into(),
-        });
-    }
-    Ok(text)
-}
-
-fn bad_escape() -> QueryError {
-    QueryError::Malformed {
-        reason: "`%` must be followed by two hex digits".into(),
-    }
+        },
+    })
 }
 
 /// A parameter name made safe to quote back: printable ASCII, at most 40 chars.

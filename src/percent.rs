@@ -1,0 +1,61 @@
+//! Strict percent-decoding, shared by the query tokenizer and the admin
+//! API's path segments: `%` must be followed by two hex digits, the result
+//! must be UTF-8 without control characters, and `+` stays `+` (callers
+//! that give it a meaning do so themselves).
+
+/// Why a text could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PercentError {
+    /// A `%` without two hex digits after it.
+    #[error("`%` must be followed by two hex digits")]
+    BadEscape,
+    /// The decoded bytes are not UTF-8.
+    #[error("a percent-encoded sequence is not valid UTF-8")]
+    NotUtf8,
+    /// The decoded text holds control characters.
+    #[error("the text contains control characters")]
+    Control,
+}
+
+/// Decodes `s`.
+pub fn decode(s: &str) -> Result<String, PercentError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or(PercentError::BadEscape)?;
+            let digit = |h: u8| (h as char).to_digit(16).ok_or(PercentError::BadEscape);
+            out.push((digit(hex[0])? * 16 + digit(hex[1])?) as u8);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    let text = String::from_utf8(out).map_err(|_| PercentError::NotUtf8)?;
+    if text.chars().any(char::is_control) {
+        return Err(PercentError::Control);
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict() {
+        assert_eq!(
+            decode("ops%40example.com").as_deref(),
+            Ok("ops@example.com")
+        );
+        assert_eq!(decode("a+b").as_deref(), Ok("a+b"));
+        assert_eq!(decode("%2").unwrap_err(), PercentError::BadEscape);
+        assert_eq!(decode("%+f").unwrap_err(), PercentError::BadEscape);
+        assert_eq!(decode("%zz").unwrap_err(), PercentError::BadEscape);
+        assert_eq!(decode("%ff").unwrap_err(), PercentError::NotUtf8);
+        assert_eq!(decode("a%0Ab").unwrap_err(), PercentError::Control);
+    }
+}
