@@ -1,21 +1,24 @@
 //! The audit log: one JSON line per request — who pulled which queue's data
 //! when, and what the gateway decided — never the key.
 //!
-//! Lines are handed to a writer task through a bounded queue, so a slow
-//! disk never stalls a request: when the queue is full the line is dropped
-//! and `chime_gateway_audit_dropped_total` counts it. The writer buffers
-//! (64 KiB), flushes at least every 100 ms, and counts (and logs once per
-//! transition) write failures instead of stopping.
+//! Each worker thread serialises its lines into a buffer of its own; a
+//! writer thread collects and writes them every 100 ms (sooner when one
+//! passes 64 KiB), so a request costs neither a system call nor a
+//! cross-thread wake-up, and a slow disk never stalls a request: a worker
+//! with `capacity` lines waiting drops further ones and
+//! `chime_gateway_audit_dropped_total` counts them. Write failures are
+//! counted (and logged once per transition) instead of stopping the writer.
 
+use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
+use crate::workers::PerWorker;
 
 /// Where audit lines go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -80,138 +83,206 @@ pub struct AuditRecord<'a> {
     pub seconds: f64,
 }
 
-enum Msg {
-    Line(Vec<u8>),
+/// How often the writer collects and writes what the workers have recorded.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// A worker's lines past this many bytes wake the writer before its tick.
+const HIGH_WATER: usize = 64 * 1024;
+
+/// One worker's lines not yet written.
+#[derive(Debug, Default)]
+struct Pending {
+    buf: Vec<u8>,
+    lines: usize,
+    /// The writer was woken for this batch already.
+    nudged: bool,
+}
+
+/// What the writer thread is asked to do besides its tick.
+#[derive(Debug)]
+enum Cmd {
+    /// A worker passed [`HIGH_WATER`].
+    Nudge,
+    /// Write and flush everything recorded so far, then answer.
     Flush(oneshot::Sender<()>),
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// Each worker appends to its own buffer: no lock is contended on the
+    /// request path (the writer takes each one briefly every tick).
+    pending: PerWorker<Mutex<Pending>>,
+    /// Most lines a worker may have waiting.
+    capacity: usize,
+    wake: std::sync::mpsc::Sender<Cmd>,
 }
 
 /// The audit log's sending side.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
-    tx: Option<mpsc::Sender<Msg>>,
+    shared: Option<Arc<Shared>>,
     metrics: Arc<Metrics>,
-}
-
-impl std::fmt::Debug for Msg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Msg::Line(_) => f.write_str("Line"),
-            Msg::Flush(_) => f.write_str("Flush"),
-        }
-    }
 }
 
 impl AuditLog {
     /// An audit log that writes nothing.
     pub fn off(metrics: Arc<Metrics>) -> Self {
-        AuditLog { tx: None, metrics }
+        AuditLog {
+            shared: None,
+            metrics,
+        }
     }
 
     /// Opens `target` (a file must be writable now: start-up fails fast
-    /// otherwise) and starts the writer task with a queue of `capacity` lines.
-    pub async fn start(
+    /// otherwise) and starts the writer thread. Each of `workers` worker
+    /// threads may have up to `capacity` lines waiting.
+    pub fn start(
         target: &AuditTarget,
         capacity: usize,
+        workers: usize,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Self> {
-        let out: Box<dyn AsyncWrite + Send + Unpin> = match target {
+        let out: Box<dyn Write + Send> = match target {
             AuditTarget::Off => return Ok(Self::off(metrics)),
-            AuditTarget::Stdout => Box::new(tokio::io::stdout()),
+            AuditTarget::Stdout => Box::new(std::io::stdout()),
             AuditTarget::File(path) => {
-                let mut options = tokio::fs::OpenOptions::new();
+                let mut options = std::fs::OpenOptions::new();
                 options.create(true).append(true);
                 #[cfg(unix)]
-                options.mode(0o640);
-                Box::new(options.open(path).await.map_err(|e| {
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o640);
+                Box::new(options.open(path).map_err(|e| {
                     std::io::Error::new(e.kind(), format!("audit log {}: {e}", path.display()))
                 })?)
             }
         };
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        tokio::spawn(write_lines(
-            rx,
-            BufWriter::with_capacity(64 * 1024, out),
-            Arc::clone(&metrics),
-        ));
+        let (wake, commands) = std::sync::mpsc::channel();
+        let shared = Arc::new(Shared {
+            pending: PerWorker::new(workers, |_| Mutex::default()),
+            capacity: capacity.max(1),
+            wake,
+        });
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            out,
+            metrics: Arc::clone(&metrics),
+            failing: false,
+            scratch: Vec::new(),
+        };
+        std::thread::Builder::new()
+            .name("chime-gw-audit".into())
+            .spawn(move || writer.run(&commands))?;
         Ok(AuditLog {
-            tx: Some(tx),
+            shared: Some(shared),
             metrics,
         })
     }
 
     /// Whether lines are written at all (callers skip building records otherwise).
     pub fn is_on(&self) -> bool {
-        self.tx.is_some()
+        self.shared.is_some()
     }
 
-    /// Queues one record; never waits.
+    /// Appends one record to this worker's pending lines; never waits for
+    /// the disk. A line beyond the capacity is dropped and counted.
     pub fn record(&self, record: &AuditRecord<'_>) {
-        let Some(tx) = &self.tx else { return };
-        let mut line = match serde_json::to_vec(record) {
-            Ok(line) => line,
-            Err(_) => return,
-        };
-        line.push(b'\n');
-        if tx.try_send(Msg::Line(line)).is_err() {
+        let Some(shared) = &self.shared else { return };
+        let mut pending = shared
+            .pending
+            .get()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if pending.lines >= shared.capacity {
+            drop(pending);
             self.metrics.audit_dropped.inc();
+            return;
+        }
+        let before = pending.buf.len();
+        if serde_json::to_writer(&mut pending.buf, record).is_err() {
+            pending.buf.truncate(before);
+            return;
+        }
+        pending.buf.push(b'\n');
+        pending.lines += 1;
+        if pending.buf.len() >= HIGH_WATER && !pending.nudged {
+            pending.nudged = true;
+            let _ = shared.wake.send(Cmd::Nudge);
         }
     }
 
-    /// Waits until every line queued so far is written and flushed.
+    /// Waits until every line recorded so far is written and flushed.
     pub async fn flush(&self) {
-        let Some(tx) = &self.tx else { return };
+        let Some(shared) = &self.shared else { return };
         let (done, wait) = oneshot::channel();
-        if tx.send(Msg::Flush(done)).await.is_ok() {
+        if shared.wake.send(Cmd::Flush(done)).is_ok() {
             let _ = wait.await;
         }
     }
 }
 
-async fn write_lines(
-    mut rx: mpsc::Receiver<Msg>,
-    mut out: BufWriter<Box<dyn AsyncWrite + Send + Unpin>>,
+/// The writer thread: every [`FLUSH_EVERY`] (or when nudged) it takes each
+/// worker's pending lines and writes them in one go; a write system call
+/// per request would cost more than the request. Write failures are
+/// counted, and logged once per transition, instead of stopping it.
+struct Writer {
+    /// Shared with every [`AuditLog`]; when the writer holds the last
+    /// reference it writes what is left and ends.
+    shared: Arc<Shared>,
+    out: Box<dyn Write + Send>,
     metrics: Arc<Metrics>,
-) {
-    let failing = AtomicBool::new(false);
-    let report = |result: std::io::Result<()>| match result {
-        Ok(()) => {
-            if failing.swap(false, Ordering::Relaxed) {
-                tracing::info!("audit log writable again");
+    failing: bool,
+    scratch: Vec<u8>,
+}
+
+impl Writer {
+    fn run(mut self, commands: &std::sync::mpsc::Receiver<Cmd>) {
+        loop {
+            let command = commands.recv_timeout(FLUSH_EVERY);
+            let last = Arc::strong_count(&self.shared) == 1;
+            let shared = Arc::clone(&self.shared);
+            self.write_pending(&shared);
+            if let Ok(Cmd::Flush(done)) = command {
+                let _ = done.send(());
             }
-        }
-        Err(e) => {
-            metrics.audit_write_errors.inc();
-            if !failing.swap(true, Ordering::Relaxed) {
-                tracing::error!(error = %e, "audit log write failed; lines are being lost");
-            }
-        }
-    };
-    // Lines are flushed every 100 ms (and on request), not after each one:
-    // a write system call per request would cost more than the request.
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut dirty = false;
-    loop {
-        tokio::select! {
-            msg = rx.recv() => match msg {
-                Some(Msg::Line(line)) => {
-                    report(out.write_all(&line).await);
-                    dirty = true;
-                }
-                Some(Msg::Flush(done)) => {
-                    report(out.flush().await);
-                    dirty = false;
-                    let _ = done.send(());
-                }
-                None => break,
-            },
-            _ = tick.tick(), if dirty => {
-                report(out.flush().await);
-                dirty = false;
+            if last {
+                return;
             }
         }
     }
-    report(out.flush().await);
+
+    fn write_pending(&mut self, shared: &Shared) {
+        for slot in shared.pending.all() {
+            {
+                let mut pending = slot.lock().unwrap_or_else(|p| p.into_inner());
+                std::mem::swap(&mut pending.buf, &mut self.scratch);
+                pending.lines = 0;
+                pending.nudged = false;
+            }
+            if !self.scratch.is_empty() {
+                let result = self.out.write_all(&self.scratch);
+                self.report(result);
+                self.scratch.clear();
+            }
+        }
+        let result = self.out.flush();
+        self.report(result);
+    }
+
+    fn report(&mut self, result: std::io::Result<()>) {
+        match result {
+            Ok(()) if self.failing => {
+                self.failing = false;
+                tracing::info!("audit log writable again");
+            }
+            Ok(()) => {}
+            Err(e) => {
+                self.metrics.audit_write_errors.inc();
+                if !self.failing {
+                    self.failing = true;
+                    tracing::error!(error = %e, "audit log write failed; lines are being lost");
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -226,9 +297,7 @@ mod tests {
     async fn writes_one_json_line_per_record() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let log = AuditLog::start(&AuditTarget::File(path.clone()), 100, metrics())
-            .await
-            .unwrap();
+        let log = AuditLog::start(&AuditTarget::File(path.clone()), 100, 2, metrics()).unwrap();
         for id in ["a", "b", "c"] {
             log.record(&AuditRecord {
                 request_id: id,
@@ -254,10 +323,14 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_drops_and_counts() {
         let m = metrics();
-        // A writer that never makes progress: the queue fills and lines are shed.
-        let (tx, _rx) = mpsc::channel(2);
+        // No writer takes the lines: the worker's buffer fills and lines are shed.
+        let (wake, _commands) = std::sync::mpsc::channel();
         let log = AuditLog {
-            tx: Some(tx),
+            shared: Some(Arc::new(Shared {
+                pending: PerWorker::new(1, |_| Mutex::default()),
+                capacity: 2,
+                wake,
+            })),
             metrics: Arc::clone(&m),
         };
         for _ in 0..5 {
@@ -271,9 +344,9 @@ mod tests {
         let err = AuditLog::start(
             &AuditTarget::File("/nonexistent/dir/audit.log".into()),
             10,
+            1,
             metrics(),
         )
-        .await
         .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/dir/audit.log"));
     }

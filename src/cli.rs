@@ -170,10 +170,14 @@ fn print_out(text: &str) {
 }
 
 fn serve_main(command: Command) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if !matches!(command, Command::Simulate { .. }) {
+        // The gateway's requests are served by its own worker threads
+        // (`listen.workers`); this runtime only runs the admin listener,
+        // background upkeep and (in the demo) the simulator.
+        builder.worker_threads(1);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("chime-gateway: cannot start the runtime: {e}");

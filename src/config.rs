@@ -162,6 +162,10 @@ pub struct ListenConfig {
     /// How long in-flight requests may run on after SIGTERM.
     #[serde(serialize_with = "ser_duration")]
     pub shutdown_grace: Duration,
+    /// Threads serving the public listener, each with its own runtime and
+    /// upstream connection pool (`listen.workers`; 0 in the file means one
+    /// per CPU core).
+    pub workers: usize,
 }
 
 /// Admin listener settings.
@@ -489,6 +493,7 @@ impl Validator<'_> {
             stall_timeout: self.duration("listen.stall_timeout", &l.stall_timeout)?,
             max_connections: self.positive("listen.max_connections", l.max_connections)?,
             shutdown_grace: self.duration("listen.shutdown_grace", &l.shutdown_grace)?,
+            workers: crate::workers::resolve(l.workers),
         };
         let admin = self.admin(raw.admin)?;
         let upstream = self.upstream(raw.upstream)?;

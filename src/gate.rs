@@ -6,6 +6,7 @@
 //! answers itself, or fails with the gate's error — without calling the
 //! next service. One mechanism, so each step's module holds only its rule.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::Request;
@@ -45,7 +46,7 @@ impl<G: Clone, S> tower::Layer<S> for GateLayer<G> {
     type Service = Gated<G, S>;
     fn layer(&self, inner: S) -> Gated<G, S> {
         Gated {
-            gate: self.gate.clone(),
+            gate: Arc::new(self.gate.clone()),
             inner,
         }
     }
@@ -54,7 +55,9 @@ impl<G: Clone, S> tower::Layer<S> for GateLayer<G> {
 /// A service behind a [`Gate`].
 #[derive(Debug, Clone)]
 pub struct Gated<G, S> {
-    gate: G,
+    /// This stack's own copy (one stack per worker), so cloning the stack
+    /// per request touches no reference count another worker touches.
+    gate: Arc<G>,
     inner: S,
 }
 

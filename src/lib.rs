@@ -37,6 +37,7 @@ pub mod stack;
 pub mod state;
 pub mod tls;
 pub mod trace_context;
+pub mod workers;
 
 /// The error type every layer returns; [`error::classify`] turns it into a response.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -53,6 +53,7 @@ use crate::request::GatewayRequest;
 use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::server::{ClientAddr, ClientScheme};
 use crate::trace_context::{TraceContext, TRACEPARENT};
+use crate::workers::PerWorker;
 use crate::{BoxError, BoxFuture};
 pub use client::{TlsSetupError, UpstreamClient};
 
@@ -97,9 +98,13 @@ pub struct Proxy {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+/// Everything here is either configuration or shared through an `Arc`, so
+/// [`Proxy::for_worker`] can give each worker an `Inner` of its own.
+#[derive(Debug, Clone)]
 struct Inner {
-    client: UpstreamClient,
+    /// One pool per worker thread, so an upstream connection is only ever
+    /// driven by the thread whose requests use it.
+    clients: Arc<PerWorker<UpstreamClient>>,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     prefix: String,
@@ -107,7 +112,7 @@ struct Inner {
     auth: UpstreamAuth,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
-    breaker: breaker::Breaker,
+    breaker: Arc<breaker::Breaker>,
     limiter: Arc<RateLimiter>,
     flights: Arc<flight::Flights>,
     cache_config: CacheConfig,
@@ -126,6 +131,8 @@ pub struct ProxyDeps {
     pub limiter: Arc<RateLimiter>,
     /// "Now", for deciding what may be cached.
     pub clock: Arc<dyn Clock>,
+    /// Worker threads, each of which gets its own connection pool.
+    pub workers: usize,
 }
 
 impl Proxy {
@@ -140,12 +147,15 @@ impl Proxy {
             readiness,
             limiter,
             clock,
+            workers,
         } = deps;
-        let client = client::build(cfg, metrics.upstream_connections.clone())?;
+        let clients = Arc::new(PerWorker::try_new(workers, |_| {
+            client::build(cfg, metrics.upstream_connections.clone())
+        })?);
         let parts = cfg.base_url.clone().into_parts();
         Ok(Proxy {
             inner: Arc::new(Inner {
-                client,
+                clients,
                 scheme: parts.scheme.unwrap_or(http::uri::Scheme::HTTP),
                 authority: parts
                     .authority
@@ -153,7 +163,10 @@ impl Proxy {
                 prefix: cfg.path_prefix().to_owned(),
                 response_timeout: cfg.response_timeout,
                 auth: cfg.auth.clone(),
-                breaker: breaker::Breaker::new(cfg.breaker_failures, cfg.breaker_cool_down),
+                breaker: Arc::new(breaker::Breaker::new(
+                    cfg.breaker_failures,
+                    cfg.breaker_cool_down,
+                )),
                 cache: ResponseCache::new(cache, Arc::clone(&metrics)),
                 cache_config: cache.clone(),
                 flights: Arc::default(),
@@ -163,6 +176,17 @@ impl Proxy {
                 clock,
             }),
         })
+    }
+}
+
+impl Proxy {
+    /// A proxy sharing this one's pools, breaker, flights and cache, whose
+    /// handle on them is its own: the `Arc` every request clones is then
+    /// touched by one worker only, instead of bouncing between cores.
+    pub fn for_worker(&self) -> Proxy {
+        Proxy {
+            inner: Arc::new(Inner::clone(&self.inner)),
+        }
     }
 }
 
@@ -225,7 +249,6 @@ impl Inner {
         let trace = req.extensions().get::<Trace>();
         let if_none_match = req.headers().get(IF_NONE_MATCH);
         let upstream_req = self.build(&req, typed)?;
-        let key = UpstreamKey::of(&upstream_req);
         let store = match &self.cache {
             Some(cache) => self
                 .cache_config
@@ -233,7 +256,10 @@ impl Inner {
                 .map(|ttl| (cache.clone(), ttl)),
             None => None,
         };
-        if let Some((cache, _)) = &store {
+        // Only coalescing and the cache need the request's identity.
+        let key =
+            (self.cache_config.coalesce || store.is_some()).then(|| UpstreamKey::of(&upstream_req));
+        if let (Some((cache, _)), Some(key)) = (&store, key) {
             if let Some(entry) = cache.get(key).await {
                 if let Some(trace) = trace {
                     trace.set_cached();
@@ -288,19 +314,20 @@ impl Inner {
     /// and how the answer is served.
     fn join_or_lead(
         self: &Arc<Self>,
-        key: UpstreamKey,
+        key: Option<UpstreamKey>,
         upstream_req: Request<Empty<Bytes>>,
         typed: &GatewayRequest,
         store: Option<(ResponseCache, std::time::Duration)>,
     ) -> Result<(flight::Reader, Option<flight::Pump>, Served), BoxError> {
-        if self.cache_config.coalesce {
-            if let Some(reader) = self.flights.join(&key) {
+        let shared = key.filter(|_| self.cache_config.coalesce);
+        if let Some(key) = &shared {
+            if let Some(reader) = self.flights.join(key) {
                 self.metrics.coalesced.inc();
                 return Ok((reader, None, Served::Coalesced));
             }
         }
         let slot = self.limiter.upstream_slot()?;
-        let (leader, reader) = match self.flights.join_or_start(key, self.cache_config.coalesce) {
+        let (leader, reader) = match self.flights.join_or_start(shared) {
             flight::Joined::Follower(reader) => {
                 self.metrics.coalesced.inc();
                 return Ok((reader, None, Served::Coalesced));
@@ -316,7 +343,7 @@ impl Inner {
             leader.fail(err.clone());
             return Err(err.into());
         }
-        let store = store.map(|(cache, ttl)| (cache, key, ttl));
+        let store = store.zip(key).map(|((cache, ttl), key)| (cache, key, ttl));
         let kind = typed.target.kind();
         let this = Arc::clone(self);
         let pump = leader.into_pump(|leader| this.lead(leader, upstream_req, kind, slot, store));
@@ -403,13 +430,15 @@ impl Inner {
     ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
         let started = Instant::now();
         let retry = copy_request(&req);
-        let mut sent = tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
+        let mut sent =
+            tokio::time::timeout(self.response_timeout, self.clients.get().request(req)).await;
         if matches!(&sent, Ok(Err(e)) if e.is_connect()) {
             self.metrics
                 .upstream_errors
                 .with_label_values(&["connect_retried"])
                 .inc();
-            sent = tokio::time::timeout(self.response_timeout, self.client.request(retry)).await;
+            sent = tokio::time::timeout(self.response_timeout, self.clients.get().request(retry))
+                .await;
         }
         let resp = match sent {
             Err(_elapsed) => {
@@ -555,7 +584,9 @@ impl Proxy {
             .header(&X_REQUEST_ID, RequestId::generate().header_value())
             .body(Empty::new())?;
         let resp =
-            match tokio::time::timeout(inner.response_timeout, inner.client.request(req)).await {
+            match tokio::time::timeout(inner.response_timeout, inner.clients.get().request(req))
+                .await
+            {
                 Err(_) => return Err(UpstreamError::Timeout.into()),
                 Ok(Err(e)) if e.is_connect() => return Err(UpstreamError::Unavailable.into()),
                 Ok(Err(_)) => return Err(UpstreamError::Failed.into()),

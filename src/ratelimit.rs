@@ -445,7 +445,9 @@ impl<S> tower::Layer<S> for RateLimitLayer {
     fn layer(&self, inner: S) -> RateLimit<S> {
         RateLimit {
             inner,
-            limiter: Arc::clone(&self.limiter),
+            handle: Arc::new(Handle {
+                limiter: Arc::clone(&self.limiter),
+            }),
         }
     }
 }
@@ -454,6 +456,14 @@ impl<S> tower::Layer<S> for RateLimitLayer {
 #[derive(Debug, Clone)]
 pub struct RateLimit<S> {
     inner: S,
+    /// A handle of this stack's own (one stack per worker): the clone each
+    /// request takes touches no reference count another worker touches.
+    handle: Arc<Handle>,
+}
+
+/// See [`RateLimit::handle`].
+#[derive(Debug)]
+struct Handle {
     limiter: Arc<RateLimiter>,
 }
 
@@ -471,7 +481,7 @@ where
     }
 
     fn call(&mut self, req: Request<()>) -> Self::Future {
-        let limiter = Arc::clone(&self.limiter);
+        let handle = Arc::clone(&self.handle);
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
@@ -481,7 +491,7 @@ where
             else {
                 return Err("rate limit reached without principal or typed request".into());
             };
-            let admitted = limiter.admit(principal, typed).await?;
+            let admitted = handle.limiter.admit(principal, typed).await?;
             let mut resp = inner.call(req).await?;
             for (name, value) in admitted.decision.headers() {
                 resp.headers_mut().insert(name, value);

@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
 use crate::admin::Admin;
@@ -30,6 +30,7 @@ use crate::clock::SystemClock;
 use crate::config::{Config, ListenConfig};
 use crate::stack::{self, GatewayService};
 use crate::state::{AppState, StartError};
+use crate::workers::Workers;
 use idle::{Activity, ActivityIo, Quiet};
 
 /// The client's address, inserted into each request's extensions.
@@ -95,21 +96,17 @@ impl Gateway {
     }
 
     /// Serves until `shutdown` completes, then drains.
+    ///
+    /// The public listener is served by `listen.workers` threads
+    /// ([`crate::workers`]); the admin listener and background upkeep run
+    /// on the caller's runtime.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let Gateway {
             state,
             public,
             admin,
         } = self;
-        let admin_task = tokio::spawn(serve_admin(admin, Admin::new(Arc::clone(&state))));
-        let maintenance = spawn_maintenance(&state);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-        let builder = Arc::new(connection_builder(&state.config.listen));
-        let svc: GatewayService<Incoming> = stack::build(&state);
-        let slots = Arc::new(Semaphore::new(state.config.listen.max_connections));
-        let idle = state.config.listen.idle_timeout;
-        let acceptor = match &state.tls {
+        let tls = match &state.tls {
             None => None,
             Some(resolver) => match resolver.server_config() {
                 Ok(config) => Some(tokio_rustls::TlsAcceptor::from(config)),
@@ -119,19 +116,122 @@ impl Gateway {
                 }
             },
         };
-        let redirect_task = self_redirect(&state, public.local_addr().ok());
-        tracing::info!(address = %public.local_addr().map(|a| a.to_string()).unwrap_or_default(), "gateway listening");
+        let address = public.local_addr().ok();
+        let (stop_tx, stop) = watch::channel(false);
+        let max = state.config.listen.max_connections;
+        let slots = Arc::new(Semaphore::new(max));
+        let n = state.config.listen.workers;
+        let workers = public
+            .into_std()
+            .and_then(|l| {
+                (0..n)
+                    .map(|_| l.try_clone())
+                    .collect::<std::io::Result<Vec<_>>>()
+            })
+            .and_then(|listeners| {
+                let accept = Arc::new(Accept {
+                    state: Arc::clone(&state),
+                    slots: Arc::clone(&slots),
+                    tls,
+                    stop,
+                    listeners: std::sync::Mutex::new(listeners),
+                });
+                Workers::start(n, move |_| Arc::clone(&accept).serve())
+            });
+        let workers = match workers {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the worker threads; not serving");
+                return;
+            }
+        };
+        let admin_task = tokio::spawn(serve_admin(admin, Admin::new(Arc::clone(&state))));
+        let maintenance = spawn_maintenance(&state);
+        let redirect_task = self_redirect(&state, address);
+        tracing::info!(
+            address = %address.map(|a| a.to_string()).unwrap_or_default(),
+            workers = n,
+            "gateway listening"
+        );
 
-        tokio::pin!(shutdown);
+        shutdown.await;
+        state.readiness.start_draining();
+        // Each worker closes its listener and asks its connections to close.
+        let _ = stop_tx.send(true);
+        let grace = state.config.listen.shutdown_grace;
+        tracing::info!(grace = ?grace, open = state.metrics.connections.get(), "draining connections");
+        // Every connection holds a slot: all slots free means all closed.
+        let all = u32::try_from(max).unwrap_or(u32::MAX);
+        if tokio::time::timeout(grace, slots.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = state.metrics.connections.get(),
+                "shutdown grace period over; closing remaining connections"
+            );
+        }
+        workers.stop().await;
+        // Lines of the last moments are written before the process ends.
+        state.audit.flush().await;
+        admin_task.abort();
+        if let Some(task) = redirect_task {
+            task.abort();
+        }
+        for task in maintenance {
+            task.abort();
+        }
+        tracing::info!("gateway stopped");
+    }
+}
+
+/// What every worker's accept loop shares.
+struct Accept {
+    state: Arc<AppState>,
+    /// One per open connection, `listen.max_connections` in all.
+    slots: Arc<Semaphore>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Becomes true at shutdown.
+    stop: watch::Receiver<bool>,
+    /// One handle on the public socket per worker, each taken by one.
+    listeners: std::sync::Mutex<Vec<std::net::TcpListener>>,
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+impl Accept {
+    /// One worker's accept loop: serves connections until the stop, then
+    /// closes its handle on the listener (the socket closes with the last).
+    async fn serve(self: Arc<Self>) {
+        let taken = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let public = match taken.map(TcpListener::from_std) {
+            Some(Ok(l)) => l,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "a worker cannot listen");
+                return;
+            }
+            None => return,
+        };
+        let state = &self.state;
+        let builder = Arc::new(connection_builder(&state.config.listen));
+        let svc: GatewayService<Incoming> = stack::build(state);
+        let mut stop = self.stop.clone();
         loop {
             let slot = tokio::select! {
-                slot = Arc::clone(&slots).acquire_owned() => slot,
-                () = &mut shutdown => break,
+                slot = Arc::clone(&self.slots).acquire_owned() => slot,
+                () = stopped(&mut stop) => break,
             };
             let Ok(slot) = slot else { break };
             let accepted = tokio::select! {
                 accepted = public.accept() => accepted,
-                () = &mut shutdown => break,
+                () = stopped(&mut stop) => break,
             };
             let (stream, peer) = match accepted {
                 Ok(pair) => pair,
@@ -147,14 +247,13 @@ impl Gateway {
                 builder: Arc::clone(&builder),
                 svc: svc.clone(),
                 peer,
-                idle,
+                idle: state.config.listen.idle_timeout,
                 stall: state.config.listen.stall_timeout,
-                stop: stop_rx.clone(),
-                tls: acceptor.is_some(),
+                stop: self.stop.clone(),
+                tls: self.tls.is_some(),
             };
             let metrics = Arc::clone(&state.metrics);
-            let done = done_tx.clone();
-            let acceptor = acceptor.clone();
+            let acceptor = self.tls.clone();
             let handshake_timeout = state.config.listen.header_read_timeout;
             metrics.connections.inc();
             tokio::spawn(async move {
@@ -173,30 +272,8 @@ impl Gateway {
                 }
                 metrics.connections.dec();
                 drop(slot);
-                drop(done);
             });
         }
-
-        state.readiness.start_draining();
-        drop(public);
-        let _ = stop_tx.send(true);
-        drop(done_tx);
-        let grace = state.config.listen.shutdown_grace;
-        tracing::info!(grace = ?grace, open = state.metrics.connections.get(), "draining connections");
-        if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
-            tracing::warn!(
-                open = state.metrics.connections.get(),
-                "shutdown grace period over; closing remaining connections"
-            );
-        }
-        admin_task.abort();
-        if let Some(task) = redirect_task {
-            task.abort();
-        }
-        for task in maintenance {
-            task.abort();
-        }
-        tracing::info!("gateway stopped");
     }
 }
 

@@ -64,6 +64,6 @@ where
         )))
         .layer(GateLayer::new(Acl::new(Arc::clone(&state.metrics))))
         .layer(RateLimitLayer::new(Arc::clone(&state.ratelimiter)))
-        .service(state.proxy.clone());
+        .service(state.proxy.for_worker());
     BoxCloneService::new(svc)
 }

@@ -223,9 +223,9 @@ impl AppState {
         let audit = AuditLog::start(
             &config.audit.target,
             config.audit.queue_capacity,
+            config.listen.workers,
             Arc::clone(&metrics),
         )
-        .await
         .map_err(StartError::Audit)?;
         let ratelimiter = Arc::new(RateLimiter::new(
             rl.clone(),
@@ -241,6 +241,7 @@ impl AppState {
                 readiness: Arc::clone(&readiness),
                 limiter: Arc::clone(&ratelimiter),
                 clock: Arc::clone(&clock),
+                workers: config.listen.workers,
             },
         )?;
         Ok(AppState {

@@ -35,6 +35,7 @@ pub(crate) struct RawListen {
     pub(crate) stall_timeout: String,
     pub(crate) max_connections: usize,
     pub(crate) shutdown_grace: String,
+    pub(crate) workers: usize,
 }
 
 impl Default for RawListen {
@@ -49,6 +50,7 @@ impl Default for RawListen {
             stall_timeout: "5m".into(),
             max_connections: 10_000,
             shutdown_grace: "30s".into(),
+            workers: 0,
         }
     }
 }

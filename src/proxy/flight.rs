@@ -71,22 +71,22 @@ impl Flights {
         self.shard(key).get(key).and_then(Flight::reader)
     }
 
-    /// Joins the flight for `key`, or starts one; `register: false` starts
-    /// an unshared flight (coalescing off).
-    pub fn join_or_start(self: &Arc<Self>, key: UpstreamKey, register: bool) -> Joined {
+    /// Joins the flight for `key`, or starts one; without a key starts an
+    /// unshared flight (coalescing off).
+    pub fn join_or_start(self: &Arc<Self>, key: Option<UpstreamKey>) -> Joined {
         let flight = Flight::new();
-        if register {
-            let mut shard = self.shard(&key);
-            if let Some(existing) = shard.get(&key).and_then(Flight::reader) {
+        if let Some(key) = &key {
+            let mut shard = self.shard(key);
+            if let Some(existing) = shard.get(key).and_then(Flight::reader) {
                 return Joined::Follower(existing);
             }
-            shard.insert(key, Arc::clone(&flight));
+            shard.insert(*key, Arc::clone(&flight));
         }
         // Nothing is pushed before the leader runs, so this reader starts at 0.
         let reader = flight.add_reader(&mut flight.lock());
         let leader = Leader {
             flight,
-            registry: register.then(|| (Arc::clone(self), key)),
+            registry: key.map(|key| (Arc::clone(self), key)),
             finished: false,
         };
         Joined::Leader(leader, reader)
@@ -524,14 +524,14 @@ mod tests {
     #[tokio::test]
     async fn followers_get_the_whole_answer() {
         let flights = Arc::new(Flights::default());
-        let Joined::Leader(leader, first) = flights.join_or_start(key(1), true) else {
+        let Joined::Leader(leader, first) = flights.join_or_start(Some(key(1))) else {
             panic!("first request leads");
         };
-        let Joined::Follower(second) = flights.join_or_start(key(1), true) else {
+        let Joined::Follower(second) = flights.join_or_start(Some(key(1))) else {
             panic!("second request follows");
         };
         assert!(matches!(
-            flights.join_or_start(key(2), true),
+            flights.join_or_start(Some(key(2))),
             Joined::Leader(..)
         ));
         leader.head(ok_head());
@@ -552,7 +552,7 @@ mod tests {
     #[tokio::test]
     async fn passed_chunks_are_dropped_and_the_flight_closes_to_joiners() {
         let flights = Arc::new(Flights::default());
-        let Joined::Leader(leader, mut reader) = flights.join_or_start(key(3), true) else {
+        let Joined::Leader(leader, mut reader) = flights.join_or_start(Some(key(3))) else {
             panic!()
         };
         leader.head(ok_head());
@@ -564,7 +564,7 @@ mod tests {
             "a late joiner would miss the start"
         );
         assert!(matches!(
-            flights.join_or_start(key(3), true),
+            flights.join_or_start(Some(key(3))),
             Joined::Leader(..)
         ));
     }
@@ -572,7 +572,7 @@ mod tests {
     #[tokio::test]
     async fn an_abandoned_leader_fails_its_readers() {
         let flights = Arc::new(Flights::default());
-        let Joined::Leader(leader, mut reader) = flights.join_or_start(key(4), true) else {
+        let Joined::Leader(leader, mut reader) = flights.join_or_start(Some(key(4))) else {
             panic!()
         };
         drop(leader);
@@ -582,7 +582,7 @@ mod tests {
         ));
         assert!(flights.is_empty());
 
-        let Joined::Leader(leader, mut reader) = flights.join_or_start(key(4), true) else {
+        let Joined::Leader(leader, mut reader) = flights.join_or_start(Some(key(4))) else {
             panic!()
         };
         leader.head(ok_head());
@@ -599,7 +599,7 @@ mod tests {
     #[tokio::test]
     async fn the_leader_waits_for_slow_readers_and_notices_when_all_leave() {
         let flights = Arc::new(Flights::default());
-        let Joined::Leader(leader, mut reader) = flights.join_or_start(key(5), false) else {
+        let Joined::Leader(leader, mut reader) = flights.join_or_start(None) else {
             panic!()
         };
         assert!(flights.is_empty(), "unregistered flights are not joinable");
