@@ -20,6 +20,8 @@ use tokio::sync::oneshot;
 use crate::metrics::Metrics;
 use crate::workers::PerWorker;
 
+mod json;
+
 /// Where audit lines go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -32,8 +34,8 @@ pub enum AuditTarget {
     File(PathBuf),
 }
 
-/// One request, as audited.
-#[derive(Debug, Default, Serialize)]
+/// One request, as audited; written by [`AuditRecord::write_json`].
+#[derive(Debug, Default)]
 pub struct AuditRecord<'a> {
     /// When the request ended (RFC 3339, UTC).
     pub time: String,
@@ -42,7 +44,7 @@ pub struct AuditRecord<'a> {
     /// The W3C trace id.
     pub trace_id: &'a str,
     /// The client's address.
-    pub client: Option<String>,
+    pub client: Option<&'a str>,
     /// The authenticated user.
     pub user: Option<&'a str>,
     /// The key's fingerprint (never the key).
@@ -196,11 +198,7 @@ impl AuditLog {
             self.metrics.audit_dropped.inc();
             return;
         }
-        let before = pending.buf.len();
-        if serde_json::to_writer(&mut pending.buf, record).is_err() {
-            pending.buf.truncate(before);
-            return;
-        }
+        record.write_json(&mut pending.buf);
         pending.buf.push(b'\n');
         pending.lines += 1;
         if pending.buf.len() >= HIGH_WATER && !pending.nudged {

@@ -6,9 +6,27 @@
 //! user-supplied path or a query.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// Every route kind a request is labelled with.
+const ROUTES: [&str; 5] = ["report", "discovery", "session", "listing", "unmatched"];
+
+/// Route kinds that reach the upstream.
+const UPSTREAM_ROUTES: [&str; 3] = ["report", "discovery", "session"];
+
+/// One route kind's series on the request path, resolved once: recording
+/// then neither hashes label values nor takes the vector's lock.
+#[derive(Debug, Clone)]
+pub struct RouteMetrics {
+    /// `request_duration_seconds{route}`.
+    pub duration: Histogram,
+    /// `response_bytes_total{route}`.
+    pub bytes: IntCounter,
+    /// `upstream_duration_seconds{route}`, for kinds that reach Chime.
+    pub upstream: Option<Histogram>,
+}
 
 /// Buckets from 5 ms to 5 minutes: report queries range from cache hits to long CSV exports.
 const DURATION_BUCKETS: &[f64] = &[
@@ -18,6 +36,10 @@ const DURATION_BUCKETS: &[f64] = &[
 /// The gateway's metrics.
 #[derive(Debug, Clone)]
 pub struct Metrics {
+    /// Per route kind, in the order of `ROUTES`.
+    routes: [RouteMetrics; 5],
+    /// `key_cache_lookups_total{result="hit"}`, counted on every request.
+    pub key_cache_hits: IntCounter,
     /// Requests by route kind, status class and outcome (`ok` or the refusal code).
     pub requests: IntCounterVec,
     /// Time to the end of the response body, by route kind.
@@ -358,7 +380,16 @@ impl Metrics {
                 "chime_gateway",
             ),
         ))?;
+        let routes = ROUTES.map(|route| RouteMetrics {
+            duration: request_duration.with_label_values(&[route]),
+            bytes: response_bytes.with_label_values(&[route]),
+            upstream: UPSTREAM_ROUTES
+                .contains(&route)
+                .then(|| upstream_duration.with_label_values(&[route])),
+        });
         Ok(Metrics {
+            routes,
+            key_cache_hits: key_cache.with_label_values(&["hit"]),
             requests,
             request_duration,
             upstream_duration,
@@ -392,6 +423,18 @@ impl Metrics {
             cache_evictions,
             cache_bytes,
         })
+    }
+}
+
+impl Metrics {
+    /// The series of route kind `kind` (one of the route kinds the request
+    /// path produces; anything else is counted as `unmatched`).
+    pub fn route(&self, kind: &str) -> &RouteMetrics {
+        let i = ROUTES
+            .iter()
+            .position(|r| *r == kind)
+            .unwrap_or(ROUTES.len() - 1);
+        &self.routes[i]
     }
 }
 

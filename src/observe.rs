@@ -23,10 +23,10 @@ use crate::auth::{Fingerprint, Principal};
 use crate::body::{Body, Response};
 use crate::error;
 use crate::metrics::{status_class, Metrics};
+use crate::proxy::headers::Forwarding;
 use crate::request::{GatewayRequest, Target};
 use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::route::RouteMatch;
-use crate::server::ClientAddr;
 use crate::trace_context::TraceContext;
 use crate::{BoxError, BoxFuture};
 
@@ -71,9 +71,9 @@ impl Trace {
         f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    /// A copy of the fields.
-    pub fn snapshot(&self) -> TraceFields {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The fields, leaving the trace empty (for the end of the request).
+    pub fn take(&self) -> TraceFields {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Records the route.
@@ -171,7 +171,7 @@ struct Completion {
     start: Instant,
     id: RequestId,
     trace_id: String,
-    client: Option<std::net::IpAddr>,
+    client: Option<Forwarding>,
     method: Method,
     trace: Trace,
     sinks: Arc<Sinks>,
@@ -189,7 +189,8 @@ impl Drop for Completion {
     fn drop(&mut self) {
         let m = &self.sinks.metrics;
         m.in_flight.dec();
-        let t = self.trace.snapshot();
+        // The request is over: nothing fills the trace in any more.
+        let t = self.trace.take();
         let route = t.route.unwrap_or("unmatched");
         let report = t.report.as_deref().unwrap_or("-");
         let (class, outcome) = match (self.status, self.body) {
@@ -208,12 +209,9 @@ impl Drop for Completion {
         m.requests
             .with_label_values(&[route, report, class, outcome])
             .inc();
-        m.request_duration
-            .with_label_values(&[route])
-            .observe(elapsed);
-        m.response_bytes
-            .with_label_values(&[route])
-            .inc_by(self.bytes);
+        let by_route = m.route(route);
+        by_route.duration.observe(elapsed);
+        by_route.bytes.inc_by(self.bytes);
         if let (true, Some(user)) = (self.sinks.per_user, t.user.as_deref()) {
             m.user_requests.with_label_values(&[user, outcome]).inc();
         }
@@ -230,7 +228,7 @@ impl Drop for Completion {
                 time: ms(jiff::Timestamp::now()),
                 request_id: self.id.as_str(),
                 trace_id: &self.trace_id,
-                client: self.client.map(|ip| ip.to_string()),
+                client: self.client.as_ref().map(Forwarding::client_ip),
                 user: t.user.as_deref(),
                 key: t.fingerprint.as_ref().map(Fingerprint::as_str),
                 role: t.role,
@@ -289,7 +287,7 @@ where
         let id = RequestId::from_headers(req.headers());
         let trace_context = TraceContext::from_headers(req.headers());
         let trace = Trace::default();
-        let client = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
+        let client = req.extensions().get::<Forwarding>().cloned();
         self.sinks.metrics.in_flight.inc();
         let mut done = Completion {
             start: Instant::now(),

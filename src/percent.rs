@@ -3,6 +3,8 @@
 //! must be UTF-8 without control characters, and `+` stays `+` (callers
 //! that give it a meaning do so themselves).
 
+use std::borrow::Cow;
+
 /// Why a text could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PercentError {
@@ -17,8 +19,14 @@ pub enum PercentError {
     Control,
 }
 
-/// Decodes `s`.
-pub fn decode(s: &str) -> Result<String, PercentError> {
+/// Decodes `s`; borrows it when there is nothing to decode.
+pub fn decode(s: &str) -> Result<Cow<'_, str>, PercentError> {
+    if !s.contains('%') {
+        if s.chars().any(char::is_control) {
+            return Err(PercentError::Control);
+        }
+        return Ok(Cow::Borrowed(s));
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -38,7 +46,7 @@ pub fn decode(s: &str) -> Result<String, PercentError> {
     if text.chars().any(char::is_control) {
         return Err(PercentError::Control);
     }
-    Ok(text)
+    Ok(Cow::Owned(text))
 }
 
 #[cfg(test)]
@@ -57,5 +65,7 @@ mod tests {
         assert_eq!(decode("%zz").unwrap_err(), PercentError::BadEscape);
         assert_eq!(decode("%ff").unwrap_err(), PercentError::NotUtf8);
         assert_eq!(decode("a%0Ab").unwrap_err(), PercentError::Control);
+        assert_eq!(decode("a\nb").unwrap_err(), PercentError::Control);
+        assert!(matches!(decode("plain"), Ok(Cow::Borrowed("plain"))));
     }
 }

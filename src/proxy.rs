@@ -51,7 +51,6 @@ use crate::ratelimit::RateLimiter;
 use crate::readiness::Readiness;
 use crate::request::GatewayRequest;
 use crate::request_id::{RequestId, X_REQUEST_ID};
-use crate::server::{ClientAddr, ClientScheme};
 use crate::trace_context::{TraceContext, TRACEPARENT};
 use crate::workers::PerWorker;
 use crate::{BoxError, BoxFuture};
@@ -59,10 +58,6 @@ pub use client::{TlsSetupError, UpstreamClient};
 
 /// Largest SessionDetails answer the gateway holds for the queue check.
 const SESSION_ANSWER_LIMIT: usize = 1 << 20;
-
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// Names the parameters the gateway received but deliberately did not forward.
 pub static X_IGNORED: HeaderName = HeaderName::from_static("x-chime-gateway-ignored");
@@ -109,7 +104,9 @@ struct Inner {
     authority: http::uri::Authority,
     prefix: String,
     response_timeout: std::time::Duration,
-    auth: UpstreamAuth,
+    /// `Authorization` for every upstream request when Chime is called
+    /// with one service credential; `None` passes each client's key on.
+    service_bearer: Option<HeaderValue>,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     breaker: Arc<breaker::Breaker>,
@@ -162,7 +159,12 @@ impl Proxy {
                     .unwrap_or(http::uri::Authority::from_static("localhost")),
                 prefix: cfg.path_prefix().to_owned(),
                 response_timeout: cfg.response_timeout,
-                auth: cfg.auth.clone(),
+                service_bearer: match &cfg.auth {
+                    UpstreamAuth::Passthrough => None,
+                    UpstreamAuth::Service(secret) => {
+                        Some(bearer(secret.expose()).map_err(|_| TlsSetupError::ServiceKey)?)
+                    }
+                },
                 breaker: Arc::new(breaker::Breaker::new(
                     cfg.breaker_failures,
                     cfg.breaker_cool_down,
@@ -177,6 +179,13 @@ impl Proxy {
             }),
         })
     }
+}
+
+/// `Bearer {key}`, marked sensitive (kept out of hyper's debug output).
+fn bearer(key: &str) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {key}"))?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 impl Proxy {
@@ -214,29 +223,15 @@ impl Inner {
         if let Some(tc) = ext.get::<TraceContext>() {
             h.insert(&TRACEPARENT, tc.header_value());
         }
-        let proto = ext.get::<ClientScheme>().map_or("http", |s| s.0);
-        if let Some(ClientAddr(addr)) = ext.get::<ClientAddr>() {
-            let ip = addr.ip();
-            h.insert(&X_FORWARDED_FOR, HeaderValue::from_str(&ip.to_string())?);
-            let node = match ip {
-                std::net::IpAddr::V4(v4) => v4.to_string(),
-                std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
-            };
-            h.insert(
-                &FORWARDED,
-                HeaderValue::from_str(&format!("for={node};proto={proto}"))?,
-            );
-        }
-        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-        let bearer = match &self.auth {
-            UpstreamAuth::Passthrough => ext
-                .get::<ApiKey>()
-                .ok_or("proxy reached without an authenticated key")?
-                .expose(),
-            UpstreamAuth::Service(secret) => secret.expose(),
+        headers::Forwarding::apply(ext.get::<headers::Forwarding>(), h);
+        let value = match &self.service_bearer {
+            Some(value) => value.clone(),
+            None => bearer(
+                ext.get::<ApiKey>()
+                    .ok_or("proxy reached without an authenticated key")?
+                    .expose(),
+            )?,
         };
-        let mut value = HeaderValue::from_str(&format!("Bearer {bearer}"))?;
-        value.set_sensitive(true);
         h.insert(AUTHORIZATION, value);
         Ok(out)
     }
@@ -471,10 +466,15 @@ impl Inner {
         };
         self.readiness.upstream_answered();
         self.breaker.success();
-        self.metrics
-            .upstream_duration
-            .with_label_values(&[kind])
-            .observe(started.elapsed().as_secs_f64());
+        let seconds = started.elapsed().as_secs_f64();
+        match &self.metrics.route(kind).upstream {
+            Some(h) => h.observe(seconds),
+            None => self
+                .metrics
+                .upstream_duration
+                .with_label_values(&[kind])
+                .observe(seconds),
+        }
         Ok(resp)
     }
 

@@ -133,32 +133,33 @@ impl Decision {
     }
 
     /// The rate-limit headers for this decision (without `Retry-After`).
-    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
-        let policy = format!(
-            "\"{}\";q={};w={}",
-            self.policy,
-            self.limit,
-            secs_up(self.window)
-        );
-        let state = format!(
-            "\"{}\";r={};t={}",
-            self.policy,
-            self.remaining,
-            secs_up(self.reset)
-        );
-        let mut out = Vec::with_capacity(5);
-        for (name, value) in [
-            (&RATELIMIT_POLICY, policy),
-            (&RATELIMIT, state),
-            (&X_LIMIT, self.limit.to_string()),
-            (&X_REMAINING, self.remaining.to_string()),
-            (&X_RESET, secs_up(self.reset).to_string()),
-        ] {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                out.push((name.clone(), v));
-            }
-        }
-        out
+    pub fn headers(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
+        // Tier names are validated header-safe; a value that is not is left out.
+        let structured = |s: String| HeaderValue::from_str(&s).ok();
+        let reset = secs_up(self.reset);
+        [
+            (
+                &RATELIMIT_POLICY,
+                structured(format!(
+                    "\"{}\";q={};w={}",
+                    self.policy,
+                    self.limit,
+                    secs_up(self.window)
+                )),
+            ),
+            (
+                &RATELIMIT,
+                structured(format!(
+                    "\"{}\";r={};t={reset}",
+                    self.policy, self.remaining
+                )),
+            ),
+            (&X_LIMIT, Some(HeaderValue::from(self.limit))),
+            (&X_REMAINING, Some(HeaderValue::from(self.remaining))),
+            (&X_RESET, Some(HeaderValue::from(reset))),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.clone(), value?)))
     }
 
     /// `Retry-After` for a refusal, in whole seconds (at least 1).
@@ -512,7 +513,6 @@ mod tests {
         let d = Decision::allowed(&tier, 7, Duration::from_millis(1500));
         let h: HashMap<String, String> = d
             .headers()
-            .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
             .collect();
         assert_eq!(h["ratelimit-policy"], "\"partner\";q=10;w=5");

@@ -12,6 +12,7 @@
 mod query;
 pub mod time;
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -530,7 +531,7 @@ fn parse_params(
     } else {
         let (start_name, start_raw) = match (start, &ctx.options.default_start) {
             (Some(v), _) => (Name::Start, v),
-            (None, Some(default)) => (Name::Start, default.clone()),
+            (None, Some(default)) => (Name::Start, Cow::Borrowed(default.as_str())),
             (None, None) => {
                 return Err(QueryError::MissingParameter {
                     name: "start",
@@ -556,7 +557,7 @@ fn parse_params(
             None => {}
         }
         let limit = match &target {
-            Target::Report(r) => ctx
+            Target::Report(r) if !ctx.options.max_window_per_report.is_empty() => ctx
                 .options
                 .max_window_per_report
                 .get(&r.name.to_ascii_lowercase())

@@ -28,6 +28,7 @@ use crate::admin::Admin;
 use crate::body;
 use crate::clock::SystemClock;
 use crate::config::{Config, ListenConfig};
+use crate::proxy::headers::Forwarding;
 use crate::stack::{self, GatewayService};
 use crate::state::{AppState, StartError};
 use crate::workers::Workers;
@@ -36,10 +37,6 @@ use idle::{Activity, ActivityIo, Quiet};
 /// The client's address, inserted into each request's extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub SocketAddr);
-
-/// The scheme the client used to reach the gateway (`http` or `https`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientScheme(pub &'static str);
 
 /// A bound, not yet running gateway.
 #[derive(Debug)]
@@ -382,10 +379,10 @@ impl Conn {
         let peer = self.peer;
         let svc = self.svc;
         let tracker = Arc::clone(&activity);
+        let forwarding = Forwarding::new(peer.ip(), if tls { "https" } else { "http" });
         let hyper_svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(ClientAddr(peer));
-            req.extensions_mut()
-                .insert(ClientScheme(if tls { "https" } else { "http" }));
+            req.extensions_mut().insert(forwarding.clone());
             let busy = tracker.begin_request();
             let fut = svc.clone().oneshot(req);
             async move {

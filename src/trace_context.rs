@@ -6,8 +6,6 @@
 //! a new parent id (its own span). Anything else is replaced by a fresh
 //! trace, not sampled. The trace id is written to the audit log.
 
-use std::fmt::Write as _;
-
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The `traceparent` header.
@@ -32,6 +30,15 @@ fn random<const N: usize>() -> [u8; N] {
         filled += take;
     }
     out
+}
+
+/// Appends `bytes` as lower-case hex.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
 }
 
 fn hex_field<const N: usize>(s: &str) -> Option<[u8; N]> {
@@ -88,19 +95,20 @@ impl TraceContext {
 
     /// The trace id, 32 hex characters.
     pub fn trace_id(&self) -> String {
-        hex::encode(self.trace_id)
+        let mut s = String::with_capacity(32);
+        push_hex(&mut s, &self.trace_id);
+        s
     }
 
     /// The `traceparent` to send upstream: this trace, the gateway's span.
     pub fn header_value(&self) -> HeaderValue {
         let mut s = String::with_capacity(55);
-        let _ = write!(
-            s,
-            "00-{}-{}-{:02x}",
-            hex::encode(self.trace_id),
-            hex::encode(self.span_id),
-            self.flags
-        );
+        s.push_str("00-");
+        push_hex(&mut s, &self.trace_id);
+        s.push('-');
+        push_hex(&mut s, &self.span_id);
+        s.push('-');
+        push_hex(&mut s, &[self.flags]);
         HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(
             "00-00000000000000000000000000000001-0000000000000001-00",
         ))

@@ -151,6 +151,7 @@ fn duration(field: &str, value: Option<&str>) -> Result<Option<Duration>, AdminE
 /// A path segment, percent-decoded (user names may hold `@`).
 fn segment(s: &str) -> Result<String, AdminError> {
     crate::percent::decode(s)
+        .map(std::borrow::Cow::into_owned)
         .map_err(|e| AdminError::BadRequest(format!("`{s}` is not a valid path segment: {e}")))
 }
 

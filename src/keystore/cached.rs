@@ -103,7 +103,7 @@ impl KeyStore for CachedKeyStore {
         Box::pin(async move {
             if let Some(v) = self.cache.get(hash).await {
                 if self.fresh(&v) {
-                    self.metrics.key_cache.with_label_values(&["hit"]).inc();
+                    self.metrics.key_cache_hits.inc();
                     return Ok(v.principal);
                 }
                 self.cache.invalidate(hash).await;

@@ -136,6 +136,10 @@ pub enum TlsSetupError {
     /// The client certificate for mTLS cannot be used.
     #[error("upstream.client_cert_file: {0}")]
     ClientCert(String),
+    /// The service key cannot be sent in a header (config validation
+    /// refuses such keys first).
+    #[error("the upstream service key cannot be sent in an Authorization header")]
+    ServiceKey,
 }
 
 /// The verifier behind `danger_accept_invalid_certs`: checks signatures

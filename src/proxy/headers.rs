@@ -6,7 +6,57 @@
 //! `Connection` names. Responses: hop-by-hop headers, those the upstream's
 //! `Connection` names, cookies and server fingerprints are removed.
 
-use http::header::{self, HeaderMap, HeaderName};
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// What the upstream is told about the client (`X-Forwarded-For`,
+/// `X-Forwarded-Proto`, `Forwarded`): worked out once per connection, and
+/// always from the connection itself, never from the client's headers.
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    client_ip: HeaderValue,
+    forwarded: HeaderValue,
+    proto: &'static str,
+}
+
+impl Forwarding {
+    /// For a client at `ip` that connected over `proto` (`http`/`https`).
+    pub fn new(ip: IpAddr, proto: &'static str) -> Forwarding {
+        let node = match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        // Address text and the two fixed protocols are always valid values.
+        let value =
+            |s: String| HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("unknown"));
+        Forwarding {
+            client_ip: value(ip.to_string()),
+            forwarded: value(format!("for={node};proto={proto}")),
+            proto,
+        }
+    }
+
+    /// The client's address, as text.
+    pub fn client_ip(&self) -> &str {
+        self.client_ip.to_str().unwrap_or("unknown")
+    }
+
+    /// Sets the forwarding headers on an upstream request; without a
+    /// connection (`None`) only `X-Forwarded-Proto: http`.
+    pub fn apply(this: Option<&Forwarding>, out: &mut HeaderMap) {
+        let proto = this.map_or("http", |f| f.proto);
+        if let Some(f) = this {
+            out.insert(&X_FORWARDED_FOR, f.client_ip.clone());
+            out.insert(&FORWARDED, f.forwarded.clone());
+        }
+        out.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+}
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy `Keep-Alive` and
 /// `Proxy-Connection`): meaningful for one connection only.

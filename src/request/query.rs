@@ -7,6 +7,8 @@
 //! name seen twice after decoding and folding is refused, so no reading of
 //! "first wins" or "last wins" can differ from ours.
 
+use std::borrow::Cow;
+
 use super::QueryError;
 
 /// The parameters the gateway understands, in their canonical spelling.
@@ -50,10 +52,10 @@ impl Name {
 
 /// Decoded `(name, value)` pairs, names canonical and unique.
 #[derive(Debug, Default)]
-pub(crate) struct Pairs(Vec<(Name, String)>);
+pub(crate) struct Pairs<'a>(Vec<(Name, Cow<'a, str>)>);
 
-impl Pairs {
-    pub(crate) fn take(&mut self, name: Name) -> Option<String> {
+impl<'a> Pairs<'a> {
+    pub(crate) fn take(&mut self, name: Name) -> Option<Cow<'a, str>> {
         let i = self.0.iter().position(|(n, _)| *n == name)?;
         Some(self.0.swap_remove(i).1)
     }
@@ -64,7 +66,7 @@ impl Pairs {
 }
 
 /// Tokenises a raw query string (without the `?`).
-pub(crate) fn parse(raw: &str) -> Result<Pairs, QueryError> {
+pub(crate) fn parse(raw: &str) -> Result<Pairs<'_>, QueryError> {
     let mut pairs = Pairs::default();
     for segment in raw.split('&') {
         if segment.is_empty() {
@@ -105,7 +107,7 @@ pub(crate) fn example(name: Name) -> &'static str {
     }
 }
 
-fn decode(s: &str) -> Result<String, QueryError> {
+fn decode(s: &str) -> Result<Cow<'_, str>, QueryError> {
     use crate::percent::PercentError;
     crate::percent::decode(s).map_err(|e| match e {
         PercentError::BadEscape | PercentError::NotUtf8 => QueryError::Malformed {
@@ -139,7 +141,7 @@ mod tests {
             .unwrap()
             .0
             .into_iter()
-            .map(|(n, v)| (n.as_str(), v))
+            .map(|(n, v)| (n.as_str(), v.into_owned()))
             .collect()
     }
 
