@@ -27,10 +27,12 @@ work=$(mktemp -d); mkdir -p "$work/tmp"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }   # KiB
-up=$(port); slow=$(port); big=$(port); ngx=$(port); hap=$(port)
-fill() { sed -e "s#__UPSTREAM__#127.0.0.1:$up#" -e "s#__PORT__#$2#" -e "s#__DIR__#$work#" "benches/compare/$1"; }
+up=$(port); slow=$(port); big=$(port); ngx=$(port); hap=$(port); ngx_big=$(port); hap_big=$(port)
+# fill FILE PORT [UPSTREAM-PORT [DIR]]
+fill() { sed -e "s#__UPSTREAM__#127.0.0.1:${3:-$up}#" -e "s#__PORT__#$2#" -e "s#__DIR__#${4:-$work}#" "benches/compare/$1"; }
 
 "$bin" simulate --listen "127.0.0.1:$up" >/dev/null &
+declare -A pids=([direct]=$!)
 "$bin" simulate --listen "127.0.0.1:$slow" --latency 100ms >/dev/null &
 "$bin" simulate --listen "127.0.0.1:$big" --report-bytes 1073741824 >/dev/null &
 sed -n '/^\[\[user\]\]/,$p' config/demo-keys.toml > "$work/keys.toml"; chmod 600 "$work/keys.toml"
@@ -51,8 +53,21 @@ start_gateway poll_off "$slow" off
 start_gateway mem "$big" on
 start_gateway stream "$big" on
 fill nginx.conf "$ngx" > "$work/nginx.conf"; nginx -c "$work/nginx.conf" -p "$work" &
+pids[nginx]=$!
 fill haproxy.cfg "$hap" > "$work/haproxy.cfg"; haproxy -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+pids[haproxy]=$!
+# The same peers in front of the 1 GiB upstream, for the streaming comparison;
+# nginx streams as the gateway does, instead of spooling to a temporary file.
+mkdir -p "$work/big/tmp"
+fill nginx.conf "$ngx_big" "$big" "$work/big" | sed 's#proxy_http_version 1.1;#proxy_http_version 1.1; proxy_buffering off;#' \
+  > "$work/big/nginx.conf"; nginx -c "$work/big/nginx.conf" -p "$work/big" &
+fill haproxy.cfg "$hap_big" "$big" > "$work/big/haproxy.cfg"; haproxy -f "$work/big/haproxy.cfg" >/dev/null 2>&1 &
 sleep 2
+pids[gateway]=${gwpid[main]}
+pids[nginx]="${pids[nginx]} $(pgrep -P "${pids[nginx]}" | tr '\n' ' ')"   # master and worker
+# cpu_ticks PID... -> user+system CPU time (clock ticks) of those processes
+cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+hz=$(getconf CLK_TCK)
 
 key='Authorization: Bearer b5c38d85-a042-4cef-8418-eb06752e346b'
 target='/Chime/Report/InboundVsAnsweredChats?queueId=1&start=2020-11-01T04:00:00.000Z&stop=2020-11-02T04:59:59.999Z&csv=true'
@@ -68,6 +83,7 @@ med() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {prin
 run_wrk() {
   local out non2xx
   out=$(wrk -t"$1" -c"$2" -d"${secs}s" --latency -H "$key" "$3")
+  n=$(awk '/requests in/ {print $1}' <<<"$out")
   r=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   l50=$(awk '$1=="50%" {print $2}' <<<"$out"); l99=$(awk '$1=="99%" {print $2}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
@@ -75,19 +91,26 @@ run_wrk() {
 }
 
 echo "== 1. throughput: $rounds rounds of ${secs}s, $conns connections, 2 wrk threads"
-declare -A rps p50 p99
+declare -A rps p50 p99 ticks served
 for round in $(seq "$rounds"); do
   for name in direct gateway nginx haproxy; do
+    # shellcheck disable=SC2086 # pids holds several for nginx
+    before=$(cpu_ticks ${pids[$name]})
     run_wrk 2 "$conns" "${url[$name]}"
+    # shellcheck disable=SC2086
+    ticks[$name]=$(( ${ticks[$name]:-0} + $(cpu_ticks ${pids[$name]}) - before ))
+    served[$name]=$(( ${served[$name]:-0} + n ))
     rps[$name]+="$r "; p50[$name]+="$l50 "; p99[$name]+="$l99 "
     echo "round $round $name: $r req/s, p50 $l50, p99 $l99"
   done
 done
 echo
-printf '%-8s %12s %10s %10s\n' "" "req/s" "p50 ms" "p99 ms"
+printf '%-8s %12s %10s %10s %16s\n' "" "req/s" "p50 ms" "p99 ms" "CPU us/request"
 for name in direct gateway nginx haproxy; do
-  printf '%-8s %12s %10s %10s\n' "$name" "$(med "${rps[$name]}")" "$(ms "${p50[$name]}")" "$(ms "${p99[$name]}")"
+  cpu=$(awk -v t="${ticks[$name]}" -v n="${served[$name]}" -v hz="$hz" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+  printf '%-8s %12s %10s %10s %16s\n' "$name" "$(med "${rps[$name]}")" "$(ms "${p50[$name]}")" "$(ms "${p99[$name]}")" "$cpu"
 done
+echo "(CPU us/request: user + system time of that process alone; for 'direct' the simulated Chime's)"
 g=$(med "${rps[gateway]}"); n=$(med "${rps[nginx]}"); h=$(med "${rps[haproxy]}"); d=$(med "${rps[direct]}")
 awk -v g="$g" -v n="$n" -v h="$h" -v d="$d" 'BEGIN { printf "throughput ratios: gateway/nginx %.2f, gateway/haproxy %.2f, gateway/direct %.2f\n", g/n, g/h, g/d }'
 awk -v g="$(ms "${p99[gateway]}")" -v n="$(ms "${p99[nginx]}")" -v h="$(ms "${p99[haproxy]}")" 'BEGIN { printf "p99 ratios: gateway/nginx %.2f, gateway/haproxy %.2f\n", g/n, g/h }'
@@ -146,3 +169,8 @@ touch "$work/stop"; wait "$sampler"
 peak=$(cat "$work/peak")
 [ "$dsize" = 1073741824 ] && [ "$gsize" = 1073741824 ] || { echo "streamed $dsize / $gsize bytes, not 1 GiB" >&2; exit 1; }
 awk -v d="$dspeed" -v g="$gspeed" -v b="$before" -v p="$peak" 'BEGIN { printf "1 GiB CSV: direct %.0f MiB/s, gateway %.0f MiB/s (%.2f of direct); RSS %.1f MiB before, peak %.1f MiB (+%.1f MiB)\n", d/1048576, g/1048576, g/d, b/1024, p/1024, (p-b)/1024 }'
+read -r nspeed nsize < <(speed "http://127.0.0.1:$ngx_big$target")
+read -r hspeed hsize < <(speed "http://127.0.0.1:$hap_big$target")
+[ "$nsize" = 1073741824 ] && [ "$hsize" = 1073741824 ] || {
+  echo "nginx / HAProxy streamed $nsize / $hsize bytes, not 1 GiB" >&2; tail -n 5 "$work/big/nginx-error.log" >&2; exit 1; }
+awk -v d="$dspeed" -v n="$nspeed" -v h="$hspeed" 'BEGIN { printf "same 1 GiB through the peers: nginx %.0f MiB/s (%.2f of direct), HAProxy %.0f MiB/s (%.2f of direct)\n", n/1048576, n/d, h/1048576, h/d }'

@@ -21,6 +21,12 @@ fn empty_file_gives_documented_defaults() {
     assert_eq!(c.upstream.path_prefix(), "/Chime");
     assert!(matches!(&c.keys.source, KeySource::File(p) if p == Path::new("/etc/cg/keys.toml")));
     assert!(!c.catalog.report.is_empty());
+    assert_eq!(
+        c.listen.workers,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "one worker per core unless set"
+    );
+    assert_eq!(parse("[listen]\nworkers = 3").unwrap().listen.workers, 3);
 }
 
 #[test]
