@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Instructions the gateway executes per proxied request, counted by
+# valgrind's callgrind: one worker, audit log to a file, coalescing and the
+# cache off (as in compare.sh), one keep-alive client. Unlike timings the
+# count does not depend on what else the machine is doing.
+#
+#   bash benches/instructions.sh [requests]   (default 3000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-3000}
+command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+cargo build --release -q
+bin=$PWD/target/release/chime-gateway
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+up=$(port); gw=$(port); admin=$(port)
+"$bin" simulate --listen "127.0.0.1:$up" >/dev/null &
+sed -n '/^\[\[user\]\]/,$p' config/demo-keys.toml > "$work/keys.toml"; chmod 600 "$work/keys.toml"
+sed -e "s#__UPSTREAM__#127.0.0.1:$up#" -e "s#__PORT__#$gw#" -e "s#__ADMIN__#$admin#" -e "s#__NAME__#main#" \
+  benches/compare/gateway.toml > "$work/gateway.toml"
+# workers belongs to [listen]: put it right after that table's header.
+awk '{ print } /^\[listen\]/ { print "workers = 1" }' "$work/gateway.toml" > "$work/g.toml"
+printf '[cache]\nenabled = false\ncoalesce = false\n' >> "$work/g.toml"
+(cd "$work" && exec valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$bin" serve --config g.toml 2>"$work/valgrind.log") &
+for _ in $(seq 120); do curl -s -o /dev/null "http://127.0.0.1:$admin/metrics" && break; sleep 0.5; done
+client() {
+  python3 - "$gw" "$1" <<'PY'
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+req = (b"GET /Chime/Report/InboundVsAnsweredChats?queueId=1&start=2020-11-01T04:00:00.000Z"
+       b"&stop=2020-11-02T04:59:59.999Z&csv=true HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+       b"Authorization: Bearer b5c38d85-a042-4cef-8418-eb06752e346b\r\n\r\n")
+s = socket.create_connection(("127.0.0.1", port))
+buf = b""
+for _ in range(n):
+    s.sendall(req)
+    while b"\r\n\r\n" not in buf:
+        buf += s.recv(65536)
+    head, buf = buf.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200"), head[:80]
+    length = next(int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length"))
+    while len(buf) < length:
+        buf += s.recv(65536)
+    buf = buf[length:]
+PY
+}
+client 300                       # warm up: connections, caches, the catalog
+callgrind_control -z >/dev/null 2>&1  # count from here
+client "$n"
+callgrind_control -d >/dev/null 2>&1
+total=$(awk '/^summary:/ {print $2}' "$work/cg.out.1")
+echo "instructions per proxied request: $((total / n)) (callgrind, $n requests, 1 worker)"
