@@ -152,9 +152,11 @@ python3 benches/compare/idle.py "${gwport[mem]}" 10000 "$key" '/Chime/Report/Get
 idle=$!
 exec 9>"$work/idle.in"
 until grep -q ready "$work/idle.out" 2>/dev/null; do kill -0 "$idle" || { echo "idle client failed" >&2; exit 1; }; sleep 0.2; done
-sleep 1
+busy=$(rss "$m")
+sleep 3   # idle: longer than listen.park_after (1 s) since the last answer
 held=$(rss "$m")
-echo "idle: RSS $((base / 1024)) MiB before, $((held / 1024)) MiB with $(curl -s "http://127.0.0.1:${gwadmin[mem]}/metrics" | awk '/^chime_gateway_open_connections / {print $2}') open connections"
+gauges=$(curl -s "http://127.0.0.1:${gwadmin[mem]}/metrics")
+echo "idle: RSS $((base / 1024)) MiB before, $((busy / 1024)) MiB right after the last answer, $((held / 1024)) MiB 3 s later with $(awk '/^chime_gateway_open_connections / {print $2}' <<<"$gauges") open connections ($(awk '/^chime_gateway_parked_connections / {print $2}' <<<"$gauges") parked)"
 exec 9>&-
 wait "$idle" || true
 # Streaming on a gateway of its own, so its RSS is not the idle test's.

@@ -166,6 +166,10 @@ pub struct ListenConfig {
     /// upstream connection pool (`listen.workers`; 0 in the file means one
     /// per CPU core).
     pub workers: usize,
+    /// An HTTP/1 connection with nothing in flight and no traffic for this
+    /// long gives its buffers back until its next request (0: never).
+    #[serde(serialize_with = "ser_duration")]
+    pub park_after: Duration,
 }
 
 /// Admin listener settings.
@@ -494,6 +498,7 @@ impl Validator<'_> {
             max_connections: self.positive("listen.max_connections", l.max_connections)?,
             shutdown_grace: self.duration("listen.shutdown_grace", &l.shutdown_grace)?,
             workers: crate::workers::resolve(l.workers),
+            park_after: self.duration("listen.park_after", &l.park_after)?,
         };
         let admin = self.admin(raw.admin)?;
         let upstream = self.upstream(raw.upstream)?;

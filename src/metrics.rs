@@ -54,6 +54,8 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// Open client connections.
     pub connections: IntGauge,
+    /// Client connections holding no HTTP state while they wait for a request.
+    pub parked_connections: IntGauge,
     /// Authentication failures by reason (`missing`, `malformed`, `unknown`, `throttled`).
     pub auth_failures: IntCounterVec,
     /// Keys currently loaded by the key store.
@@ -152,6 +154,10 @@ impl Metrics {
         )?;
         let connections =
             IntGauge::new("chime_gateway_open_connections", "Open client connections.")?;
+        let parked_connections = IntGauge::new(
+            "chime_gateway_parked_connections",
+            "Open client connections waiting for a request with no HTTP state or buffers held.",
+        )?;
         let auth_failures = IntCounterVec::new(
             Opts::new(
                 "chime_gateway_auth_failures_total",
@@ -347,6 +353,7 @@ impl Metrics {
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(parked_connections.clone()))?;
         registry.register(Box::new(auth_failures.clone()))?;
         registry.register(Box::new(keys_loaded.clone()))?;
         registry.register(Box::new(key_reloads.clone()))?;
@@ -397,6 +404,7 @@ impl Metrics {
             in_flight,
             upstream_errors,
             connections,
+            parked_connections,
             auth_failures,
             keys_loaded,
             key_reloads,

@@ -8,6 +8,7 @@
 //! instance not ready, asks every connection to close after its in-flight
 //! requests (long CSV streams included) and waits up to `shutdown_grace`.
 
+mod conn;
 mod idle;
 
 use std::convert::Infallible;
@@ -18,21 +19,19 @@ use std::time::Duration;
 
 use http::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tower::ServiceExt;
 
 use crate::admin::Admin;
 use crate::body;
 use crate::clock::SystemClock;
-use crate::config::{Config, ListenConfig};
-use crate::proxy::headers::Forwarding;
+use crate::config::Config;
 use crate::stack::{self, GatewayService};
 use crate::state::{AppState, StartError};
 use crate::workers::Workers;
-use idle::{Activity, ActivityIo, Quiet};
+use conn::{Builders, Conn};
 
 /// The client's address, inserted into each request's extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,7 +216,7 @@ impl Accept {
             None => return,
         };
         let state = &self.state;
-        let builder = Arc::new(connection_builder(&state.config.listen));
+        let builders = Arc::new(Builders::new(&state.config.listen));
         let svc: GatewayService<Incoming> = stack::build(state);
         let mut stop = self.stop.clone();
         loop {
@@ -241,11 +240,13 @@ impl Accept {
             };
             let _ = stream.set_nodelay(true);
             let conn = Conn {
-                builder: Arc::clone(&builder),
+                builders: Arc::clone(&builders),
                 svc: svc.clone(),
                 peer,
                 idle: state.config.listen.idle_timeout,
                 stall: state.config.listen.stall_timeout,
+                park_after: state.config.listen.park_after,
+                parked: state.metrics.parked_connections.clone(),
                 stop: self.stop.clone(),
                 tls: self.tls.is_some(),
             };
@@ -255,17 +256,23 @@ impl Accept {
             metrics.connections.inc();
             tokio::spawn(async move {
                 match acceptor {
-                    None => conn.serve(stream).await,
-                    Some(acceptor) => {
+                    None => conn.serve(stream, false).await,
+                    // Boxed: the handshake's state takes no room in plain
+                    // connections' tasks.
+                    Some(acceptor) => Box::pin(async move {
                         match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
                         {
-                            Ok(Ok(tls)) => conn.serve(tls).await,
+                            Ok(Ok(tls)) => {
+                                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                                conn.serve(tls, h2).await
+                            }
                             Ok(Err(e)) => {
                                 tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
                             }
                             Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
                         }
-                    }
+                    })
+                    .await,
                 }
                 metrics.connections.dec();
                 drop(slot);
@@ -334,94 +341,6 @@ fn spawn_maintenance(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> 
         }
     }));
     tasks
-}
-
-fn connection_builder(cfg: &ListenConfig) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout)
-        .max_buf_size(cfg.max_header_bytes)
-        .max_headers(cfg.max_headers)
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(100)
-        .max_pending_accept_reset_streams(Some(20))
-        .max_local_error_reset_streams(Some(64))
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20));
-    b
-}
-
-struct Conn {
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    svc: GatewayService<Incoming>,
-    peer: SocketAddr,
-    idle: Duration,
-    stall: Duration,
-    stop: watch::Receiver<bool>,
-    tls: bool,
-}
-
-/// One year, the usual HSTS lifetime.
-static HSTS: http::HeaderValue = http::HeaderValue::from_static("max-age=31536000");
-
-impl Conn {
-    async fn serve<T>(mut self, stream: T)
-    where
-        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let tls = self.tls;
-        let activity = Arc::new(Activity::new());
-        let io = TokioIo::new(ActivityIo::new(stream, Arc::clone(&activity)));
-        let peer = self.peer;
-        let svc = self.svc;
-        let tracker = Arc::clone(&activity);
-        let forwarding = Forwarding::new(peer.ip(), if tls { "https" } else { "http" });
-        let hyper_svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(ClientAddr(peer));
-            req.extensions_mut().insert(forwarding.clone());
-            let busy = tracker.begin_request();
-            let fut = svc.clone().oneshot(req);
-            async move {
-                let mut resp = fut.await?;
-                if tls {
-                    resp.headers_mut()
-                        .insert(http::header::STRICT_TRANSPORT_SECURITY, HSTS.clone());
-                }
-                Ok::<_, Infallible>(resp.map(|b| body::with_guard(b, busy)))
-            }
-        });
-        let conn = self.builder.serve_connection(io, hyper_svc);
-        tokio::pin!(conn);
-        let mut closing = false;
-        loop {
-            tokio::select! {
-                res = conn.as_mut() => {
-                    if let Err(e) = res {
-                        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
-                    }
-                    break;
-                }
-                _ = self.stop.changed(), if !closing => {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                quiet = activity.quiet(self.idle, self.stall), if !closing => match quiet {
-                    Quiet::Idle => {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                    Quiet::Stalled => {
-                        tracing::debug!(peer = %peer, "closing a connection whose client stopped reading");
-                        break;
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// The plain-HTTP listener that only redirects to HTTPS, when configured.

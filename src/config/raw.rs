@@ -36,6 +36,7 @@ pub(crate) struct RawListen {
     pub(crate) max_connections: usize,
     pub(crate) shutdown_grace: String,
     pub(crate) workers: usize,
+    pub(crate) park_after: String,
 }
 
 impl Default for RawListen {
@@ -51,6 +52,7 @@ impl Default for RawListen {
             max_connections: 10_000,
             shutdown_grace: "30s".into(),
             workers: 0,
+            park_after: "1s".into(),
         }
     }
 }

@@ -18,6 +18,8 @@ pub(super) struct Activity {
     origin: Instant,
     last_nanos: AtomicU64,
     in_flight: AtomicUsize,
+    /// Requests started on this connection so far.
+    started: AtomicU64,
 }
 
 /// Why a connection went quiet.
@@ -46,6 +48,7 @@ impl Activity {
             origin: Instant::now(),
             last_nanos: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
         }
     }
 
@@ -54,7 +57,13 @@ impl Activity {
         self.last_nanos.store(nanos, Ordering::Relaxed);
     }
 
+    /// Requests started on this connection so far.
+    pub(super) fn started(&self) -> u64 {
+        self.started.load(Ordering::SeqCst)
+    }
+
     pub(super) fn begin_request(self: &Arc<Self>) -> Busy {
+        self.started.fetch_add(1, Ordering::SeqCst);
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.touch();
         Busy(Arc::clone(self))

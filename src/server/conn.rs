@@ -1,0 +1,403 @@
+//! One client connection, from its first byte to its close.
+//!
+//! HTTP/1.1 connections are served by hyper's HTTP/1 server one stretch of
+//! activity at a time: once a connection has had nothing in flight and
+//! moved no byte for `listen.park_after`, hyper is asked to finish, hands the
+//! socket back, and the connection is *parked* — it keeps no hyper state
+//! and no buffers (hyper holds 16 KiB per connection) until the client
+//! sends its next byte, which starts a fresh hyper connection with that
+//! byte in front. If a request slipped in while hyper was finishing, hyper
+//! answered it with `Connection: close` and the connection is closed
+//! instead. HTTP/2 (by ALPN or prior knowledge) is served by hyper-util's
+//! auto server for the connection's whole life.
+//!
+//! Either way the connection is closed when it has been idle for
+//! `listen.idle_timeout`, dropped when its client stops reading a response
+//! for `listen.stall_timeout`, and asked to close after its in-flight
+//! requests at shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use super::idle::{Activity, ActivityIo, Quiet};
+use super::ClientAddr;
+use crate::body;
+use crate::config::ListenConfig;
+use crate::proxy::headers::Forwarding;
+use crate::stack::GatewayService;
+
+/// One year, the usual HSTS lifetime.
+static HSTS: http::HeaderValue = http::HeaderValue::from_static("max-age=31536000");
+
+/// The HTTP servers a worker's connections use, configured from `[listen]`.
+#[derive(Debug)]
+pub(super) struct Builders {
+    http1: hyper::server::conn::http1::Builder,
+    auto: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    pub(super) fn new(cfg: &ListenConfig) -> Builders {
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(cfg.header_read_timeout)
+            .max_buf_size(cfg.max_header_bytes)
+            .max_headers(cfg.max_headers)
+            .keep_alive(true);
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(cfg.header_read_timeout)
+            .max_buf_size(cfg.max_header_bytes)
+            .max_headers(cfg.max_headers)
+            .keep_alive(true);
+        auto.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(100)
+            .max_pending_accept_reset_streams(Some(20))
+            .max_local_error_reset_streams(Some(64))
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        Builders { http1, auto }
+    }
+}
+
+/// A connection about to be served.
+pub(super) struct Conn {
+    pub(super) builders: Arc<Builders>,
+    pub(super) svc: GatewayService<Incoming>,
+    pub(super) peer: SocketAddr,
+    pub(super) idle: Duration,
+    pub(super) stall: Duration,
+    pub(super) park_after: Duration,
+    pub(super) parked: prometheus::IntGauge,
+    pub(super) stop: watch::Receiver<bool>,
+    pub(super) tls: bool,
+}
+
+/// Why hyper was asked to finish an HTTP/1 connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finish {
+    /// It was not: the client (or an error) ended it.
+    No,
+    /// To park it; the number of requests started until then.
+    Park(u64),
+    /// To close it (idle timeout, shutdown).
+    Close,
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+impl Conn {
+    /// Serves the connection; `h2` when TLS negotiated HTTP/2.
+    pub(super) async fn serve<T>(mut self, stream: T, h2: bool)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let activity = Arc::new(Activity::new());
+        let mut io = ActivityIo::new(stream, Arc::clone(&activity));
+        let svc = self.service(&activity);
+        // The auto server's state is boxed (here and below), so it takes no
+        // room in the tasks of HTTP/1 connections, which never use it.
+        if h2 {
+            let io = Prefixed::new(Bytes::new(), io);
+            return Box::pin(self.serve_auto(io, svc, &activity)).await;
+        }
+        let mut first = true;
+        let mut pending = Bytes::new();
+        loop {
+            if pending.is_empty() {
+                // Parked (or new): nothing is held until the client speaks.
+                let Some(byte) = self.next_byte(&mut io, &activity).await else {
+                    return;
+                };
+                pending = Bytes::copy_from_slice(&[byte]);
+                if first && byte == b'P' {
+                    // Maybe HTTP/2's preface (`PRI * HTTP/2.0`): let the auto
+                    // server tell (no Chime route takes PUT, POST or PATCH).
+                    let io = Prefixed::new(pending, io);
+                    return Box::pin(self.serve_auto(io, svc, &activity)).await;
+                }
+            }
+            first = false;
+            match self
+                .serve_http1(Prefixed::new(pending, io), svc.clone(), &activity)
+                .await
+            {
+                Some((back, unread)) => (io, pending) = (back, unread),
+                None => return,
+            }
+        }
+    }
+
+    /// The hyper service for this connection's requests.
+    fn service(
+        &self,
+        activity: &Arc<Activity>,
+    ) -> impl hyper::service::Service<
+        Request<Incoming>,
+        Response = body::Response,
+        Error = Infallible,
+        Future = Pin<
+            Box<dyn std::future::Future<Output = Result<body::Response, Infallible>> + Send>,
+        >,
+    > + Clone
+           + Unpin
+           + Send
+           + 'static {
+        let tls = self.tls;
+        let peer = self.peer;
+        let svc = self.svc.clone();
+        let tracker = Arc::clone(activity);
+        let forwarding = Forwarding::new(peer.ip(), if tls { "https" } else { "http" });
+        hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(ClientAddr(peer));
+            req.extensions_mut().insert(forwarding.clone());
+            let busy = tracker.begin_request();
+            let fut = svc.clone().oneshot(req);
+            Box::pin(async move {
+                let mut resp = fut.await?;
+                if tls {
+                    resp.headers_mut()
+                        .insert(http::header::STRICT_TRANSPORT_SECURITY, HSTS.clone());
+                }
+                Ok::<_, Infallible>(resp.map(|b| body::with_guard(b, busy)))
+            }) as Pin<Box<dyn std::future::Future<Output = _> + Send>>
+        })
+    }
+
+    /// Waits for the client's next byte; `None` when the connection should
+    /// close instead (end of stream, error, idle timeout, shutdown).
+    async fn next_byte<T>(&mut self, io: &mut ActivityIo<T>, activity: &Activity) -> Option<u8>
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut byte = [0u8; 1];
+        self.parked.inc();
+        let got = tokio::select! {
+            read = io.read(&mut byte) => matches!(read, Ok(1)),
+            () = stopped(&mut self.stop) => false,
+            _ = activity.quiet(self.idle, self.stall) => false,
+        };
+        self.parked.dec();
+        if got {
+            return Some(byte[0]);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+        None
+    }
+
+    /// Serves HTTP/1 until the connection is parked (the socket and any
+    /// bytes read past the last request come back) or closed (`None`).
+    async fn serve_http1<T, S>(
+        &mut self,
+        io: Prefixed<ActivityIo<T>>,
+        svc: S,
+        activity: &Activity,
+    ) -> Option<(ActivityIo<T>, Bytes)>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::Service<
+                Request<Incoming>,
+                Response = body::Response,
+                Error = Infallible,
+            > + Unpin,
+        S::Future: Unpin,
+    {
+        let park = !self.park_after.is_zero() && self.park_after < self.idle;
+        // Boxed, so a parked connection's task does not keep its space.
+        let mut conn = Box::new(self.builders.http1.serve_connection(TokioIo::new(io), svc));
+        let mut finish = Finish::No;
+        loop {
+            tokio::select! {
+                res = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
+                    if let Err(e) = res {
+                        tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+                        return None;
+                    }
+                    break;
+                }
+                () = stopped(&mut self.stop), if finish != Finish::Close => {
+                    finish = Finish::Close;
+                    Pin::new(&mut *conn).graceful_shutdown();
+                }
+                quiet = activity.quiet(if park { self.park_after } else { self.idle }, self.stall),
+                    if finish == Finish::No => match quiet {
+                    Quiet::Idle => {
+                        finish = if park { Finish::Park(activity.started()) } else { Finish::Close };
+                        Pin::new(&mut *conn).graceful_shutdown();
+                    }
+                    Quiet::Stalled => {
+                        tracing::debug!(peer = %self.peer, "closing a connection whose client stopped reading");
+                        return None;
+                    }
+                }
+            }
+        }
+        let parts = conn.into_parts();
+        let (unread_prefix, io) = parts.io.into_inner().into_parts();
+        match finish {
+            // Nothing started since hyper was asked to finish: nothing was
+            // answered with `Connection: close`, so the connection lives on.
+            Finish::Park(started) if activity.started() == started => {
+                // Copied: hyper's `read_buf` shares its whole read buffer,
+                // which parking is meant to give back.
+                let unread = if unread_prefix.is_empty() {
+                    Bytes::copy_from_slice(&parts.read_buf)
+                } else {
+                    unread_prefix
+                };
+                Some((io, unread))
+            }
+            _ => {
+                let mut io = io;
+                let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+                None
+            }
+        }
+    }
+
+    /// Serves HTTP/2 (or HTTP/1 that looked like it might be) with the auto
+    /// server for the rest of the connection.
+    async fn serve_auto<T, S>(mut self, io: Prefixed<ActivityIo<T>>, svc: S, activity: &Activity)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::Service<
+                Request<Incoming>,
+                Response = body::Response,
+                Error = Infallible,
+            > + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let conn = self.builders.auto.serve_connection(TokioIo::new(io), svc);
+        tokio::pin!(conn);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                () = stopped(&mut self.stop), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                quiet = activity.quiet(self.idle, self.stall), if !closing => match quiet {
+                    Quiet::Idle => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    Quiet::Stalled => {
+                        tracing::debug!(peer = %self.peer, "closing a connection whose client stopped reading");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream with bytes already read from it put back in front.
+    pub(super) struct Prefixed<T> {
+        prefix: Bytes,
+        #[pin]
+        inner: T,
+    }
+}
+
+impl<T> Prefixed<T> {
+    fn new(prefix: Bytes, inner: T) -> Self {
+        Prefixed { prefix, inner }
+    }
+
+    /// The prefix bytes not read yet, and the stream.
+    fn into_parts(self) -> (Bytes, T) {
+        (self.prefix, self.inner)
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        if this.prefix.is_empty() {
+            return this.inner.poll_read(cx, buf);
+        }
+        let n = this.prefix.len().min(buf.remaining());
+        buf.put_slice(&this.prefix[..n]);
+        this.prefix.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn prefixed_reads_the_prefix_first() {
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(b"bc").await.unwrap();
+        drop(client);
+        let mut p = Prefixed::new(Bytes::from_static(b"a"), server);
+        let mut out = String::new();
+        p.read_to_string(&mut out).await.unwrap();
+        assert_eq!(out, "abc");
+    }
+}
