@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use super::idle::{Activity, ActivityIo, Quiet};
-use super::ClientAddr;
+use super::{stopped, ClientAddr};
 use crate::body;
 use crate::config::ListenConfig;
 use crate::proxy::headers::Forwarding;
@@ -101,9 +101,48 @@ enum Finish {
     Close,
 }
 
-/// Resolves once `stop` is true (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
+/// The future of one request through [`ConnService`].
+type Answer = Pin<Box<dyn std::future::Future<Output = Result<body::Response, Infallible>> + Send>>;
+
+/// The hyper service for one connection's requests: adds what the request
+/// path knows of the connection, tracks the request for idleness, and
+/// marks TLS answers with HSTS.
+#[derive(Clone)]
+struct ConnService {
+    svc: GatewayService<Incoming>,
+    peer: SocketAddr,
+    forwarding: Forwarding,
+    tracker: Arc<Activity>,
+    tls: bool,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnService {
+    type Response = body::Response;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn call(&self, mut req: Request<Incoming>) -> Answer {
+        req.extensions_mut().insert(ClientAddr(self.peer));
+        req.extensions_mut().insert(self.forwarding.clone());
+        let busy = self.tracker.begin_request();
+        let fut = self.svc.clone().oneshot(req);
+        let tls = self.tls;
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            if tls {
+                resp.headers_mut()
+                    .insert(http::header::STRICT_TRANSPORT_SECURITY, HSTS.clone());
+            }
+            Ok(resp.map(|b| body::with_guard(b, busy)))
+        })
+    }
+}
+
+/// Closes a connection the gateway is done with (flushing, and for TLS
+/// sending close_notify), waiting at most a second for a client that
+/// does not read.
+async fn close<T: AsyncWrite + Unpin>(io: &mut T) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
 }
 
 impl Conn {
@@ -149,39 +188,14 @@ impl Conn {
     }
 
     /// The hyper service for this connection's requests.
-    fn service(
-        &self,
-        activity: &Arc<Activity>,
-    ) -> impl hyper::service::Service<
-        Request<Incoming>,
-        Response = body::Response,
-        Error = Infallible,
-        Future = Pin<
-            Box<dyn std::future::Future<Output = Result<body::Response, Infallible>> + Send>,
-        >,
-    > + Clone
-           + Unpin
-           + Send
-           + 'static {
-        let tls = self.tls;
-        let peer = self.peer;
-        let svc = self.svc.clone();
-        let tracker = Arc::clone(activity);
-        let forwarding = Forwarding::new(peer.ip(), if tls { "https" } else { "http" });
-        hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(ClientAddr(peer));
-            req.extensions_mut().insert(forwarding.clone());
-            let busy = tracker.begin_request();
-            let fut = svc.clone().oneshot(req);
-            Box::pin(async move {
-                let mut resp = fut.await?;
-                if tls {
-                    resp.headers_mut()
-                        .insert(http::header::STRICT_TRANSPORT_SECURITY, HSTS.clone());
-                }
-                Ok::<_, Infallible>(resp.map(|b| body::with_guard(b, busy)))
-            }) as Pin<Box<dyn std::future::Future<Output = _> + Send>>
-        })
+    fn service(&self, activity: &Arc<Activity>) -> ConnService {
+        ConnService {
+            svc: self.svc.clone(),
+            peer: self.peer,
+            forwarding: Forwarding::new(self.peer.ip(), if self.tls { "https" } else { "http" }),
+            tracker: Arc::clone(activity),
+            tls: self.tls,
+        }
     }
 
     /// Waits for the client's next byte; `None` when the connection should
@@ -201,26 +215,20 @@ impl Conn {
         if got {
             return Some(byte[0]);
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+        close(io).await;
         None
     }
 
     /// Serves HTTP/1 until the connection is parked (the socket and any
     /// bytes read past the last request come back) or closed (`None`).
-    async fn serve_http1<T, S>(
+    async fn serve_http1<T>(
         &mut self,
         io: Prefixed<ActivityIo<T>>,
-        svc: S,
+        svc: ConnService,
         activity: &Activity,
     ) -> Option<(ActivityIo<T>, Bytes)>
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: hyper::service::Service<
-                Request<Incoming>,
-                Response = body::Response,
-                Error = Infallible,
-            > + Unpin,
-        S::Future: Unpin,
     {
         let park = !self.park_after.is_zero() && self.park_after < self.idle;
         // Boxed, so a parked connection's task does not keep its space.
@@ -269,7 +277,7 @@ impl Conn {
             }
             _ => {
                 let mut io = io;
-                let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+                close(&mut io).await;
                 None
             }
         }
@@ -277,17 +285,13 @@ impl Conn {
 
     /// Serves HTTP/2 (or HTTP/1 that looked like it might be) with the auto
     /// server for the rest of the connection.
-    async fn serve_auto<T, S>(mut self, io: Prefixed<ActivityIo<T>>, svc: S, activity: &Activity)
-    where
+    async fn serve_auto<T>(
+        mut self,
+        io: Prefixed<ActivityIo<T>>,
+        svc: ConnService,
+        activity: &Activity,
+    ) where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: hyper::service::Service<
-                Request<Incoming>,
-                Response = body::Response,
-                Error = Infallible,
-            > + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
     {
         let conn = self.builders.auto.serve_connection(TokioIo::new(io), svc);
         tokio::pin!(conn);
