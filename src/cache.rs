@@ -263,6 +263,55 @@ pub fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
         .any(|t| t.trim() == "*" || opaque(t) == ours)
 }
 
+/// What the cache keeps of a body while it streams past, up to
+/// `max_entry_bytes`: the chunks as they came (no copying, and no buffer
+/// that doubles as it grows), joined into one exact allocation once the
+/// body has ended and fits.
+#[derive(Debug)]
+pub struct BodyCopy {
+    chunks: Vec<Bytes>,
+    len: usize,
+    limit: usize,
+}
+
+impl BodyCopy {
+    /// A copy of a body that announced at least `lower` bytes (its
+    /// `Content-Length`, when it had one); none when that already exceeds
+    /// `limit`.
+    pub fn start(limit: usize, lower: u64) -> Option<BodyCopy> {
+        (lower <= limit as u64).then(|| BodyCopy {
+            chunks: Vec::new(),
+            len: 0,
+            limit,
+        })
+    }
+
+    /// Keeps `chunk`; `false` once the body is larger than the limit, when
+    /// the copy should be dropped (it keeps nothing more).
+    #[must_use]
+    pub fn push(&mut self, chunk: &Bytes) -> bool {
+        self.len += chunk.len();
+        if self.len > self.limit {
+            self.chunks = Vec::new();
+            return false;
+        }
+        if !chunk.is_empty() {
+            self.chunks.push(chunk.clone());
+        }
+        true
+    }
+
+    /// The whole body, in an allocation of its own: the chunks may share
+    /// much larger read buffers, which a cache entry must not keep alive.
+    pub fn finish(self) -> Bytes {
+        let mut body = Vec::with_capacity(self.len);
+        for chunk in &self.chunks {
+            body.extend_from_slice(chunk);
+        }
+        Bytes::from(body)
+    }
+}
+
 /// The bounded cache.
 #[derive(Debug, Clone)]
 pub struct ResponseCache {
@@ -382,6 +431,37 @@ mod tests {
     use super::*;
     use crate::catalog::{Catalog, Category};
     use crate::request::Params;
+
+    #[test]
+    fn a_body_copy_joins_its_chunks_into_an_exact_allocation() {
+        let mut copy = BodyCopy::start(10, 0).unwrap();
+        let big = Bytes::from(vec![b'x'; 64]);
+        assert!(copy.push(&Bytes::from_static(b"abc")));
+        assert!(copy.push(&Bytes::new()));
+        assert!(copy.push(&big.slice(0..4)));
+        assert!(copy.push(&Bytes::from_static(b"def")));
+        let body = copy.finish();
+        assert_eq!(&body[..], b"abcxxxxdef");
+        // Its own allocation, not a view that keeps `big` alive.
+        assert!(!big.as_ptr_range().contains(&body.as_ptr()));
+        assert!(!big.as_ptr_range().contains(&body[3..].as_ptr()));
+    }
+
+    #[test]
+    fn a_body_copy_gives_up_past_the_limit_or_on_a_long_announced_length() {
+        assert!(
+            BodyCopy::start(10, 11).is_none(),
+            "Content-Length above the limit"
+        );
+        assert!(BodyCopy::start(10, 10).is_some());
+        let mut copy = BodyCopy::start(10, 0).unwrap();
+        assert!(copy.push(&Bytes::from_static(b"0123456789")));
+        assert!(
+            !copy.push(&Bytes::from_static(b"!")),
+            "one byte past the limit"
+        );
+        assert!(copy.chunks.is_empty(), "a copy that gave up holds nothing");
+    }
 
     fn cfg() -> CacheConfig {
         CacheConfig {

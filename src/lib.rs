@@ -6,6 +6,9 @@
 //! admin listeners; [`simulator`] is a built-in Chime used by `demo`, tests
 //! and benchmarks.
 
+// The library has no unsafe code at all (the binary sets one allocator option).
+#![forbid(unsafe_code)]
+
 pub mod acl;
 pub mod admin;
 pub mod audit;

@@ -42,7 +42,9 @@ use http_body_util::{BodyExt, Empty, Limited};
 use crate::acl::{Denied, SessionQueueCheck};
 use crate::auth::ApiKey;
 use crate::body::{self, Body, Response};
-use crate::cache::{self, CacheConfig, Head, ResponseCache, Served, UpstreamKey, X_CACHE};
+use crate::cache::{
+    self, BodyCopy, CacheConfig, Head, ResponseCache, Served, UpstreamKey, X_CACHE,
+};
 use crate::clock::Clock;
 use crate::config::{UpstreamAuth, UpstreamConfig};
 use crate::metrics::Metrics;
@@ -372,8 +374,12 @@ impl Inner {
         let mut copy = store
             .as_ref()
             .filter(|_| head.storable())
-            .map(|_| bytes::BytesMut::new());
-        let limit = store.as_ref().map_or(0, |(c, _, _)| c.max_entry_bytes());
+            .and_then(|(c, _, _)| {
+                BodyCopy::start(
+                    c.max_entry_bytes(),
+                    http_body::Body::size_hint(&incoming).lower(),
+                )
+            });
         leader.head(Arc::clone(&head));
         loop {
             if !leader.room().await {
@@ -395,11 +401,8 @@ impl Inner {
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
-                    if copy.as_ref().is_some_and(|c| c.len() + data.len() > limit) {
+                    if copy.as_mut().is_some_and(|c| !c.push(&data)) {
                         copy = None;
-                    }
-                    if let Some(c) = copy.as_mut() {
-                        c.extend_from_slice(&data);
                     }
                     leader.push(data);
                     // With a known length the end is known after the last
@@ -412,7 +415,7 @@ impl Inner {
         }
         leader.complete();
         if let (Some((cache, key, ttl)), Some(copy)) = (store, copy) {
-            cache.insert(key, head, copy.freeze(), ttl).await;
+            cache.insert(key, head, copy.finish(), ttl).await;
         }
     }
 
