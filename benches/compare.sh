@@ -161,14 +161,12 @@ exec 9>&-
 wait "$idle" || true
 # Streaming on a gateway of its own, so its RSS is not the idle test's.
 m=${gwpid[stream]}
-sample() { local peak=0 v; while [ ! -e "$work/stop" ]; do v=$(rss "$m"); [ "$v" -gt "$peak" ] && peak=$v; sleep 0.05; done; echo "$peak" > "$work/peak"; }
 speed() { curl -s -o /dev/null -w '%{speed_download} %{size_download}\n' -H "$key" "$1"; }
 read -r dspeed dsize < <(speed "http://127.0.0.1:$big$target")
 before=$(rss "$m")
-sample & sampler=$!
+echo 5 > "/proc/$m/clear_refs"   # resets VmHWM, the kernel's peak RSS, to the current RSS
 read -r gspeed gsize < <(speed "http://127.0.0.1:${gwport[stream]}$target")
-touch "$work/stop"; wait "$sampler"
-peak=$(cat "$work/peak")
+peak=$(awk '/VmHWM/ {print $2}' "/proc/$m/status")
 [ "$dsize" = 1073741824 ] && [ "$gsize" = 1073741824 ] || { echo "streamed $dsize / $gsize bytes, not 1 GiB" >&2; exit 1; }
 awk -v d="$dspeed" -v g="$gspeed" -v b="$before" -v p="$peak" 'BEGIN { printf "1 GiB CSV: direct %.0f MiB/s, gateway %.0f MiB/s (%.2f of direct); RSS %.1f MiB before, peak %.1f MiB (+%.1f MiB)\n", d/1048576, g/1048576, g/d, b/1024, p/1024, (p-b)/1024 }'
 read -r nspeed nsize < <(speed "http://127.0.0.1:$ngx_big$target")

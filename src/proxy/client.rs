@@ -224,6 +224,15 @@ fn root_store(cfg: &UpstreamConfig) -> Result<RootCertStore, TlsSetupError> {
     Ok(roots)
 }
 
+/// How much one read from an upstream connection takes at most. A fixed
+/// size, rather than hyper's default that grows to 400 KiB: a streamed
+/// body's chunks share their read buffer, so while readers hold some,
+/// every refill is a new buffer, and 400 KiB ones are freed and allocated
+/// again faster than the allocator hands them back. Streaming 1 GiB with
+/// the cache off peaked at +17 MiB RSS with hyper's default, +5 MiB with
+/// 128 KiB and +3 MiB with 64 KiB, at the same speed.
+const READ_BUFFER: usize = 64 * 1024;
+
 /// Builds the pooled client; `open` counts its open connections.
 pub fn build(cfg: &UpstreamConfig, open: IntGauge) -> Result<UpstreamClient, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -266,5 +275,6 @@ pub fn build(cfg: &UpstreamConfig, open: IntGauge) -> Result<UpstreamClient, Tls
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(cfg.pool_idle_timeout)
         .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
+        .http1_read_buf_exact_size(READ_BUFFER)
         .build(https))
 }
