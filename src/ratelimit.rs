@@ -22,10 +22,12 @@ pub mod shared;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use dashmap::DashMap;
+use foldhash::fast::RandomState;
 use http::header::{HeaderName, HeaderValue};
 use http::Request;
 use serde::Serialize;
@@ -51,17 +53,29 @@ pub struct Tier {
     pub burst: NonZeroU32,
     /// Requests one user may have in flight.
     pub max_in_flight: usize,
+    /// Its `RateLimit-Policy` header, the same for every answer; `None`
+    /// when the name is not header-safe (config validation prevents that).
+    policy_header: Option<HeaderValue>,
 }
 
 impl Tier {
     /// A tier (zero values are raised to one).
     pub fn new(name: &str, per_minute: u32, burst: u32, max_in_flight: usize) -> Self {
-        Tier {
+        let mut tier = Tier {
             name: name.into(),
             per_minute: NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN),
             burst: NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN),
             max_in_flight: max_in_flight.max(1),
-        }
+            policy_header: None,
+        };
+        let policy = format!(
+            "\"{}\";q={};w={}",
+            tier.name,
+            tier.burst,
+            secs_up(tier.window())
+        );
+        tier.policy_header = HeaderValue::try_from(policy).ok();
+        tier
     }
 
     /// Time for one unit of budget to come back.
@@ -92,6 +106,8 @@ pub struct Decision {
     pub retry_after: Duration,
     /// The policy window: time to refill the whole burst.
     pub window: Duration,
+    /// The tier's `RateLimit-Policy` header.
+    policy_header: Option<HeaderValue>,
 }
 
 /// Whole seconds, rounded up (a client told "0" would retry in a hot loop).
@@ -116,6 +132,7 @@ impl Decision {
             reset,
             retry_after: Duration::ZERO,
             window: tier.window(),
+            policy_header: tier.policy_header.clone(),
         }
     }
 
@@ -129,31 +146,25 @@ impl Decision {
             reset: wait,
             retry_after: wait,
             window: tier.window(),
+            policy_header: tier.policy_header.clone(),
         }
     }
 
     /// The rate-limit headers for this decision (without `Retry-After`).
     pub fn headers(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
         // Tier names are validated header-safe; a value that is not is left out.
-        let structured = |s: String| HeaderValue::from_str(&s).ok();
         let reset = secs_up(self.reset);
+        let mut numbers = itoa::Buffer::new();
+        let mut ratelimit = String::with_capacity(self.policy.len() + 32);
+        ratelimit.push('"');
+        ratelimit.push_str(&self.policy);
+        ratelimit.push_str("\";r=");
+        ratelimit.push_str(numbers.format(self.remaining));
+        ratelimit.push_str(";t=");
+        ratelimit.push_str(numbers.format(reset));
         [
-            (
-                &RATELIMIT_POLICY,
-                structured(format!(
-                    "\"{}\";q={};w={}",
-                    self.policy,
-                    self.limit,
-                    secs_up(self.window)
-                )),
-            ),
-            (
-                &RATELIMIT,
-                structured(format!(
-                    "\"{}\";r={};t={reset}",
-                    self.policy, self.remaining
-                )),
-            ),
+            (&RATELIMIT_POLICY, self.policy_header.clone()),
+            (&RATELIMIT, HeaderValue::try_from(ratelimit).ok()),
             (&X_LIMIT, Some(HeaderValue::from(self.limit))),
             (&X_REMAINING, Some(HeaderValue::from(self.remaining))),
             (&X_RESET, Some(HeaderValue::from(reset))),
@@ -210,27 +221,28 @@ impl Backend {
     }
 }
 
-/// Per-user in-flight slots; entries of idle users are pruned.
+/// Per-user in-flight slots; entries of idle users are pruned. A sharded
+/// map, so requests of different users rarely meet on a lock, and a known
+/// user's lookup takes only a shard's read lock.
 #[derive(Debug, Default)]
-struct UserSlots(Mutex<HashMap<Arc<str>, Arc<Semaphore>>>);
+struct UserSlots(DashMap<Arc<str>, Arc<Semaphore>, RandomState>);
 
 impl UserSlots {
     fn acquire(&self, user: &Arc<str>, max: usize) -> Option<OwnedSemaphorePermit> {
-        let sem = {
-            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let known = self.0.get(user).map(|sem| Arc::clone(&sem));
+        let sem = known.unwrap_or_else(|| {
             Arc::clone(
-                map.entry(Arc::clone(user))
+                &self
+                    .0
+                    .entry(Arc::clone(user))
                     .or_insert_with(|| Arc::new(Semaphore::new(max))),
             )
-        };
+        });
         sem.try_acquire_owned().ok()
     }
 
     fn prune(&self) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, sem| Arc::strong_count(sem) > 1);
+        self.0.retain(|_, sem| Arc::strong_count(sem) > 1);
     }
 }
 
@@ -278,7 +290,7 @@ pub struct SharedConfig {
 #[derive(Debug)]
 pub struct RateLimiter {
     config: RateLimitConfig,
-    tiers: HashMap<Arc<str>, Tier>,
+    tiers: HashMap<Arc<str>, Tier, RandomState>,
     backend: Backend,
     users: UserSlots,
     upstream: Arc<Semaphore>,
@@ -340,11 +352,14 @@ impl RateLimiter {
         let Target::Report(report) = &request.target else {
             return NonZeroU32::MIN;
         };
+        // A handful of configured names: a scan, without lower-casing
+        // (allocating) the request's name to hash it.
         let weight = self
             .config
             .report_weight
-            .get(&report.name.to_ascii_lowercase())
-            .map_or(1, |w| w.get());
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(&report.name))
+            .map_or(1, |(_, w)| w.get());
         let periods = match (self.config.window_days_per_cost, request.params.start) {
             (0, _) | (_, None) => 1,
             (per, Some(start)) => {

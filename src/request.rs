@@ -241,11 +241,13 @@ pub fn format_instant(ts: Timestamp) -> String {
         return ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
     }
     let mut out = String::with_capacity(24);
-    let mut digits = |n: u32, width: u32, sep: char| {
-        for i in (0..width).rev() {
-            let d = (n / 10u32.pow(i)) % 10;
-            out.push(char::from(b'0' + d as u8));
+    let mut digits = |mut n: u32, width: usize, sep: char| {
+        let mut buf = [b'0'; 4];
+        for d in buf[..width].iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
         }
+        out.extend(buf[..width].iter().map(|&d| char::from(d)));
         out.push(sep);
     };
     digits(year.unsigned_abs().into(), 4, '-');

@@ -6,8 +6,6 @@
 //! as they are and only the rare string that needs it goes through
 //! serde_json. The output is the same JSON either way.
 
-use std::io::Write as _;
-
 use super::AuditRecord;
 
 /// A JSON value as it appears in an audit line.
@@ -44,21 +42,28 @@ impl Value for String {
     }
 }
 
-macro_rules! display_value {
+macro_rules! integer_value {
     ($($t:ty),*) => {$(
         impl Value for $t {
             fn write(&self, out: &mut Vec<u8>) {
-                let _ = write!(out, "{self}");
+                out.extend_from_slice(itoa::Buffer::new().format(*self).as_bytes());
             }
         }
     )*};
 }
-display_value!(u16, u32, u64, bool);
+integer_value!(u16, u32, u64);
+
+impl Value for bool {
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(if *self { b"true" } else { b"false" });
+    }
+}
 
 impl Value for f64 {
     fn write(&self, out: &mut Vec<u8>) {
         if self.is_finite() {
-            let _ = write!(out, "{self}");
+            // Shortest round-trip form, as serde_json writes it.
+            out.extend_from_slice(ryu::Buffer::new().format_finite(*self).as_bytes());
         } else {
             out.extend_from_slice(b"null");
         }

@@ -19,7 +19,7 @@ type Keyed<C> =
 /// Per-tier governor limiters.
 #[derive(Debug)]
 pub struct LocalLimiter<C: Clock = DefaultClock> {
-    tiers: HashMap<Arc<str>, Keyed<C>>,
+    tiers: HashMap<Arc<str>, Keyed<C>, foldhash::fast::RandomState>,
     clock: C,
 }
 
