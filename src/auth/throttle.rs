@@ -10,12 +10,11 @@
 //! addresses are pruned on a schedule and whenever more than
 //! `throttle_max_tracked` are tracked.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::time::Duration;
 
+use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
@@ -25,7 +24,10 @@ use governor::{Quota, RateLimiter};
 #[derive(Debug)]
 pub struct AuthThrottle<C: Clock = DefaultClock> {
     limiter: RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, C, NoOpMiddleware<C::Instant>>,
-    blocked: Mutex<HashMap<IpAddr, C::Instant>>,
+    /// Blocked addresses, asked on every request: a sharded map, so
+    /// requests do not queue on one lock. (Hashed with SipHash: clients
+    /// choose their addresses.)
+    blocked: DashMap<IpAddr, C::Instant>,
     clock: C,
     max_tracked: usize,
 }
@@ -42,25 +44,20 @@ impl<C: Clock + Clone> AuthThrottle<C> {
     pub fn with_clock(per_minute: NonZeroU32, max_tracked: usize, clock: C) -> Self {
         AuthThrottle {
             limiter: RateLimiter::dashmap_with_clock(Quota::per_minute(per_minute), clock.clone()),
-            blocked: Mutex::new(HashMap::new()),
+            blocked: DashMap::new(),
             clock,
             max_tracked,
         }
     }
 
-    fn blocked(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, C::Instant>> {
-        self.blocked.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// How long `ip` must still wait, if it is blocked.
     pub fn blocked_for(&self, ip: IpAddr) -> Option<Duration> {
-        let mut blocked = self.blocked();
-        let until = *blocked.get(&ip)?;
+        let until = *self.blocked.get(&ip)?;
         let now = self.clock.now();
         if until > now {
             Some(Duration::from(until.duration_since(now)))
         } else {
-            blocked.remove(&ip);
+            self.blocked.remove_if(&ip, |_, until| *until <= now);
             None
         }
     }
@@ -74,11 +71,10 @@ impl<C: Clock + Clone> AuthThrottle<C> {
         let not_until = outcome.err()?;
         let now = self.clock.now();
         let until = not_until.earliest_possible();
-        let mut blocked = self.blocked();
-        if blocked.len() >= self.max_tracked {
-            blocked.retain(|_, u| *u > now);
+        if self.blocked.len() >= self.max_tracked {
+            self.blocked.retain(|_, u| *u > now);
         }
-        blocked.insert(ip, until);
+        self.blocked.insert(ip, until);
         Some(not_until.wait_time_from(now))
     }
 
@@ -87,7 +83,7 @@ impl<C: Clock + Clone> AuthThrottle<C> {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
         let now = self.clock.now();
-        self.blocked().retain(|_, until| *until > now);
+        self.blocked.retain(|_, until| *until > now);
     }
 
     /// Addresses currently tracked.

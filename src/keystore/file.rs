@@ -22,8 +22,9 @@ pub mod edit;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -231,7 +232,8 @@ fn metadata_stamp(meta: &std::fs::Metadata) -> (u64, Option<std::time::SystemTim
 pub struct FileKeyStore {
     source: Source,
     clock: Arc<dyn Clock>,
-    index: RwLock<Arc<Index>>,
+    /// Swapped whole on reload; read without a lock or a shared count.
+    index: ArcSwap<Index>,
     stamp: Mutex<Option<Stamp>>,
 }
 
@@ -242,7 +244,7 @@ impl FileKeyStore {
         Ok(FileKeyStore {
             source: Source::Path(path.to_owned()),
             clock,
-            index: RwLock::new(Arc::new(index)),
+            index: ArcSwap::from_pointee(index),
             stamp: Mutex::new(Some(stamp)),
         })
     }
@@ -253,7 +255,7 @@ impl FileKeyStore {
         Ok(FileKeyStore {
             source: Source::Embedded,
             clock,
-            index: RwLock::new(Arc::new(index)),
+            index: ArcSwap::from_pointee(index),
             stamp: Mutex::new(None),
         })
     }
@@ -305,7 +307,7 @@ impl FileKeyStore {
     }
 
     fn install(&self, index: Index, stamp: Stamp) -> usize {
-        let old = self.current();
+        let old = self.index.load_full();
         for (hash, entry) in &index.by_hash {
             if let Some(prev) = old.by_hash.get(hash) {
                 entry
@@ -314,13 +316,13 @@ impl FileKeyStore {
             }
         }
         let count = index.by_hash.len();
-        *self.index.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(index);
+        self.index.store(Arc::new(index));
         *lock(&self.stamp) = Some(stamp);
         count
     }
 
-    fn current(&self) -> Arc<Index> {
-        Arc::clone(&self.index.read().unwrap_or_else(|p| p.into_inner()))
+    fn current(&self) -> arc_swap::Guard<Arc<Index>> {
+        self.index.load()
     }
 }
 
@@ -361,8 +363,12 @@ impl KeyStore for FileKeyStore {
 
     fn touch(&self, hash: &KeyHash) {
         if let Some(e) = self.current().by_hash.get(hash) {
-            e.last_used
-                .store(self.clock.now().as_second(), Ordering::Relaxed);
+            // Written only when the second changed: the workers' requests
+            // with one key do not take turns owning its cache line.
+            let now = self.clock.now().as_second();
+            if e.last_used.load(Ordering::Relaxed) != now {
+                e.last_used.store(now, Ordering::Relaxed);
+            }
         }
     }
 
