@@ -523,6 +523,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn user_slots_cap_each_user_and_forget_idle_ones() {
+        let slots = UserSlots::default();
+        let (ann, bob): (Arc<str>, Arc<str>) = ("ann".into(), "bob".into());
+        let held: Vec<_> = (0..2).map(|_| slots.acquire(&ann, 2).unwrap()).collect();
+        assert!(
+            slots.acquire(&ann, 2).is_none(),
+            "a third in flight is refused"
+        );
+        assert!(
+            slots.acquire(&bob, 2).is_some(),
+            "other users are unaffected"
+        );
+        slots.prune();
+        assert!(slots.0.contains_key(&ann), "a busy user is kept");
+        assert!(!slots.0.contains_key(&bob), "an idle user is forgotten");
+        drop(held);
+        assert!(
+            slots.acquire(&ann, 2).is_some(),
+            "finished requests free slots"
+        );
+    }
+
+    #[test]
     fn header_values() {
         let tier = Tier::new("partner", 120, 10, 4);
         let d = Decision::allowed(&tier, 7, Duration::from_millis(1500));

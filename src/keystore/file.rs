@@ -471,9 +471,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys.toml");
         std::fs::write(&path, file_for(DOC_KEY, "")).unwrap();
-        let store = FileKeyStore::open(&path, clock("2026-06-01T00:00:00Z")).unwrap();
+        let now = clock("2026-06-01T00:00:00Z");
+        let store = FileKeyStore::open(&path, now.clone()).unwrap();
         assert!(store.last_used().is_empty());
         let hash = ApiKey::parse(DOC_KEY).unwrap().hash();
+        store.touch(&hash);
         store.touch(&hash);
         let used = store.last_used();
         assert_eq!(
@@ -483,6 +485,13 @@ mod tests {
         std::fs::write(&path, file_for(DOC_KEY, "\n")).unwrap();
         assert_eq!(store.reload_if_changed().unwrap(), Some(1));
         assert_eq!(store.last_used(), used);
+        // A later second is written (the same second is not written again).
+        now.set("2026-06-01T00:00:07Z".parse().unwrap());
+        store.touch(&hash);
+        assert_eq!(
+            store.last_used(),
+            vec![(hash.fingerprint(), "2026-06-01T00:00:07Z".parse().unwrap())]
+        );
     }
 
     #[tokio::test]
