@@ -21,11 +21,9 @@ for tool in nginx haproxy wrk curl; do
   command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx haproxy wrk curl >/dev/null; break; }
 done
 ulimit -n "$(ulimit -Hn)"   # 10,000 idle connections need more than the usual 1024
-cargo build --release -q
-bin=target/release/chime-gateway
-work=$(mktemp -d); mkdir -p "$work/tmp"
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=compare/common.sh
+. benches/compare/common.sh   # bin, work, port(), keys.toml, gateway_config()
+mkdir -p "$work/tmp"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }   # KiB
 up=$(port); slow=$(port); big=$(port); ngx=$(port); hap=$(port); ngx_big=$(port); hap_big=$(port)
 # fill FILE PORT [UPSTREAM-PORT [DIR]]
@@ -35,15 +33,12 @@ fill() { sed -e "s#__UPSTREAM__#127.0.0.1:${3:-$up}#" -e "s#__PORT__#$2#" -e "s#
 declare -A pids=([direct]=$!)
 "$bin" simulate --listen "127.0.0.1:$slow" --latency 100ms >/dev/null &
 "$bin" simulate --listen "127.0.0.1:$big" --report-bytes 1073741824 >/dev/null &
-sed -n '/^\[\[user\]\]/,$p' config/demo-keys.toml > "$work/keys.toml"; chmod 600 "$work/keys.toml"
 declare -A gwport gwadmin gwpid
 # start_gateway NAME UPSTREAM-PORT on|off (coalescing and the cache)
 start_gateway() {
   local name=$1 p a
   p=$(port); a=$(port)
-  sed -e "s#__UPSTREAM__#127.0.0.1:$2#" -e "s#__PORT__#$p#" -e "s#__ADMIN__#$a#" -e "s#__NAME__#$name#" \
-    benches/compare/gateway.toml > "$work/gateway-$name.toml"
-  [ "$3" = on ] || printf '[cache]\nenabled = false\ncoalesce = false\n' >> "$work/gateway-$name.toml"
+  gateway_config "$name" "$2" "$p" "$a" "$3" > "$work/gateway-$name.toml"
   "$bin" serve --config "$work/gateway-$name.toml" 2>"$work/gateway-$name.err" &
   gwpid[$name]=$!; gwport[$name]=$p; gwadmin[$name]=$a
 }

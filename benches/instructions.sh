@@ -9,19 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-3000}
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
-cargo build --release -q
-bin=$PWD/target/release/chime-gateway
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=compare/common.sh
+. benches/compare/common.sh   # bin, work, port(), keys.toml, gateway_config()
 up=$(port); gw=$(port); admin=$(port)
 "$bin" simulate --listen "127.0.0.1:$up" >/dev/null &
-sed -n '/^\[\[user\]\]/,$p' config/demo-keys.toml > "$work/keys.toml"; chmod 600 "$work/keys.toml"
-sed -e "s#__UPSTREAM__#127.0.0.1:$up#" -e "s#__PORT__#$gw#" -e "s#__ADMIN__#$admin#" -e "s#__NAME__#main#" \
-  benches/compare/gateway.toml > "$work/gateway.toml"
 # workers belongs to [listen]: put it right after that table's header.
-awk '{ print } /^\[listen\]/ { print "workers = 1" }' "$work/gateway.toml" > "$work/g.toml"
-printf '[cache]\nenabled = false\ncoalesce = false\n' >> "$work/g.toml"
+gateway_config main "$up" "$gw" "$admin" off | awk '{ print } /^\[listen\]/ { print "workers = 1" }' > "$work/g.toml"
 (cd "$work" && exec valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$bin" serve --config g.toml 2>"$work/valgrind.log") &
 for _ in $(seq 120); do curl -s -o /dev/null "http://127.0.0.1:$admin/metrics" && break; sleep 0.5; done
 client() {
