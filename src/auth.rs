@@ -27,7 +27,7 @@ use crate::body::Response;
 use crate::keystore::KeyStore;
 use crate::metrics::Metrics;
 use crate::observe::Trace;
-use crate::server::ClientAddr;
+use crate::proxy::headers::Forwarding;
 use crate::{BoxError, BoxFuture};
 pub use key::{ApiKey, Fingerprint, KeyHash};
 pub use throttle::AuthThrottle;
@@ -248,7 +248,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let ip = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
+            let ip = req.extensions().get::<Forwarding>().map(Forwarding::ip);
             let (principal, key) = shared.authenticate(req.headers(), ip).await?;
             if let Some(trace) = req.extensions().get::<Trace>() {
                 trace.set_principal(&principal);

@@ -137,6 +137,21 @@ pub fn validate(reports: &[ReportDef]) -> Result<(), String> {
 }
 
 /// The reports, indexed by lower-cased name.
+/// Looks `name` up in a map keyed by lower-cased report names (the catalog's
+/// own, and the per-report settings of `[request]` and `[ratelimit]`),
+/// ignoring ASCII case; names of ordinary length are lower-cased on the
+/// stack, not in a new `String` for every request.
+pub fn by_report_name<'m, V>(map: &'m HashMap<String, V>, name: &str) -> Option<&'m V> {
+    let mut buf = [0u8; 128];
+    let Some(lower) = buf.get_mut(..name.len()) else {
+        return map.get(&name.to_ascii_lowercase());
+    };
+    lower.copy_from_slice(name.as_bytes());
+    lower.make_ascii_lowercase();
+    // ASCII lower-casing keeps UTF-8 valid.
+    map.get(std::str::from_utf8(lower).ok()?)
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     by_name: HashMap<String, Arc<ReportDef>>,
@@ -156,8 +171,7 @@ impl Catalog {
 
     /// Finds a report by name, ignoring ASCII case.
     pub fn find(&self, name: &str) -> Result<Arc<ReportDef>, UnknownReport> {
-        self.by_name
-            .get(&name.to_ascii_lowercase())
+        by_report_name(&self.by_name, name)
             .cloned()
             .ok_or_else(|| UnknownReport {
                 name: name.to_owned(),
@@ -318,6 +332,27 @@ pub fn builtin() -> Vec<ReportDef> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_names_are_looked_up_ignoring_case_at_any_length() {
+        let long = "Inbound".repeat(40);
+        let map = HashMap::from([
+            ("inboundvsansweredchats".to_owned(), 1),
+            (long.to_ascii_lowercase(), 2),
+        ]);
+        assert_eq!(by_report_name(&map, "InboundVsAnsweredChats"), Some(&1));
+        assert_eq!(
+            by_report_name(&map, &long),
+            Some(&2),
+            "longer than the stack buffer"
+        );
+        assert_eq!(by_report_name(&map, "InboundVsAnswered"), None);
+        assert_eq!(
+            by_report_name(&map, "ınboundvsansweredchats"),
+            None,
+            "ASCII case only"
+        );
+    }
 
     #[test]
     fn builtin_is_valid_and_covers_every_category() {

@@ -21,12 +21,19 @@ pub enum PercentError {
 
 /// Decodes `s`; borrows it when there is nothing to decode.
 pub fn decode(s: &str) -> Result<Cow<'_, str>, PercentError> {
-    if !s.contains('%') {
-        if s.chars().any(char::is_control) {
-            return Err(PercentError::Control);
-        }
-        return Ok(Cow::Borrowed(s));
+    let text = if s.contains('%') {
+        Cow::Owned(unescape(s)?)
+    } else {
+        Cow::Borrowed(s)
+    };
+    if text.chars().any(char::is_control) {
+        return Err(PercentError::Control);
     }
+    Ok(text)
+}
+
+/// `s` with its `%XX` escapes decoded.
+fn unescape(s: &str) -> Result<String, PercentError> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -42,11 +49,7 @@ pub fn decode(s: &str) -> Result<Cow<'_, str>, PercentError> {
             i += 1;
         }
     }
-    let text = String::from_utf8(out).map_err(|_| PercentError::NotUtf8)?;
-    if text.chars().any(char::is_control) {
-        return Err(PercentError::Control);
-    }
-    Ok(Cow::Owned(text))
+    String::from_utf8(out).map_err(|_| PercentError::NotUtf8)
 }
 
 #[cfg(test)]

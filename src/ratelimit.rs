@@ -104,9 +104,7 @@ pub struct Decision {
     pub reset: Duration,
     /// For a refusal: when to try again.
     pub retry_after: Duration,
-    /// The policy window: time to refill the whole burst.
-    pub window: Duration,
-    /// The tier's `RateLimit-Policy` header.
+    /// The tier's `RateLimit-Policy` header (its window included).
     policy_header: Option<HeaderValue>,
 }
 
@@ -131,7 +129,6 @@ impl Decision {
             remaining,
             reset,
             retry_after: Duration::ZERO,
-            window: tier.window(),
             policy_header: tier.policy_header.clone(),
         }
     }
@@ -145,7 +142,6 @@ impl Decision {
             remaining: 0,
             reset: wait,
             retry_after: wait,
-            window: tier.window(),
             policy_header: tier.policy_header.clone(),
         }
     }
@@ -352,14 +348,8 @@ impl RateLimiter {
         let Target::Report(report) = &request.target else {
             return NonZeroU32::MIN;
         };
-        // A handful of configured names: a scan, without lower-casing
-        // (allocating) the request's name to hash it.
-        let weight = self
-            .config
-            .report_weight
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(&report.name))
-            .map_or(1, |(_, w)| w.get());
+        let weight = crate::catalog::by_report_name(&self.config.report_weight, &report.name)
+            .map_or(1, |w| w.get());
         let periods = match (self.config.window_days_per_cost, request.params.start) {
             (0, _) | (_, None) => 1,
             (per, Some(start)) => {

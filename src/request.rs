@@ -559,12 +559,11 @@ fn parse_params(
             None => {}
         }
         let limit = match &target {
-            Target::Report(r) if !ctx.options.max_window_per_report.is_empty() => ctx
-                .options
-                .max_window_per_report
-                .get(&r.name.to_ascii_lowercase())
-                .copied()
-                .unwrap_or(ctx.options.max_window),
+            Target::Report(r) => {
+                crate::catalog::by_report_name(&ctx.options.max_window_per_report, &r.name)
+                    .copied()
+                    .unwrap_or(ctx.options.max_window)
+            }
             _ => ctx.options.max_window,
         };
         let until = params.stop.unwrap_or(ctx.now).max(start);

@@ -33,10 +33,6 @@ use crate::state::{AppState, StartError};
 use crate::workers::Workers;
 use conn::{Builders, Conn};
 
-/// The client's address, inserted into each request's extensions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub SocketAddr);
-
 /// A bound, not yet running gateway.
 #[derive(Debug)]
 pub struct Gateway {

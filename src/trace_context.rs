@@ -32,15 +32,6 @@ fn random<const N: usize>() -> [u8; N] {
     out
 }
 
-/// Appends `bytes` as lower-case hex.
-fn push_hex(out: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-}
-
 fn hex_field<const N: usize>(s: &str) -> Option<[u8; N]> {
     if s.len() != N * 2 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
@@ -95,21 +86,17 @@ impl TraceContext {
 
     /// The trace id, 32 hex characters.
     pub fn trace_id(&self) -> String {
-        let mut s = String::with_capacity(32);
-        push_hex(&mut s, &self.trace_id);
-        s
+        hex::encode(self.trace_id)
     }
 
     /// The `traceparent` to send upstream: this trace, the gateway's span.
     pub fn header_value(&self) -> HeaderValue {
-        let mut s = String::with_capacity(55);
-        s.push_str("00-");
-        push_hex(&mut s, &self.trace_id);
-        s.push('-');
-        push_hex(&mut s, &self.span_id);
-        s.push('-');
-        push_hex(&mut s, &[self.flags]);
-        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(
+        // `00-{trace id}-{span id}-{flags}`, hex-encoded in place.
+        let mut s = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        let _ = hex::encode_to_slice(self.trace_id, &mut s[3..35]);
+        let _ = hex::encode_to_slice(self.span_id, &mut s[36..52]);
+        let _ = hex::encode_to_slice([self.flags], &mut s[53..55]);
+        HeaderValue::from_bytes(&s).unwrap_or(HeaderValue::from_static(
             "00-00000000000000000000000000000001-0000000000000001-00",
         ))
     }
@@ -132,6 +119,7 @@ mod tests {
         assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert!(out.ends_with("-01"), "sampling flag kept");
         assert!(!out.contains("00f067aa0ba902b7"), "the gateway's own span");
+        assert_eq!(&out[36..52], hex::encode(t.span_id), "the span it sends");
         assert_eq!(out.len(), 55);
     }
 

@@ -14,11 +14,13 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
-/// What the upstream is told about the client (`X-Forwarded-For`,
-/// `X-Forwarded-Proto`, `Forwarded`): worked out once per connection, and
-/// always from the connection itself, never from the client's headers.
+/// The client as its connection shows it (never as its headers claim):
+/// its address, for the auth throttle and the audit log, and what the
+/// upstream is told (`X-Forwarded-For`, `X-Forwarded-Proto`, `Forwarded`),
+/// worked out once per connection and put into each request's extensions.
 #[derive(Debug, Clone)]
 pub struct Forwarding {
+    ip: IpAddr,
     client_ip: HeaderValue,
     forwarded: HeaderValue,
     proto: &'static str,
@@ -35,10 +37,16 @@ impl Forwarding {
         let value =
             |s: String| HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("unknown"));
         Forwarding {
+            ip,
             client_ip: value(ip.to_string()),
             forwarded: value(format!("for={node};proto={proto}")),
             proto,
         }
+    }
+
+    /// The client's address.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
     }
 
     /// The client's address, as text.

@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use super::idle::{Activity, ActivityIo, Quiet};
-use super::{stopped, ClientAddr};
+use super::stopped;
 use crate::body;
 use crate::config::ListenConfig;
 use crate::proxy::headers::Forwarding;
@@ -49,22 +49,25 @@ pub(super) struct Builders {
     auto: auto::Builder<TokioExecutor>,
 }
 
+/// The HTTP/1 limits, set alike on hyper's HTTP/1 server and on the auto
+/// server's HTTP/1 side (two builder types with the same setters).
+macro_rules! http1_limits {
+    ($builder:expr, $cfg:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            .header_read_timeout($cfg.header_read_timeout)
+            .max_buf_size($cfg.max_header_bytes)
+            .max_headers($cfg.max_headers)
+            .keep_alive(true)
+    };
+}
+
 impl Builders {
     pub(super) fn new(cfg: &ListenConfig) -> Builders {
         let mut http1 = hyper::server::conn::http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(cfg.header_read_timeout)
-            .max_buf_size(cfg.max_header_bytes)
-            .max_headers(cfg.max_headers)
-            .keep_alive(true);
+        http1_limits!(http1, cfg);
         let mut auto = auto::Builder::new(TokioExecutor::new());
-        auto.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(cfg.header_read_timeout)
-            .max_buf_size(cfg.max_header_bytes)
-            .max_headers(cfg.max_headers)
-            .keep_alive(true);
+        http1_limits!(auto.http1(), cfg);
         auto.http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
@@ -110,7 +113,6 @@ type Answer = Pin<Box<dyn std::future::Future<Output = Result<body::Response, In
 #[derive(Clone)]
 struct ConnService {
     svc: GatewayService<Incoming>,
-    peer: SocketAddr,
     forwarding: Forwarding,
     tracker: Arc<Activity>,
     tls: bool,
@@ -122,7 +124,6 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     type Future = Answer;
 
     fn call(&self, mut req: Request<Incoming>) -> Answer {
-        req.extensions_mut().insert(ClientAddr(self.peer));
         req.extensions_mut().insert(self.forwarding.clone());
         let busy = self.tracker.begin_request();
         let fut = self.svc.clone().oneshot(req);
@@ -191,7 +192,6 @@ impl Conn {
     fn service(&self, activity: &Arc<Activity>) -> ConnService {
         ConnService {
             svc: self.svc.clone(),
-            peer: self.peer,
             forwarding: Forwarding::new(self.peer.ip(), if self.tls { "https" } else { "http" }),
             tracker: Arc::clone(activity),
             tls: self.tls,
