@@ -29,6 +29,7 @@ pub mod breaker;
 pub mod client;
 pub mod flight;
 pub mod headers;
+pub mod pool;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -56,7 +57,8 @@ use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::trace_context::{TraceContext, TRACEPARENT};
 use crate::workers::PerWorker;
 use crate::{BoxError, BoxFuture};
-pub use client::{TlsSetupError, UpstreamClient};
+pub use client::TlsSetupError;
+pub use pool::{Pool, SendError, UpstreamBody};
 
 /// Largest SessionDetails answer the gateway holds for the queue check.
 const SESSION_ANSWER_LIMIT: usize = 1 << 20;
@@ -101,9 +103,7 @@ pub struct Proxy {
 struct Inner {
     /// One pool per worker thread, so an upstream connection is only ever
     /// driven by the thread whose requests use it.
-    clients: Arc<PerWorker<UpstreamClient>>,
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
+    clients: Arc<PerWorker<Pool>>,
     prefix: String,
     response_timeout: std::time::Duration,
     /// `Authorization` for every upstream request when Chime is called
@@ -148,17 +148,27 @@ impl Proxy {
             clock,
             workers,
         } = deps;
-        let clients = Arc::new(PerWorker::try_new(workers, |_| {
-            client::build(cfg, metrics.upstream_connections.clone())
-        })?);
         let parts = cfg.base_url.clone().into_parts();
+        let scheme = parts.scheme.unwrap_or(http::uri::Scheme::HTTP);
+        let authority = parts
+            .authority
+            .unwrap_or(http::uri::Authority::from_static("localhost"));
+        let connect_retried = metrics
+            .upstream_errors
+            .with_label_values(&["connect_retried"]);
+        let clients = Arc::new(PerWorker::try_new(workers, |_| {
+            let connector = client::build(cfg, metrics.upstream_connections.clone())?;
+            let target = pool::Target {
+                scheme: scheme.clone(),
+                authority: authority.clone(),
+                max_idle: cfg.pool_max_idle_per_host,
+                idle_timeout: cfg.pool_idle_timeout,
+            };
+            Ok::<_, TlsSetupError>(Pool::new(connector, target, connect_retried.clone()))
+        })?);
         Ok(Proxy {
             inner: Arc::new(Inner {
                 clients,
-                scheme: parts.scheme.unwrap_or(http::uri::Scheme::HTTP),
-                authority: parts
-                    .authority
-                    .unwrap_or(http::uri::Authority::from_static("localhost")),
                 prefix: cfg.path_prefix().to_owned(),
                 response_timeout: cfg.response_timeout,
                 service_bearer: match &cfg.auth {
@@ -207,15 +217,9 @@ impl Inner {
         req: &Request<()>,
         typed: &GatewayRequest,
     ) -> Result<Request<Empty<Bytes>>, BoxError> {
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(typed.upstream_path_and_query(&self.prefix))
-            .build()?;
-        let mut out = Request::builder()
-            .method(req.method().clone())
-            .uri(uri)
-            .body(Empty::new())?;
+        let mut out = Request::new(Empty::new());
+        *out.method_mut() = req.method().clone();
+        *out.uri_mut() = Uri::try_from(typed.upstream_path_and_query(&self.prefix))?;
         let h = out.headers_mut();
         headers::copy_request_headers(req.headers(), h);
         let ext = req.extensions();
@@ -419,25 +423,14 @@ impl Inner {
         }
     }
 
-    /// One upstream exchange, with one retry of a failed connect (GET and
-    /// HEAD are idempotent and nothing reached Chime).
+    /// One upstream exchange (the pool tries a failed connect once more).
     async fn exchange(
         &self,
         req: Request<Empty<Bytes>>,
         kind: &'static str,
-    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+    ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
         let started = Instant::now();
-        let retry = copy_request(&req);
-        let mut sent =
-            tokio::time::timeout(self.response_timeout, self.clients.get().request(req)).await;
-        if matches!(&sent, Ok(Err(e)) if e.is_connect()) {
-            self.metrics
-                .upstream_errors
-                .with_label_values(&["connect_retried"])
-                .inc();
-            sent = tokio::time::timeout(self.response_timeout, self.clients.get().request(retry))
-                .await;
-        }
+        let sent = tokio::time::timeout(self.response_timeout, self.clients.get().send(req)).await;
         let resp = match sent {
             Err(_elapsed) => {
                 self.metrics
@@ -538,16 +531,6 @@ fn mark_ignored(resp: &mut Response, typed: &GatewayRequest) -> Result<(), BoxEr
     Ok(())
 }
 
-/// A second copy of a bodiless upstream request (for the connect retry).
-fn copy_request(req: &Request<Empty<Bytes>>) -> Request<Empty<Bytes>> {
-    let mut out = Request::new(Empty::new());
-    *out.method_mut() = req.method().clone();
-    *out.uri_mut() = req.uri().clone();
-    *out.version_mut() = req.version();
-    *out.headers_mut() = req.headers().clone();
-    out
-}
-
 /// The session's queue id: the top-level `QueueId` (any case), a positive integer.
 fn session_queue(doc: &serde_json::Value) -> Option<u32> {
     let obj = doc.as_object()?;
@@ -574,11 +557,7 @@ impl Proxy {
     ) -> Result<serde_json::Value, BoxError> {
         const LIMIT: usize = 4 << 20;
         let inner = &self.inner;
-        let uri = Uri::builder()
-            .scheme(inner.scheme.clone())
-            .authority(inner.authority.clone())
-            .path_and_query(format!("{}{path_and_query}", inner.prefix))
-            .build()?;
+        let uri = Uri::try_from(format!("{}{path_and_query}", inner.prefix))?;
         let mut auth = HeaderValue::from_str(&format!("Bearer {bearer}"))?;
         auth.set_sensitive(true);
         let req = Request::get(uri)
@@ -586,15 +565,14 @@ impl Proxy {
             .header(http::header::ACCEPT, "application/json")
             .header(&X_REQUEST_ID, RequestId::generate().header_value())
             .body(Empty::new())?;
-        let resp =
-            match tokio::time::timeout(inner.response_timeout, inner.clients.get().request(req))
-                .await
-            {
-                Err(_) => return Err(UpstreamError::Timeout.into()),
-                Ok(Err(e)) if e.is_connect() => return Err(UpstreamError::Unavailable.into()),
-                Ok(Err(_)) => return Err(UpstreamError::Failed.into()),
-                Ok(Ok(resp)) => resp,
-            };
+        let resp = match tokio::time::timeout(inner.response_timeout, inner.clients.get().send(req))
+            .await
+        {
+            Err(_) => return Err(UpstreamError::Timeout.into()),
+            Ok(Err(e)) if e.is_connect() => return Err(UpstreamError::Unavailable.into()),
+            Ok(Err(_)) => return Err(UpstreamError::Failed.into()),
+            Ok(Ok(resp)) => resp,
+        };
         if resp.status() != StatusCode::OK {
             return Err(format!("the upstream answered {}", resp.status()).into());
         }

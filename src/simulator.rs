@@ -61,6 +61,8 @@ pub struct Recorded {
     pub target: String,
     /// Headers as received.
     pub headers: HeaderMap,
+    /// The HTTP version it came over.
+    pub version: http::Version,
 }
 
 /// What the simulator serves.
@@ -233,6 +235,7 @@ fn record<B>(shared: &Shared, req: &Request<B>) {
             .map(|p| p.as_str().to_owned())
             .unwrap_or_default(),
         headers: req.headers().clone(),
+        version: req.version(),
     });
 }
 

@@ -306,7 +306,23 @@ async fn upstream_over_https_with_a_custom_ca() {
         )
         .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
-    assert_eq!(h.sim.recorded().len(), 1);
+    let recorded = h.sim.recorded();
+    assert_eq!(recorded.len(), 1);
+    // The upstream offered HTTP/2 by ALPN, so the pool used it, with the
+    // authority in `:authority` rather than a `Host` header.
+    assert_eq!(recorded[0].version, http::Version::HTTP_2);
+    assert!(recorded[0].headers.get("host").is_none());
+    // A second request shares the same HTTP/2 connection.
+    let again = h
+        .get_as(
+            MANAGER,
+            &format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}"),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert!(h
+        .metrics_text()
+        .contains("chime_gateway_upstream_connections 1\n"));
 
     // Without the CA the upstream's certificate is not trusted: 502, nothing sent.
     let sim = harness::simulator(&[MANAGER]).await;
