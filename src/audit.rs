@@ -37,8 +37,8 @@ pub enum AuditTarget {
 /// One request, as audited; written by [`AuditRecord::write_json`].
 #[derive(Debug, Default)]
 pub struct AuditRecord<'a> {
-    /// When the request ended (RFC 3339, UTC).
-    pub time: String,
+    /// When the request ended (written RFC 3339, UTC, to the millisecond).
+    pub time: jiff::Timestamp,
     /// The request id (also in the response and upstream logs).
     pub request_id: &'a str,
     /// The W3C trace id.
@@ -60,9 +60,9 @@ pub struct AuditRecord<'a> {
     /// `queueId`.
     pub queue: Option<u32>,
     /// Normalised window start.
-    pub start: Option<String>,
+    pub start: Option<jiff::Timestamp>,
     /// Normalised window end.
-    pub stop: Option<String>,
+    pub stop: Option<jiff::Timestamp>,
     /// Canonical zone.
     pub zone: Option<&'a str>,
     /// CSV requested.
@@ -77,11 +77,11 @@ pub struct AuditRecord<'a> {
     pub bytes: u64,
     /// Chime's status.
     pub upstream_status: Option<u16>,
-    /// Seconds until Chime's response headers.
+    /// Seconds until Chime's response headers (written to the microsecond).
     pub upstream_seconds: Option<f64>,
     /// `upstream`, `coalesced` or `cache`.
     pub served: Option<&'a str>,
-    /// Seconds in total, to the end of the body.
+    /// Seconds in total, to the end of the body (written to the microsecond).
     pub seconds: f64,
 }
 

@@ -170,7 +170,7 @@ pub struct Observe<S> {
 struct Completion {
     start: Instant,
     id: RequestId,
-    trace_id: String,
+    trace_id: crate::trace_context::TraceId,
     client: Option<Forwarding>,
     method: Method,
     trace: Trace,
@@ -179,10 +179,6 @@ struct Completion {
     outcome: &'static str,
     bytes: u64,
     body: BodyEnd,
-}
-
-fn ms(ts: jiff::Timestamp) -> String {
-    crate::request::format_instant(ts)
 }
 
 impl Drop for Completion {
@@ -225,9 +221,9 @@ impl Drop for Completion {
         // Formatting the record costs more than the rest of this bookkeeping.
         if self.sinks.audit.is_on() {
             self.sinks.audit.record(&AuditRecord {
-                time: ms(jiff::Timestamp::now()),
+                time: jiff::Timestamp::now(),
                 request_id: self.id.as_str(),
-                trace_id: &self.trace_id,
+                trace_id: self.trace_id.as_str(),
                 client: self.client.as_ref().map(Forwarding::client_ip),
                 user: t.user.as_deref(),
                 key: t.fingerprint.as_ref().map(Fingerprint::as_str),
@@ -236,8 +232,8 @@ impl Drop for Completion {
                 route,
                 report: t.report.as_deref(),
                 queue: t.queue,
-                start: t.start.map(ms),
-                stop: t.stop.map(ms),
+                start: t.start,
+                stop: t.stop,
                 zone: t.zone.as_deref(),
                 csv: t.csv,
                 decision,

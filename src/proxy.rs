@@ -195,7 +195,10 @@ impl Proxy {
 
 /// `Bearer {key}`, marked sensitive (kept out of hyper's debug output).
 fn bearer(key: &str) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
-    let mut value = HeaderValue::from_str(&format!("Bearer {key}"))?;
+    let mut text = Vec::with_capacity(7 + key.len());
+    text.extend_from_slice(b"Bearer ");
+    text.extend_from_slice(key.as_bytes());
+    let mut value = HeaderValue::from_maybe_shared(Bytes::from(text))?;
     value.set_sensitive(true);
     Ok(value)
 }
@@ -218,6 +221,8 @@ impl Inner {
         typed: &GatewayRequest,
     ) -> Result<Request<Empty<Bytes>>, BoxError> {
         let mut out = Request::new(Empty::new());
+        // Room for what is set below and `Host`, so the map never regrows.
+        *out.headers_mut() = http::HeaderMap::with_capacity(12);
         *out.method_mut() = req.method().clone();
         *out.uri_mut() = Uri::try_from(typed.upstream_path_and_query(&self.prefix))?;
         let h = out.headers_mut();

@@ -232,39 +232,58 @@ pub fn accepts_csv(headers: &http::HeaderMap) -> bool {
 }
 
 /// Formats an instant the way Chime's examples do: `2020-11-01T04:00:00.000Z`.
-/// (Written digit by digit: it runs twice per request, for the canonical
-/// query and the audit line, and `strftime` showed up in profiles.)
 pub fn format_instant(ts: Timestamp) -> String {
-    let dt = jiff::tz::Offset::UTC.to_datetime(ts);
-    let year = dt.year();
-    if !(0..=9999).contains(&year) {
-        return ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
-    }
     let mut out = String::with_capacity(24);
-    let mut digits = |mut n: u32, width: usize, sep: char| {
-        let mut buf = [b'0'; 4];
-        for d in buf[..width].iter_mut().rev() {
+    write_instant(&mut out, ts);
+    out
+}
+
+/// Appends `ts` as [`format_instant`] writes it. Only digits, `-`, `T`,
+/// `:`, `.` and `Z`, so it needs no escaping in a query or in JSON.
+pub fn write_instant(out: &mut String, ts: Timestamp) {
+    match instant_text(ts) {
+        Some(text) => out.push_str(std::str::from_utf8(&text).unwrap_or_default()),
+        None => {
+            let _ = write!(out, "{}", ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"));
+        }
+    }
+}
+
+/// `ts` as [`format_instant`] writes it, on the stack, when its year has
+/// four digits (written digit by digit: it runs four times per request, for
+/// the canonical query and the audit line, and `strftime` showed up in
+/// profiles).
+pub fn instant_text(ts: Timestamp) -> Option<[u8; 24]> {
+    let dt = jiff::tz::Offset::UTC.to_datetime(ts);
+    let year = u32::try_from(dt.year()).ok().filter(|y| *y <= 9999)?;
+    let mut text = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: std::ops::Range<usize>, mut n: u32| {
+        for d in text[at].iter_mut().rev() {
             *d = b'0' + (n % 10) as u8;
             n /= 10;
         }
-        out.extend(buf[..width].iter().map(|&d| char::from(d)));
-        out.push(sep);
     };
-    digits(year.unsigned_abs().into(), 4, '-');
-    digits(dt.month().unsigned_abs().into(), 2, '-');
-    digits(dt.day().unsigned_abs().into(), 2, 'T');
-    digits(dt.hour().unsigned_abs().into(), 2, ':');
-    digits(dt.minute().unsigned_abs().into(), 2, ':');
-    digits(dt.second().unsigned_abs().into(), 2, '.');
-    digits(dt.subsec_nanosecond().unsigned_abs() / 1_000_000, 3, 'Z');
-    out
+    put(0..4, year);
+    put(5..7, dt.month().unsigned_abs().into());
+    put(8..10, dt.day().unsigned_abs().into());
+    put(11..13, dt.hour().unsigned_abs().into());
+    put(14..16, dt.minute().unsigned_abs().into());
+    put(17..19, dt.second().unsigned_abs().into());
+    put(20..23, dt.subsec_nanosecond().unsigned_abs() / 1_000_000);
+    Some(text)
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters, `:` and `/`
 /// (`+` in particular, which ASP.NET would read as a space).
 fn push_encoded(out: &mut String, value: &str) {
+    let safe =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':' | b'/');
+    if value.bytes().all(safe) {
+        out.push_str(value);
+        return;
+    }
     for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':' | b'/') {
+        if safe(b) {
             out.push(b as char);
         } else {
             let _ = write!(out, "%{b:02X}");
@@ -293,27 +312,32 @@ impl GatewayRequest {
         }
         let p = &self.params;
         let mut sep = '?';
-        let mut param = |out: &mut String, name: &str, value: &str| {
+        // `name=` after the right separator; the caller writes the value.
+        let mut name = |out: &mut String, name: &str| {
             out.push(sep);
             sep = '&';
             out.push_str(name);
             out.push('=');
-            push_encoded(out, value);
         };
         if let Some(q) = p.queue_id {
-            param(&mut out, "queueId", &q.to_string());
+            name(&mut out, "queueId");
+            out.push_str(itoa::Buffer::new().format(q));
         }
         if let Some(t) = p.start {
-            param(&mut out, "start", &format_instant(t));
+            name(&mut out, "start");
+            write_instant(&mut out, t);
         }
         if let Some(t) = p.stop {
-            param(&mut out, self.end_name, &format_instant(t));
+            name(&mut out, self.end_name);
+            write_instant(&mut out, t);
         }
         if p.csv {
-            param(&mut out, "csv", "true");
+            name(&mut out, "csv");
+            out.push_str("true");
         }
         if let Some(z) = &p.zone {
-            param(&mut out, "zone", z.name());
+            name(&mut out, "zone");
+            push_encoded(&mut out, z.name());
         }
         out
     }

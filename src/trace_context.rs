@@ -84,9 +84,11 @@ impl TraceContext {
         })
     }
 
-    /// The trace id, 32 hex characters.
-    pub fn trace_id(&self) -> String {
-        hex::encode(self.trace_id)
+    /// The trace id, 32 hex characters, encoded on the stack.
+    pub fn trace_id(&self) -> TraceId {
+        let mut hex = [b'0'; 32];
+        let _ = hex::encode_to_slice(self.trace_id, &mut hex);
+        TraceId(hex)
     }
 
     /// The `traceparent` to send upstream: this trace, the gateway's span.
@@ -102,6 +104,18 @@ impl TraceContext {
     }
 }
 
+/// A trace id as text: 32 lower-case hex characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceId([u8; 32]);
+
+impl TraceId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        // Always hex digits, so always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,7 +127,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(&TRACEPARENT, HeaderValue::from_static(INCOMING));
         let t = TraceContext::from_headers(&h);
-        assert_eq!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.trace_id().as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
         let out = t.header_value();
         let out = out.to_str().unwrap();
         assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
@@ -138,7 +152,7 @@ mod tests {
             assert!(TraceContext::parse(bad).is_none(), "{bad}");
         }
         let t = TraceContext::from_headers(&HeaderMap::new());
-        assert_eq!(t.trace_id().len(), 32);
+        assert_eq!(t.trace_id().as_str().len(), 32);
         assert!(t.header_value().to_str().unwrap().ends_with("-00"));
         assert_ne!(
             t.trace_id(),
