@@ -21,15 +21,25 @@ pub enum PercentError {
 
 /// Decodes `s`; borrows it when there is nothing to decode.
 pub fn decode(s: &str) -> Result<Cow<'_, str>, PercentError> {
-    let text = if s.contains('%') {
+    let text = if s.as_bytes().contains(&b'%') {
         Cow::Owned(unescape(s)?)
     } else {
         Cow::Borrowed(s)
     };
-    if text.chars().any(char::is_control) {
+    if has_control(&text) {
         return Err(PercentError::Control);
     }
     Ok(text)
+}
+
+/// Whether `s` holds a control character (Unicode `Cc`: U+0000–U+001F and
+/// U+007F–U+009F); byte by byte when it is ASCII, as query values are.
+fn has_control(s: &str) -> bool {
+    if s.is_ascii() {
+        s.bytes().any(|b| b < 0x20 || b == 0x7f)
+    } else {
+        s.chars().any(char::is_control)
+    }
 }
 
 /// `s` with its `%XX` escapes decoded.
@@ -70,5 +80,15 @@ mod tests {
         assert_eq!(decode("a%0Ab").unwrap_err(), PercentError::Control);
         assert_eq!(decode("a\nb").unwrap_err(), PercentError::Control);
         assert!(matches!(decode("plain"), Ok(Cow::Borrowed("plain"))));
+    }
+
+    #[test]
+    fn control_characters_are_refused_ascii_or_not() {
+        for bad in ["%00", "%1F", "%7F", "a%C2%85b", "\u{9f}x", "é\u{1}"] {
+            assert_eq!(decode(bad).unwrap_err(), PercentError::Control, "{bad}");
+        }
+        for good in ["%20", "~", "%C2%A0", "é", "America/New_York"] {
+            assert!(decode(good).is_ok(), "{good}");
+        }
     }
 }

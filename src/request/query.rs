@@ -68,11 +68,14 @@ impl<'a> Pairs<'a> {
 /// Tokenises a raw query string (without the `?`).
 pub(crate) fn parse(raw: &str) -> Result<Pairs<'_>, QueryError> {
     let mut pairs = Pairs::default();
-    for segment in raw.split('&') {
+    let mut rest = raw;
+    while !rest.is_empty() {
+        let segment;
+        (segment, rest) = split_at_byte(rest, b'&').unwrap_or((rest, ""));
         if segment.is_empty() {
             continue;
         }
-        let (raw_name, raw_value) = segment.split_once('=').unwrap_or((segment, ""));
+        let (raw_name, raw_value) = split_at_byte(segment, b'=').unwrap_or((segment, ""));
         let name = decode(raw_name)?;
         let canonical = Name::from_folded(&name).ok_or_else(|| QueryError::UnknownParameter {
             name: printable(&name),
@@ -93,6 +96,14 @@ pub(crate) fn parse(raw: &str) -> Result<Pairs<'_>, QueryError> {
         pairs.0.push((canonical, value));
     }
     Ok(pairs)
+}
+
+/// `s` before and after the first `sep` (ASCII). A byte scan: the query's
+/// segments are short, and `str::split`'s searcher cost more to set up
+/// than to run.
+fn split_at_byte(s: &str, sep: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().position(|b| b == sep)?;
+    Some((s.get(..i)?, s.get(i + 1..)?))
 }
 
 /// An example of a valid value, for error messages.
@@ -156,6 +167,13 @@ mod tests {
             ]
         );
         assert_eq!(names("%71ueueId=7"), vec![("queueId", "7".into())]);
+        // Empty segments are skipped; a value keeps any further `=`.
+        assert_eq!(
+            names("&&zone=a=b&&queueId=2&"),
+            vec![("zone", "a=b".into()), ("queueId", "2".into())]
+        );
+        assert_eq!(names(""), vec![]);
+        assert_eq!(names("&"), vec![]);
         assert_eq!(
             names("zone=Etc%2FGMT+5"),
             vec![("zone", "Etc/GMT+5".into())]
