@@ -74,10 +74,11 @@ done
 
 ms() { awk '{ for (i=1;i<=NF;i++) { v=$i; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v } }' <<<"$1" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 med() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-# run_wrk THREADS CONNECTIONS URL -> sets r l50 l99
+# run_wrk THREADS CONNECTIONS URL [LUA-SCRIPT] -> sets r l50 l99
 run_wrk() {
-  local out non2xx
-  out=$(wrk -t"$1" -c"$2" -d"${secs}s" --latency -H "$key" "$3")
+  local out non2xx script=()
+  [ -z "${4:-}" ] || script=(-s "$4")
+  out=$(wrk -t"$1" -c"$2" -d"${secs}s" --latency "${script[@]}" -H "$key" "$3")
   n=$(awk '/requests in/ {print $1}' <<<"$out")
   r=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   l50=$(awk '$1=="50%" {print $2}' <<<"$out"); l99=$(awk '$1=="99%" {print $2}' <<<"$out")
@@ -113,6 +114,22 @@ g=$(med "${rps[gateway]}"); n=$(med "${rps[nginx]}"); h=$(med "${rps[haproxy]}")
 awk -v g="$g" -v n="$n" -v h="$h" -v d="$d" 'BEGIN { printf "throughput ratios: gateway/nginx %.2f, gateway/haproxy %.2f, gateway/direct %.2f\n", g/n, g/h, g/d }'
 awk -v g="$(ms "${p99[gateway]}")" -v n="$(ms "${p99[nginx]}")" -v h="$(ms "${p99[haproxy]}")" 'BEGIN { printf "p99 ratios: gateway/nginx %.2f, gateway/haproxy %.2f\n", g/n, g/h }'
 echo "audit lines written by the gateway: $(wc -l < "$work/audit-main.log")"
+
+echo
+echo "== 1b. latency at the same load: $rounds rounds of ${secs}s, $conns connections, each waiting 1 ms between answer and next request"
+declare -A prps pp50 pp99
+for round in $(seq "$rounds"); do
+  for name in gateway nginx haproxy; do
+    run_wrk 2 "$conns" "${url[$name]}" benches/compare/paced.lua
+    prps[$name]+="$r "; pp50[$name]+="$l50 "; pp99[$name]+="$l99 "
+    echo "round $round $name: $r req/s, p50 $l50, p99 $l99"
+  done
+done
+printf '%-8s %12s %10s %10s\n' "" "req/s" "p50 ms" "p99 ms"
+for name in gateway nginx haproxy; do
+  printf '%-8s %12s %10s %10s\n' "$name" "$(med "${prps[$name]}")" "$(ms "${pp50[$name]}")" "$(ms "${pp99[$name]}")"
+done
+awk -v g="$(ms "${pp99[gateway]}")" -v n="$(ms "${pp99[nginx]}")" -v h="$(ms "${pp99[haproxy]}")" 'BEGIN { printf "same-load p99 ratios: gateway/nginx %.2f, gateway/haproxy %.2f\n", g/n, g/h }'
 
 echo
 echo "== 2. added latency: 1 connection, ${secs}s each"
