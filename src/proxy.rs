@@ -49,12 +49,12 @@ use crate::cache::{
 use crate::clock::Clock;
 use crate::config::{UpstreamAuth, UpstreamConfig};
 use crate::metrics::Metrics;
-use crate::observe::Trace;
+use crate::observe::{Correlation, Trace};
 use crate::ratelimit::RateLimiter;
 use crate::readiness::Readiness;
 use crate::request::GatewayRequest;
 use crate::request_id::{RequestId, X_REQUEST_ID};
-use crate::trace_context::{TraceContext, TRACEPARENT};
+use crate::trace_context::TRACEPARENT;
 use crate::workers::PerWorker;
 use crate::{BoxError, BoxFuture};
 pub use client::TlsSetupError;
@@ -228,11 +228,9 @@ impl Inner {
         let h = out.headers_mut();
         headers::copy_request_headers(req.headers(), h);
         let ext = req.extensions();
-        if let Some(id) = ext.get::<RequestId>() {
-            h.insert(&X_REQUEST_ID, id.header_value());
-        }
-        if let Some(tc) = ext.get::<TraceContext>() {
-            h.insert(&TRACEPARENT, tc.header_value());
+        if let Some(c) = ext.get::<Correlation>() {
+            h.insert(&X_REQUEST_ID, c.id.header_value());
+            h.insert(&TRACEPARENT, c.context.header_value());
         }
         headers::Forwarding::apply(ext.get::<headers::Forwarding>(), h);
         let value = match &self.service_bearer {
