@@ -5,6 +5,8 @@
 # count does not depend on what else the machine is doing.
 #
 #   bash benches/instructions.sh [requests]   (default 3000)
+#   CALLGRIND_OUT=cg.out bash benches/instructions.sh   keeps the profile,
+#   for `callgrind_annotate --inclusive=yes cg.out`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-3000}
@@ -42,5 +44,6 @@ client 300                       # warm up: connections, caches, the catalog
 callgrind_control -z >/dev/null 2>&1  # count from here
 client "$n"
 callgrind_control -d >/dev/null 2>&1
+[ -z "${CALLGRIND_OUT:-}" ] || cp "$work/cg.out.1" "$CALLGRIND_OUT"
 total=$(awk '/^summary:/ {print $2}' "$work/cg.out.1")
 echo "instructions per proxied request: $((total / n)) (callgrind, $n requests, 1 worker)"

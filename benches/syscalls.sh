@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# System calls per proxied request, gateway (one worker) against nginx,
+# counted by strace -c while wrk runs: the gateway's system time per request
+# is decided by how many it makes.
+#
+#   bash benches/syscalls.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for tool in nginx wrk strace; do
+  command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx wrk strace >/dev/null; break; }
+done
+# shellcheck source=compare/common.sh
+. benches/compare/common.sh   # bin, work, port(), keys.toml, gateway_config()
+up=$(port); gw=$(port); admin=$(port); ngx=$(port)
+mkdir -p "$work/tmp"
+"$bin" simulate --listen "127.0.0.1:$up" >/dev/null &
+gateway_config main "$up" "$gw" "$admin" off | awk '{ print } /^\[listen\]/ { print "workers = 1" }' > "$work/g.toml"
+(cd "$work" && exec "$bin" serve --config g.toml 2>"$work/gateway.err") &
+gateway=$!
+sed -e "s#__UPSTREAM__#127.0.0.1:$up#" -e "s#__PORT__#$ngx#" -e "s#__DIR__#$work#" benches/compare/nginx.conf > "$work/nginx.conf"
+nginx -c "$work/nginx.conf" -p "$work" &
+sleep 2
+target='/Chime/Report/InboundVsAnsweredChats?queueId=1&start=2020-11-01T04:00:00.000Z&stop=2020-11-02T04:59:59.999Z&csv=true'
+key='Authorization: Bearer b5c38d85-a042-4cef-8418-eb06752e346b'
+ngx_worker=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
+for who in "gateway $gateway $gw" "nginx $ngx_worker $ngx"; do
+  read -r name pid p <<<"$who"
+  wrk -t1 -c8 -d2s -H "$key" "http://127.0.0.1:$p$target" >/dev/null   # warm up
+  timeout 6 strace -f -c -p "$pid" -o "$work/strace-$name.txt" 2>/dev/null &
+  tracer=$!
+  sleep 1
+  n=$(wrk -t1 -c8 -d3s -H "$key" "http://127.0.0.1:$p$target" | awk '/requests in/ {print $1}')
+  wait "$tracer" || true
+  echo "== $name: $n requests; system calls per request:"
+  awk -v n="$n" 'NR > 2 && $NF != "total" && $4 + 0 > 0 { c = $4 / n; if (c >= 0.01) printf "  %-14s %.2f\n", $NF, c }' "$work/strace-$name.txt" | sort -k2 -nr
+done
