@@ -888,6 +888,17 @@ impl Validator<'_> {
         if base_url.query().is_some() {
             return Err(self.err(key, "must not have a query string"));
         }
+        // The URL is not echoed: it would carry the password into the log.
+        if base_url
+            .authority()
+            .is_some_and(|a| a.as_str().contains('@'))
+        {
+            return Err(self.err(
+                key,
+                "must not carry a user name or password (user:password@host); \
+                 the gateway authenticates to Chime as upstream.auth says",
+            ));
+        }
         let roots = match u.roots.as_str() {
             "webpki" => Roots::Webpki,
             "native" => Roots::Native,

@@ -561,10 +561,8 @@ impl Proxy {
         const LIMIT: usize = 4 << 20;
         let inner = &self.inner;
         let uri = Uri::try_from(format!("{}{path_and_query}", inner.prefix))?;
-        let mut auth = HeaderValue::from_str(&format!("Bearer {bearer}"))?;
-        auth.set_sensitive(true);
         let req = Request::get(uri)
-            .header(AUTHORIZATION, auth)
+            .header(AUTHORIZATION, self::bearer(bearer)?)
             .header(http::header::ACCEPT, "application/json")
             .header(&X_REQUEST_ID, RequestId::generate().header_value())
             .body(Empty::new())?;

@@ -40,6 +40,15 @@ fn unknown_keys_are_rejected_with_their_name() {
 }
 
 #[test]
+fn credentials_in_the_upstream_url_are_refused_without_echoing_them() {
+    let err = parse("[upstream]\nbase_url = \"https://ops:hunter2@chime.example/Chime\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("upstream.base_url"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
 fn bad_values_name_their_key() {
     let cases = [
         ("[listen]\nidle_timeout = \"soon\"", "listen.idle_timeout"),
