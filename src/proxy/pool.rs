@@ -52,6 +52,11 @@ use crate::BoxError;
 /// 128 KiB and +3 MiB with 64 KiB, at the same speed.
 const READ_BUFFER: usize = 64 * 1024;
 
+/// How long a pooled HTTP/1 connection that is not ready yet (its task
+/// still finishing the previous answer, which takes microseconds) is
+/// waited for before it is dropped and another used.
+const READY_WAIT: Duration = Duration::from_millis(100);
+
 /// Why an upstream request got no response.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -217,12 +222,17 @@ impl Shared {
     async fn checkout(&self) -> Result<(Conn, bool), SendError> {
         while let Some(conn) = self.take_idle() {
             // Ready at once, or as soon as the connection's task has
-            // finished the previous answer; an error means it closed.
+            // finished the previous answer. One that errs has closed; one
+            // that is not ready soon is dropped rather than waited on.
             let ready = match conn {
-                Conn::Http1(mut s) => s.ready().await.map(|()| Conn::Http1(s)),
-                Conn::Http2(mut s) => s.ready().await.map(|()| Conn::Http2(s)),
+                Conn::Http1(s) if s.is_ready() => Some(Conn::Http1(s)),
+                Conn::Http1(mut s) => match tokio::time::timeout(READY_WAIT, s.ready()).await {
+                    Ok(Ok(())) => Some(Conn::Http1(s)),
+                    _ => None,
+                },
+                Conn::Http2(mut s) => s.ready().await.ok().map(|()| Conn::Http2(s)),
             };
-            if let Ok(conn) = ready {
+            if let Some(conn) = ready {
                 return Ok((conn, true));
             }
         }
@@ -447,7 +457,8 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    /// A bare HTTP/1 upstream: answers every request `ok`, keeps the
+    /// A bare HTTP/1 upstream: answers every request `ok` (`/big`: 4 MiB
+    /// of `x`), keeps the
     /// request heads and counts connections; `close` hangs up after each
     /// answer, without saying so.
     struct Upstream {
@@ -472,9 +483,17 @@ mod tests {
                     loop {
                         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                             let head: Vec<u8> = buf.drain(..end + 4).collect();
-                            h.lock().unwrap().push(String::from_utf8(head).unwrap());
-                            let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                            if s.write_all(answer).await.is_err() || close {
+                            let head = String::from_utf8(head).unwrap();
+                            let answer = if head.starts_with("GET /big ") {
+                                let mut big =
+                                    b"HTTP/1.1 200 OK\r\nContent-Length: 4194304\r\n\r\n".to_vec();
+                                big.resize(big.len() + (4 << 20), b'x');
+                                big
+                            } else {
+                                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()
+                            };
+                            h.lock().unwrap().push(head);
+                            if s.write_all(&answer).await.is_err() || close {
                                 return;
                             }
                         }
@@ -564,6 +583,26 @@ mod tests {
         settle(|| open.get() == 0).await;
         assert_eq!(fetch(&pool).await, "ok");
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_still_busy_is_not_waited_on() {
+        let up = upstream(false).await;
+        let (pool, _, _) = pool(up.port, 8, MINUTE);
+        // A connection handed back while its answer is still unread: it
+        // stays busy for as long as the body is held.
+        let mut held = pool.send(get("/big")).await.unwrap().into_body();
+        let Return {
+            sender,
+            pool: shared,
+        } = held.back.take().unwrap();
+        shared.put(sender);
+        assert_eq!(pool.idle(), 1);
+        // The next request gives up on it after READY_WAIT and connects.
+        let answer = tokio::time::timeout(Duration::from_secs(5), fetch(&pool)).await;
+        assert_eq!(answer.expect("stuck on the busy connection"), "ok");
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+        drop(held);
     }
 
     #[tokio::test]
