@@ -141,7 +141,10 @@ pub fn validate(reports: &[ReportDef]) -> Result<(), String> {
 /// own, and the per-report settings of `[request]` and `[ratelimit]`),
 /// ignoring ASCII case; names of ordinary length are lower-cased on the
 /// stack, not in a new `String` for every request.
-pub fn by_report_name<'m, V>(map: &'m HashMap<String, V>, name: &str) -> Option<&'m V> {
+pub fn by_report_name<'m, V, S: std::hash::BuildHasher>(
+    map: &'m HashMap<String, V, S>,
+    name: &str,
+) -> Option<&'m V> {
     let mut buf = [0u8; 128];
     let Some(lower) = buf.get_mut(..name.len()) else {
         return map.get(&name.to_ascii_lowercase());
@@ -154,7 +157,9 @@ pub fn by_report_name<'m, V>(map: &'m HashMap<String, V>, name: &str) -> Option<
 
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
-    by_name: HashMap<String, Arc<ReportDef>>,
+    /// Read-only once built, so a fast hasher is safe with client-chosen
+    /// lookups (flooding needs inserts).
+    by_name: HashMap<String, Arc<ReportDef>, foldhash::fast::RandomState>,
     ordered: Vec<Arc<ReportDef>>,
 }
 
