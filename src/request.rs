@@ -250,7 +250,7 @@ pub fn write_instant(out: &mut String, ts: Timestamp) {
 }
 
 /// `ts` as [`format_instant`] writes it, on the stack, when its year has
-/// four digits (written digit by digit: it runs four times per request, for
+/// four digits (written digit by digit: it runs up to five times per request, for
 /// the canonical query and the audit line, and `strftime` showed up in
 /// profiles).
 pub fn instant_text(ts: Timestamp) -> Option<[u8; 24]> {
