@@ -1,11 +1,13 @@
 //! Changing users and keys: the one place both the `keys`/`users` commands
 //! and the admin API go through. A key file is rewritten atomically (mode
-//! 0600), one edit at a time within this process; PostgreSQL edits run in
-//! one transaction under an advisory lock and reach every gateway through
-//! the change triggers.
+//! 0600), one edit at a time: within this process by a mutex, and across
+//! processes (a `keys` command while a gateway's admin API edits the same
+//! file) by an exclusive lock on a `.{name}.lock` file beside it.
+//! PostgreSQL edits run in one transaction under an advisory lock and reach
+//! every gateway through the change triggers.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 
@@ -95,6 +97,7 @@ impl KeyEditor {
         match self {
             KeyEditor::File { path, lock } => {
                 let _one_at_a_time = lock.lock().await;
+                let _across_processes = lock_beside(path).await?;
                 let mut file = KeyFile::load(path)?;
                 let out = op(&mut file)?;
                 file.save(path)?;
@@ -126,6 +129,33 @@ impl KeyEditor {
                 .collect(),
         ))
     }
+}
+
+/// The lock file for edits of `path`: `.{name}.lock` in the same directory
+/// (the key file itself is replaced by each save, so it cannot carry the lock).
+fn lock_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map_or_else(|| "keys".into(), |n| n.to_string_lossy());
+    path.with_file_name(format!(".{name}.lock"))
+}
+
+/// Waits for the exclusive lock on `path`'s lock file (on a blocking
+/// thread); held until the returned file is dropped.
+async fn lock_beside(path: &Path) -> Result<std::fs::File, BoxError> {
+    let lock = lock_path(path);
+    tokio::task::spawn_blocking(move || {
+        let mut open = std::fs::OpenOptions::new();
+        open.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+        let file = open
+            .open(&lock)
+            .and_then(|f| f.lock().map(|()| f))
+            .map_err(|e| format!("cannot lock {}: {e}", lock.display()))?;
+        Ok::<_, BoxError>(file)
+    })
+    .await?
 }
 
 /// `active`, `revoked`, `expired` or `not yet valid`.
@@ -178,4 +208,58 @@ pub fn key_rows(
         }
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::auth::Role;
+
+    #[test]
+    fn the_lock_file_sits_beside_the_key_file() {
+        assert_eq!(
+            lock_path(Path::new("/etc/cg/keys.toml")),
+            Path::new("/etc/cg/.keys.toml.lock")
+        );
+    }
+
+    /// Two editors of one file stand for two processes (`keys` and a
+    /// gateway's admin API): each has its own in-process mutex, so only the
+    /// lock file keeps their edits apart.
+    #[tokio::test]
+    async fn an_edit_waits_for_another_process_holding_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        KeyFile::default().save(&path).unwrap();
+        let held = lock_beside(&path).await.unwrap();
+        let other = KeyEditor::file(path.clone());
+        let add = |name: &'static str| {
+            move |f: &mut KeyFile| Ok(f.add_user(name, Role::Admin, vec![], "default")?)
+        };
+        let mut waiting = Box::pin(other.edit(add("second")));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut waiting)
+                .await
+                .is_err(),
+            "the edit went ahead while another process held the lock"
+        );
+        // The holder does its own read-modify-write, then lets go.
+        let mut file = KeyFile::load(&path).unwrap();
+        file.add_user("first", Role::Admin, vec![], "default")
+            .unwrap();
+        file.save(&path).unwrap();
+        drop(held);
+        waiting.await.unwrap();
+        let names: Vec<String> = KeyFile::load(&path)
+            .unwrap()
+            .users
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
+        assert_eq!(names, ["first", "second"], "neither edit lost");
+    }
 }
