@@ -140,22 +140,36 @@ fn lock_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.lock"))
 }
 
-/// Waits for the exclusive lock on `path`'s lock file (on a blocking
-/// thread); held until the returned file is dropped.
+/// How long an edit waits for another process's edit of the same file
+/// (edits take milliseconds; a holder this slow is stuck).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits, at most [`LOCK_WAIT`], for the exclusive lock on `path`'s lock
+/// file (on a blocking thread); held until the returned file is dropped.
 async fn lock_beside(path: &Path) -> Result<std::fs::File, BoxError> {
+    lock_within(path, LOCK_WAIT).await
+}
+
+async fn lock_within(path: &Path, wait: std::time::Duration) -> Result<std::fs::File, BoxError> {
     let lock = lock_path(path);
-    tokio::task::spawn_blocking(move || {
+    let shown = lock.display().to_string();
+    let waiting = tokio::task::spawn_blocking(move || {
         let mut open = std::fs::OpenOptions::new();
         open.create(true).truncate(false).write(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
-        let file = open
-            .open(&lock)
-            .and_then(|f| f.lock().map(|()| f))
-            .map_err(|e| format!("cannot lock {}: {e}", lock.display()))?;
-        Ok::<_, BoxError>(file)
-    })
-    .await?
+        open.open(&lock).and_then(|f| f.lock().map(|()| f))
+    });
+    // On a timeout the blocking thread still gets the lock eventually, and
+    // lets go at once, since nobody takes the file.
+    match tokio::time::timeout(wait, waiting).await {
+        Ok(locked) => Ok(locked?.map_err(|e| format!("cannot lock {shown}: {e}"))?),
+        Err(_) => Err(format!(
+            "{shown} is held by another edit of the key file for over {:?}; nothing changed, try again",
+            wait
+        )
+        .into()),
+    }
 }
 
 /// `active`, `revoked`, `expired` or `not yet valid`.
@@ -261,5 +275,21 @@ mod tests {
             .map(|u| u.name)
             .collect();
         assert_eq!(names, ["first", "second"], "neither edit lost");
+    }
+
+    /// (A paused clock cannot run the wait out: tokio does not advance it
+    /// while a blocking task is in flight. So the wait is short and real.)
+    #[tokio::test]
+    async fn a_stuck_holder_gives_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        let held = std::fs::File::create(lock_path(&path)).unwrap();
+        held.lock().unwrap();
+        let err = lock_within(&path, Duration::from_millis(50))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("held by another edit"), "{err}");
+        drop(held);
     }
 }
