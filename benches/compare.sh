@@ -22,12 +22,10 @@ for tool in nginx haproxy wrk curl; do
 done
 ulimit -n "$(ulimit -Hn)"   # 10,000 idle connections need more than the usual 1024
 # shellcheck source=compare/common.sh
-. benches/compare/common.sh   # bin, work, port(), keys.toml, gateway_config()
+. benches/compare/common.sh   # bin, work, port(), keys.toml, key, target, gateway_config(), one_worker, fill()
 mkdir -p "$work/tmp"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }   # KiB
 up=$(port); slow=$(port); big=$(port); ngx=$(port); hap=$(port); ngx_big=$(port); hap_big=$(port)
-# fill FILE PORT [UPSTREAM-PORT [DIR]]
-fill() { sed -e "s#__UPSTREAM__#127.0.0.1:${3:-$up}#" -e "s#__PORT__#$2#" -e "s#__DIR__#${4:-$work}#" "benches/compare/$1"; }
 
 "$bin" simulate --listen "127.0.0.1:$up" >/dev/null &
 declare -A pids=([direct]=$!)
@@ -47,9 +45,9 @@ start_gateway poll_on "$slow" on
 start_gateway poll_off "$slow" off
 start_gateway mem "$big" on
 start_gateway stream "$big" on
-fill nginx.conf "$ngx" > "$work/nginx.conf"; nginx -c "$work/nginx.conf" -p "$work" &
+fill nginx.conf "$ngx" "$up" > "$work/nginx.conf"; nginx -c "$work/nginx.conf" -p "$work" &
 pids[nginx]=$!
-fill haproxy.cfg "$hap" > "$work/haproxy.cfg"; haproxy -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+fill haproxy.cfg "$hap" "$up" > "$work/haproxy.cfg"; haproxy -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
 pids[haproxy]=$!
 # The same peers in front of the 1 GiB upstream, for the streaming comparison;
 # nginx streams as the gateway does, instead of spooling to a temporary file.
@@ -64,8 +62,6 @@ pids[nginx]="${pids[nginx]} $(pgrep -P "${pids[nginx]}" | tr '\n' ' ')"   # mast
 cpu_ticks() { local f=$1 t=0 p; shift; for p in "$@"; do t=$((t + $(awk -v f="$f" '{print $f}' "/proc/$p/stat"))); done; echo "$t"; }
 hz=$(getconf CLK_TCK)
 
-key='Authorization: Bearer b5c38d85-a042-4cef-8418-eb06752e346b'
-target='/Chime/Report/InboundVsAnsweredChats?queueId=1&start=2020-11-01T04:00:00.000Z&stop=2020-11-02T04:59:59.999Z&csv=true'
 declare -A url=([direct]="http://127.0.0.1:$up$target" [gateway]="http://127.0.0.1:${gwport[main]}$target" [nginx]="http://127.0.0.1:$ngx$target" [haproxy]="http://127.0.0.1:$hap$target")
 for name in direct gateway nginx haproxy; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "$key" "${url[$name]}")

@@ -12,20 +12,18 @@ cd "$(dirname "$0")/.."
 n=${1:-3000}
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 # shellcheck source=compare/common.sh
-. benches/compare/common.sh   # bin, work, port(), keys.toml, gateway_config()
+. benches/compare/common.sh   # bin, work, port(), keys.toml, key, target, gateway_config(), one_worker, fill()
 up=$(port); gw=$(port); admin=$(port)
 "$bin" simulate --listen "127.0.0.1:$up" >/dev/null &
-# workers belongs to [listen]: put it right after that table's header.
-gateway_config main "$up" "$gw" "$admin" off | awk '{ print } /^\[listen\]/ { print "workers = 1" }' > "$work/g.toml"
+gateway_config main "$up" "$gw" "$admin" off | one_worker > "$work/g.toml"
 (cd "$work" && exec valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$bin" serve --config g.toml 2>"$work/valgrind.log") &
 for _ in $(seq 120); do curl -s -o /dev/null "http://127.0.0.1:$admin/metrics" && break; sleep 0.5; done
 client() {
-  python3 - "$gw" "$1" <<'PY'
+  python3 - "$gw" "$1" "$target" "$key" <<'PY'
 import socket, sys
 port, n = int(sys.argv[1]), int(sys.argv[2])
-req = (b"GET /Chime/Report/InboundVsAnsweredChats?queueId=1&start=2020-11-01T04:00:00.000Z"
-       b"&stop=2020-11-02T04:59:59.999Z&csv=true HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-       b"Authorization: Bearer b5c38d85-a042-4cef-8418-eb06752e346b\r\n\r\n")
+target, key = sys.argv[3], sys.argv[4]
+req = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{key}\r\n\r\n".encode()
 s = socket.create_connection(("127.0.0.1", port))
 buf = b""
 for _ in range(n):

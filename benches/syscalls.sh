@@ -10,18 +10,16 @@ for tool in nginx wrk strace; do
   command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx wrk strace >/dev/null; break; }
 done
 # shellcheck source=compare/common.sh
-. benches/compare/common.sh   # bin, work, port(), keys.toml, gateway_config()
+. benches/compare/common.sh   # bin, work, port(), keys.toml, key, target, gateway_config(), one_worker, fill()
 up=$(port); gw=$(port); admin=$(port); ngx=$(port)
 mkdir -p "$work/tmp"
 "$bin" simulate --listen "127.0.0.1:$up" >/dev/null &
-gateway_config main "$up" "$gw" "$admin" off | awk '{ print } /^\[listen\]/ { print "workers = 1" }' > "$work/g.toml"
+gateway_config main "$up" "$gw" "$admin" off | one_worker > "$work/g.toml"
 (cd "$work" && exec "$bin" serve --config g.toml 2>"$work/gateway.err") &
 gateway=$!
-sed -e "s#__UPSTREAM__#127.0.0.1:$up#" -e "s#__PORT__#$ngx#" -e "s#__DIR__#$work#" benches/compare/nginx.conf > "$work/nginx.conf"
+fill nginx.conf "$ngx" "$up" > "$work/nginx.conf"
 nginx -c "$work/nginx.conf" -p "$work" &
 sleep 2
-target='/Chime/Report/InboundVsAnsweredChats?queueId=1&start=2020-11-01T04:00:00.000Z&stop=2020-11-02T04:59:59.999Z&csv=true'
-key='Authorization: Bearer b5c38d85-a042-4cef-8418-eb06752e346b'
 ngx_worker=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
 for who in "gateway $gateway $gw" "nginx $ngx_worker $ngx"; do
   read -r name pid p <<<"$who"

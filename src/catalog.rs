@@ -136,7 +136,6 @@ pub fn validate(reports: &[ReportDef]) -> Result<(), String> {
     Ok(())
 }
 
-/// The reports, indexed by lower-cased name.
 /// Looks `name` up in a map keyed by lower-cased report names (the catalog's
 /// own, and the per-report settings of `[request]` and `[ratelimit]`),
 /// ignoring ASCII case; names of ordinary length are lower-cased on the
@@ -155,6 +154,7 @@ pub fn by_report_name<'m, V, S: std::hash::BuildHasher>(
     map.get(std::str::from_utf8(lower).ok()?)
 }
 
+/// The reports, indexed by lower-cased name.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     /// Read-only once built, so a fast hasher is safe with client-chosen

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use chime_gateway::config::{KeySource, Secret, UpstreamAuth};
 use chime_gateway::demo::write_demo_keys;
 use fantoccini::{Client, ClientBuilder, Locator};
-use harness::{Harness, DOC_QUERY};
+use harness::{report, Harness};
 use http::StatusCode;
 
 struct Driver {
@@ -139,7 +139,7 @@ async fn generate_use_rotate_and_refuse_the_old_key_in_the_browser() {
         c.upstream.auth = UpstreamAuth::Service(Secret::new("service-key-123"));
     })
     .await;
-    let report = format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}");
+    let report = report();
     let driver = start_driver(path).await;
     let c = browser(&driver).await;
     c.goto(&format!("http://{}/", h.admin)).await.unwrap();

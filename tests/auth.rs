@@ -8,13 +8,9 @@ mod harness;
 use chime_gateway::auth::Role;
 use chime_gateway::config::KeySource;
 use chime_gateway::keystore::file::KeyFile;
-use harness::{Harness, ADMIN, DOC_QUERY, MANAGER};
+use harness::{report, Harness, ADMIN, MANAGER};
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn report() -> String {
-    format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}")
-}
 
 #[tokio::test]
 async fn every_refusal_is_explained_and_nothing_is_forwarded() {

@@ -11,11 +11,7 @@ mod harness;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use harness::{Harness, DOC_QUERY, MANAGER};
-
-fn report() -> String {
-    format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}")
-}
+use harness::{report, Harness, MANAGER};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);

@@ -9,12 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use chime_gateway::audit::AuditTarget;
 use chime_gateway::ratelimit::Tier;
 use chime_gateway::simulator::Behavior;
-use harness::{Harness, ADMIN, DOC_QUERY, MANAGER};
+use harness::{report, Harness, ADMIN, MANAGER};
 use http::StatusCode;
-
-fn report() -> String {
-    format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}")
-}
 
 /// allowed ×2, 403, 429, 401 (manager budget of 2), 502 (admin, upstream hangs up).
 async fn scripted(h: &Harness) -> Vec<StatusCode> {

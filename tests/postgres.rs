@@ -15,12 +15,8 @@ use chime_gateway::config::{KeySource, Secret, UpstreamAuth};
 use chime_gateway::keystore::postgres::admin::PgAdmin;
 use chime_gateway::keystore::postgres::PgSettings;
 use cut_proxy::CutProxy;
-use harness::{Harness, DOC_QUERY};
+use harness::{report, Harness};
 use http::StatusCode;
-
-fn report() -> String {
-    format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}")
-}
 
 /// A fresh schema, dropped when the test ends.
 struct Schema {

@@ -5,13 +5,13 @@
 #[path = "support/harness.rs"]
 mod harness;
 
-use harness::{Harness, ADMIN, DOC_QUERY, MANAGER};
+use harness::{report, Harness, ADMIN, MANAGER};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 #[tokio::test]
 async fn docs_example_reaches_upstream_byte_identical() {
     let h = Harness::start().await;
-    let target = format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}");
+    let target = report();
     let a = h.get_as(MANAGER, &target).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert!(a.headers["content-type"]
@@ -46,10 +46,7 @@ async fn upstream_receives_only_the_canonical_request() {
         .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     let rec = h.sim.recorded();
-    assert_eq!(
-        rec[0].target,
-        format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}")
-    );
+    assert_eq!(rec[0].target, report());
     // Pass-through auth forwards the canonical (lower-case) key.
     assert_eq!(rec[0].headers["authorization"], format!("Bearer {MANAGER}"));
 }
@@ -62,12 +59,7 @@ async fn service_auth_replaces_the_client_key() {
         );
     })
     .await;
-    let a = h
-        .get_as(
-            MANAGER,
-            &format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}"),
-        )
-        .await;
+    let a = h.get_as(MANAGER, &report()).await;
     assert_eq!(a.status, StatusCode::OK);
     let rec = h.sim.recorded();
     assert_eq!(rec[0].headers["authorization"], "Bearer service-key-123");
@@ -110,7 +102,7 @@ async fn paths_outside_the_allowlist_are_404_and_never_forwarded() {
 #[tokio::test]
 async fn other_methods_are_405_with_allow() {
     let h = Harness::start().await;
-    let target = format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}");
+    let target = report();
     for method in [
         Method::POST,
         Method::PUT,
@@ -145,7 +137,7 @@ async fn other_methods_are_405_with_allow() {
 #[tokio::test]
 async fn nothing_is_forwarded_without_a_valid_bearer_key() {
     let h = Harness::start().await;
-    let target = format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}");
+    let target = report();
     let a = h.get(&target, &[]).await;
     assert_eq!(
         (a.status, a.code().as_str()),
@@ -261,7 +253,7 @@ async fn hop_by_hop_and_connection_listed_headers_are_removed() {
     let auth = format!("Bearer {MANAGER}");
     let a = h
         .get(
-            &format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}"),
+            &report(),
             &[
                 ("authorization", &auth),
                 ("connection", "keep-alive, user-agent, x-custom"),
@@ -324,7 +316,7 @@ async fn hop_by_hop_and_connection_listed_headers_are_removed() {
 async fn request_ids_are_kept_when_well_formed() {
     let h = Harness::start().await;
     let auth = format!("Bearer {MANAGER}");
-    let target = format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}");
+    let target = report();
     let a = h
         .get(
             &target,
@@ -347,7 +339,7 @@ async fn request_ids_are_kept_when_well_formed() {
 #[tokio::test]
 async fn bodies_long_queries_and_big_headers_are_refused() {
     let h = Harness::start().await;
-    let target = format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}");
+    let target = report();
     let raw = format!(
         "GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {MANAGER}\r\n\
          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 9\r\nConnection: close\r\n\r\nqueueId=2"
@@ -384,12 +376,7 @@ async fn upstream_down_is_502() {
     let sim = harness::simulator(&[]).await;
     let config = harness::base_config(&format!("http://{closed}/Chime"));
     let h = Harness::start_config(sim, config).await;
-    let a = h
-        .get_as(
-            MANAGER,
-            &format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}"),
-        )
-        .await;
+    let a = h.get_as(MANAGER, &report()).await;
     assert_eq!(
         (a.status, a.code().as_str()),
         (StatusCode::BAD_GATEWAY, "upstream_unavailable")
@@ -407,12 +394,7 @@ async fn upstream_slower_than_the_timeout_is_504() {
     .await;
     h.sim
         .set_behavior(chime_gateway::simulator::Behavior::Stall);
-    let a = h
-        .get_as(
-            MANAGER,
-            &format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}"),
-        )
-        .await;
+    let a = h.get_as(MANAGER, &report()).await;
     assert_eq!(
         (a.status, a.code().as_str()),
         (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
@@ -426,12 +408,7 @@ async fn upstream_errors_pass_through_with_their_status() {
     h.sim.set_behavior(chime_gateway::simulator::Behavior::Fail(
         StatusCode::INTERNAL_SERVER_ERROR,
     ));
-    let a = h
-        .get_as(
-            MANAGER,
-            &format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}"),
-        )
-        .await;
+    let a = h.get_as(MANAGER, &report()).await;
     assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(a.json()["Message"], "An error has occurred.");
 }
@@ -446,7 +423,7 @@ async fn admin_endpoints_and_request_metrics() {
     assert_eq!(ready.json()["keys"], 2);
     assert_eq!(h.admin_get("/nope").await.status, StatusCode::NOT_FOUND);
 
-    let target = format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}");
+    let target = report();
     h.get_as(MANAGER, &target).await;
     h.get_as(MANAGER, &target).await;
     h.get_as(MANAGER, &target.replace("queueId=1", "queueId=2"))

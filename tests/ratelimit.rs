@@ -13,12 +13,8 @@ use chime_gateway::config::Secret;
 use chime_gateway::ratelimit::{SharedConfig, Tier};
 use chime_gateway::simulator::{Behavior, Simulator};
 use cut_proxy::CutProxy;
-use harness::{Harness, ADMIN, DOC_QUERY, MANAGER};
+use harness::{report, Harness, ADMIN, MANAGER};
 use http::StatusCode;
-
-fn report() -> String {
-    format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}")
-}
 
 fn strict(c: &mut chime_gateway::config::Config, burst: u32, in_flight: usize) {
     // One unit a minute: no refill can happen while a test runs.

@@ -9,14 +9,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chime_gateway::simulator::Behavior;
-use harness::{Harness, ADMIN, DOC_QUERY, MANAGER};
+use harness::{report, Harness, ADMIN, MANAGER};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn report() -> String {
-    format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}")
-}
 
 async fn still_serving(h: &Harness) {
     h.sim.set_behavior(Behavior::Normal);

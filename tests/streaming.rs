@@ -7,14 +7,14 @@ mod harness;
 
 use bytes::Bytes;
 use chime_gateway::simulator::Behavior;
-use harness::{Harness, DOC_QUERY, MANAGER};
+use harness::{report, Harness, MANAGER};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 
 const MIB: u64 = 1024 * 1024;
 
 async fn open_stream(h: &Harness) -> hyper::body::Incoming {
-    let req = Request::get(h.url(&format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}")))
+    let req = Request::get(h.url(&report()))
         .header("authorization", format!("Bearer {MANAGER}"))
         .body(Empty::<Bytes>::new())
         .unwrap();

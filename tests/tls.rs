@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chime_gateway::simulator::Simulator;
-use harness::{Harness, DOC_QUERY, MANAGER};
+use harness::{report, Harness, MANAGER};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -81,7 +81,7 @@ async fn handshake(h: &Harness, config: Arc<rustls::ClientConfig>) -> Tls {
 }
 
 fn report_request() -> Request<Empty<Bytes>> {
-    Request::get(format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}"))
+    Request::get(report())
         .header("host", "localhost")
         .header("authorization", format!("Bearer {MANAGER}"))
         .body(Empty::new())
@@ -299,12 +299,7 @@ async fn upstream_over_https_with_a_custom_ca() {
     let mut config = harness::base_config(&format!("https://{upstream}/Chime"));
     config.upstream.ca_file = Some(ca);
     let h = Harness::start_config(sim, config).await;
-    let a = h
-        .get_as(
-            MANAGER,
-            &format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}"),
-        )
-        .await;
+    let a = h.get_as(MANAGER, &report()).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     let recorded = h.sim.recorded();
     assert_eq!(recorded.len(), 1);
@@ -313,12 +308,7 @@ async fn upstream_over_https_with_a_custom_ca() {
     assert_eq!(recorded[0].version, http::Version::HTTP_2);
     assert!(recorded[0].headers.get("host").is_none());
     // A second request shares the same HTTP/2 connection.
-    let again = h
-        .get_as(
-            MANAGER,
-            &format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}"),
-        )
-        .await;
+    let again = h.get_as(MANAGER, &report()).await;
     assert_eq!(again.status, StatusCode::OK);
     assert!(h
         .metrics_text()
@@ -332,12 +322,7 @@ async fn upstream_over_https_with_a_custom_ca() {
         harness::base_config(&format!("https://{upstream}/Chime")),
     )
     .await;
-    let a = h
-        .get_as(
-            MANAGER,
-            &format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}"),
-        )
-        .await;
+    let a = h.get_as(MANAGER, &report()).await;
     assert_eq!(
         (a.status, a.code().as_str()),
         (StatusCode::BAD_GATEWAY, "upstream_unavailable")

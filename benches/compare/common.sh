@@ -1,7 +1,7 @@
-# Start-up shared by benches/compare.sh and benches/instructions.sh; sourced
-# from the repository root. Builds the gateway, makes a work directory that
-# is removed (and every background job stopped) on exit, and copies the
-# demo users' keys there.
+# Start-up shared by the scripts in benches/; sourced from the repository
+# root. Builds the gateway, makes a work directory that is removed (and every
+# background job stopped) on exit, copies the demo users' keys there, and
+# names the request every load test sends.
 
 cargo build --release -q
 bin=$PWD/target/release/chime-gateway
@@ -11,6 +11,8 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 sed -n '/^\[\[user\]\]/,$p' config/demo-keys.toml > "$work/keys.toml"
 chmod 600 "$work/keys.toml"
+key='Authorization: Bearer b5c38d85-a042-4cef-8418-eb06752e346b'
+target='/Chime/Report/InboundVsAnsweredChats?queueId=1&start=2020-11-01T04:00:00.000Z&stop=2020-11-02T04:59:59.999Z&csv=true'
 
 # gateway_config NAME UPSTREAM-PORT PORT ADMIN-PORT on|off -> the gateway's
 # config (benches/compare/gateway.toml filled in; "off": coalescing and the
@@ -20,3 +22,11 @@ gateway_config() {
     benches/compare/gateway.toml
   [ "$5" = on ] || printf '[cache]\nenabled = false\ncoalesce = false\n'
 }
+
+# one_worker -> filters a gateway config to run one worker ([listen] workers = 1,
+# right after that table's header).
+one_worker() { awk '{ print } /^\[listen\]/ { print "workers = 1" }'; }
+
+# fill FILE PORT UPSTREAM-PORT [DIR] -> benches/compare/FILE (a peer's config)
+# filled in
+fill() { sed -e "s#__UPSTREAM__#127.0.0.1:$3#" -e "s#__PORT__#$2#" -e "s#__DIR__#${4:-$work}#" "benches/compare/$1"; }

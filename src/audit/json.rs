@@ -224,7 +224,7 @@ mod tests {
             let back: f64 = serde_json::from_slice(&out).unwrap();
             assert!((back - secs).abs() < 1e-6, "{secs}");
         }
-        let mut out = Vec::new();
+        out.clear();
         AuditRecord {
             user: Some("x\ny"),
             ..Default::default()

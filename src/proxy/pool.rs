@@ -97,8 +97,6 @@ pub struct Pool {
 #[derive(Debug)]
 struct Shared {
     connector: Connector,
-    /// `scheme://authority/`, what the connector is asked for.
-    dial: Uri,
     scheme: Scheme,
     authority: Authority,
     /// `Host` for HTTP/1 requests: the authority without a default port.
@@ -125,6 +123,13 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Whether it has been idle for `timeout` by `now`.
+    fn expired(&self, now: Instant, timeout: Duration) -> bool {
+        now.duration_since(self.since) >= timeout
+    }
+}
+
 /// A connection ready for one request.
 enum Conn {
     Http1(http1::SendRequest<Empty<Bytes>>),
@@ -149,7 +154,6 @@ impl Pool {
         Pool {
             shared: Arc::new(Shared {
                 connector,
-                dial: origin(&scheme, &authority, None),
                 // An `Authority` holds only characters a header value may.
                 host: HeaderValue::from_str(host)
                     .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
@@ -260,7 +264,7 @@ impl Shared {
         }
         let now = Instant::now();
         while let Some(idle) = state.idle.pop() {
-            if now.duration_since(idle.since) >= self.idle_timeout {
+            if idle.expired(now, self.idle_timeout) {
                 // The newest has expired, so have all below it.
                 state.idle.clear();
                 return None;
@@ -276,7 +280,7 @@ impl Shared {
         let io = self
             .connector
             .clone()
-            .oneshot(self.dial.clone())
+            .oneshot(origin(&self.scheme, &self.authority, None))
             .await
             .map_err(SendError::Connect)?;
         let handshake_failed = |e: hyper::Error| SendError::Connect(e.into());
@@ -286,11 +290,7 @@ impl Shared {
                 .handshake(io)
                 .await
                 .map_err(handshake_failed)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
-                }
-            });
+            drive(conn, "HTTP/2");
             self.state().h2 = Some(sender.clone());
             Ok(Conn::Http2(sender))
         } else {
@@ -299,11 +299,7 @@ impl Shared {
                 .handshake(io)
                 .await
                 .map_err(handshake_failed)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream HTTP/1 connection ended");
-                }
-            });
+            drive(conn, "HTTP/1");
             Ok(Conn::Http1(sender))
         }
     }
@@ -349,6 +345,18 @@ impl Shared {
     }
 }
 
+/// Runs a connection's I/O in a task of its own until it closes.
+fn drive(
+    conn: impl std::future::Future<Output = hyper::Result<()>> + Send + 'static,
+    protocol: &'static str,
+) {
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, protocol, "upstream connection ended");
+        }
+    });
+}
+
 /// `scheme://authority` followed by `pq` (or `/`).
 fn origin(scheme: &Scheme, authority: &Authority, pq: Option<http::uri::PathAndQuery>) -> Uri {
     let mut parts = http::uri::Parts::default();
@@ -380,7 +388,7 @@ async fn reap(pool: Weak<Shared>) {
         let now = Instant::now();
         pool.state()
             .idle
-            .retain(|i| !i.sender.is_closed() && now.duration_since(i.since) < pool.idle_timeout);
+            .retain(|i| !i.sender.is_closed() && !i.expired(now, pool.idle_timeout));
     }
 }
 
@@ -458,9 +466,8 @@ mod tests {
     use crate::config::Config;
 
     /// A bare HTTP/1 upstream: answers every request `ok` (`/big`: 4 MiB
-    /// of `x`), keeps the
-    /// request heads and counts connections; `close` hangs up after each
-    /// answer, without saying so.
+    /// of `x`), keeps the request heads and counts connections; `close`
+    /// hangs up after each answer, without saying so.
     struct Upstream {
         port: u16,
         accepted: Arc<AtomicUsize>,
@@ -573,16 +580,21 @@ mod tests {
         );
     }
 
+    /// After one exchange that kept nothing: no idle connection, the one
+    /// used is closed, and the next request makes a second.
+    async fn next_request_connects_anew(up: &Upstream, pool: &Pool, open: &IntGauge) {
+        assert_eq!(pool.idle(), 0);
+        settle(|| open.get() == 0).await;
+        assert_eq!(fetch(pool).await, "ok");
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+    }
+
     #[tokio::test]
     async fn a_body_not_read_to_the_end_closes_its_connection() {
         let up = upstream(false).await;
         let (pool, open, _) = pool(up.port, 8, MINUTE);
-        let resp = pool.send(get("/a")).await.unwrap();
-        drop(resp);
-        assert_eq!(pool.idle(), 0);
-        settle(|| open.get() == 0).await;
-        assert_eq!(fetch(&pool).await, "ok");
-        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+        drop(pool.send(get("/a")).await.unwrap());
+        next_request_connects_anew(&up, &pool, &open).await;
     }
 
     #[tokio::test]
@@ -637,10 +649,7 @@ mod tests {
         let up = upstream(false).await;
         let (pool, open, _) = pool(up.port, 0, MINUTE);
         assert_eq!(fetch(&pool).await, "ok");
-        assert_eq!(pool.idle(), 0);
-        settle(|| open.get() == 0).await;
-        assert_eq!(fetch(&pool).await, "ok");
-        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+        next_request_connects_anew(&up, &pool, &open).await;
     }
 
     #[tokio::test]
@@ -656,11 +665,15 @@ mod tests {
         settle(|| open.get() == 0).await;
         tokio::time::resume();
         // A connection asked for after its timeout, before the reaper has
-        // run, is not handed out either.
+        // run, is not handed out either: its idle time is moved back, with
+        // no await in between for the reaper to run in.
         assert_eq!(fetch(&pool).await, "ok");
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
-        tokio::time::pause();
-        tokio::time::advance(Duration::from_secs(2)).await;
+        {
+            let mut state = pool.shared.state();
+            let idle = &mut state.idle[0];
+            idle.since = idle.since.checked_sub(Duration::from_secs(2)).unwrap();
+        }
         assert!(
             pool.shared.take_idle().is_none(),
             "expired connection handed out"

@@ -26,6 +26,11 @@ pub const ADMIN: &str = ADMIN_KEY;
 pub const DOC_QUERY: &str =
     "queueId=1&start=2020-11-01T04:00:00.000Z&stop=2020-12-01T04:59:59.999Z&csv=true";
 
+/// The documented report request: queue 1, November 2020, as CSV.
+pub fn report() -> String {
+    format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}")
+}
+
 pub struct Harness {
     pub sim: Simulator,
     pub addr: std::net::SocketAddr,
