@@ -25,6 +25,7 @@
 //! `upstream_timeout` (no response headers within `response_timeout`) and
 //! 502 `upstream_error` (anything else).
 
+mod answer;
 pub mod breaker;
 pub mod client;
 pub mod flight;
@@ -57,6 +58,7 @@ use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::trace_context::TRACEPARENT;
 use crate::workers::PerWorker;
 use crate::{BoxError, BoxFuture};
+use answer::Answer;
 pub use client::TlsSetupError;
 pub use pool::{Pool, SendError, UpstreamBody};
 
@@ -273,44 +275,85 @@ impl Inner {
                 return Ok(resp);
             }
         }
-        let (mut reader, mut pump, served) = self.join_or_lead(key, upstream_req, typed, store)?;
         let started = Instant::now();
-        let head = reader.head(pump.as_mut()).await?;
+        let (mut resp, answer, served) = match key {
+            // Nobody can join this answer or keep a copy of it: it streams
+            // straight from the upstream connection, without a flight.
+            None => {
+                let (resp, body) = self.alone(upstream_req, typed).await?;
+                (resp, Answer::Alone(body), Served::Upstream)
+            }
+            Some(key) => {
+                let (mut reader, mut pump, served) =
+                    self.join_or_lead(key, upstream_req, typed, store)?;
+                let head = reader.head(pump.as_mut()).await?;
+                let mut resp = Response::new(body::empty());
+                *resp.status_mut() = head.status;
+                *resp.headers_mut() = head.headers.clone();
+                (resp, Answer::Flight { reader, pump }, served)
+            }
+        };
         if let Some(trace) = trace {
-            trace.set_upstream(head.status, started.elapsed().as_secs_f64(), served);
+            trace.set_upstream(resp.status(), started.elapsed().as_secs_f64(), served);
         }
-        let mut resp = Response::new(body::empty());
-        *resp.status_mut() = head.status;
-        *resp.headers_mut() = head.headers.clone();
         resp.headers_mut().insert(&X_CACHE, served.header_value());
         mark_ignored(&mut resp, typed)?;
-        let length = head
-            .headers
+        let length = resp
+            .headers()
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             .filter(|_| req.method() != http::Method::HEAD);
-        if head.status != StatusCode::OK {
-            *resp.body_mut() = reader.into_body(length, pump);
+        if resp.status() != StatusCode::OK {
+            *resp.body_mut() = answer.into_body(length);
             return Ok(resp);
         }
         if let Some(check) = req.extensions().get::<SessionQueueCheck>() {
-            let held = self
-                .check_session(reader.into_body(length, pump), check)
-                .await?;
+            let held = self.check_session(answer.into_body(length), check).await?;
             *resp.body_mut() = body::full(held);
             return Ok(resp);
         }
-        if let (Some(inm), Some(etag)) = (if_none_match, head.headers.get(http::header::ETAG)) {
+        if let (Some(inm), Some(etag)) = (if_none_match, resp.headers().get(http::header::ETAG)) {
             if cache::etag_matches(inm, etag) {
-                // Our reader leaves first, so an unfinished pump is only
-                // handed to a task if someone else still reads.
-                drop(reader);
-                drop(pump);
-                return Ok(cache::not_modified(&head.headers, etag, served));
+                let not_modified = cache::not_modified(resp.headers(), etag, served);
+                // Our reader leaves before the pump, so an unfinished pump
+                // is only handed to a task if someone else still reads.
+                drop(answer);
+                return Ok(not_modified);
             }
         }
-        *resp.body_mut() = reader.into_body(length, pump);
+        *resp.body_mut() = answer.into_body(length);
         Ok(resp)
+    }
+
+    /// One exchange whose answer only this request reads: the upstream
+    /// slot and the circuit breaker as for a flight, then the answer's head
+    /// and its body, which holds the slot until it ends.
+    async fn alone(
+        &self,
+        req: Request<Empty<Bytes>>,
+        typed: &GatewayRequest,
+    ) -> Result<(Response, Body), BoxError> {
+        let slot = self.limiter.upstream_slot()?;
+        self.admit()?;
+        let (mut parts, incoming) = self.exchange(req, typed.target.kind()).await?.into_parts();
+        headers::clean_response_headers(&mut parts.headers);
+        // Status and headers only: nothing else of the upstream's response
+        // (its extensions) reaches the client's.
+        let mut resp = Response::new(body::empty());
+        *resp.status_mut() = parts.status;
+        *resp.headers_mut() = parts.headers;
+        Ok((resp, body::stream(answer::Alone::new(incoming, slot))))
+    }
+
+    /// Lets the request through the circuit breaker, or says when to retry.
+    fn admit(&self) -> Result<(), UpstreamError> {
+        self.breaker.admit().map_err(|retry_after| {
+            self.metrics
+                .upstream_errors
+                .with_label_values(&["circuit_open"])
+                .inc();
+            UpstreamError::CircuitOpen { retry_after }
+        })
     }
 
     /// Follows an identical request in flight, or leads a new flight:
@@ -318,12 +361,12 @@ impl Inner {
     /// and how the answer is served.
     fn join_or_lead(
         self: &Arc<Self>,
-        key: Option<UpstreamKey>,
+        key: UpstreamKey,
         upstream_req: Request<Empty<Bytes>>,
         typed: &GatewayRequest,
         store: Option<(ResponseCache, std::time::Duration)>,
     ) -> Result<(flight::Reader, Option<flight::Pump>, Served), BoxError> {
-        let shared = key.filter(|_| self.cache_config.coalesce);
+        let shared = Some(key).filter(|_| self.cache_config.coalesce);
         if let Some(key) = &shared {
             if let Some(reader) = self.flights.join(key) {
                 self.metrics.coalesced.inc();
@@ -338,16 +381,11 @@ impl Inner {
             }
             flight::Joined::Leader(leader, reader) => (leader, reader),
         };
-        if let Err(retry_after) = self.breaker.admit() {
-            self.metrics
-                .upstream_errors
-                .with_label_values(&["circuit_open"])
-                .inc();
-            let err = UpstreamError::CircuitOpen { retry_after };
+        if let Err(err) = self.admit() {
             leader.fail(err.clone());
             return Err(err.into());
         }
-        let store = store.zip(key).map(|((cache, ttl), key)| (cache, key, ttl));
+        let store = store.map(|(cache, ttl)| (cache, key, ttl));
         let kind = typed.target.kind();
         let this = Arc::clone(self);
         let pump = leader.into_pump(|leader| this.lead(leader, upstream_req, kind, slot, store));

@@ -5,7 +5,7 @@
 #[path = "support/harness.rs"]
 mod harness;
 
-use harness::{report, Harness, ADMIN, MANAGER};
+use harness::{report, Harness, ADMIN, ANSWER_PATHS, MANAGER};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 #[tokio::test]
@@ -205,33 +205,36 @@ async fn queue_acl_refuses_other_queues_and_tenant_wide_reports() {
 
 #[tokio::test]
 async fn manager_session_details_checked_before_release() {
-    let h = Harness::start().await;
-    // Session 4 belongs to queue 1 in the simulator, session 5 to queue 2.
-    let a = h.get_as(MANAGER, "/Chime/Session/SessionDetails/4").await;
-    assert_eq!(a.status, StatusCode::OK);
-    assert_eq!(a.json()["QueueId"], 1);
-    let a = h.get_as(MANAGER, "/Chime/Session/SessionDetails/5").await;
-    assert_eq!(
-        (a.status, a.code().as_str()),
-        (StatusCode::FORBIDDEN, "session_forbidden")
-    );
-    assert!(
-        !a.text().contains("Guest"),
-        "no byte of the session leaks: {}",
-        a.text()
-    );
-    let a = h
-        .get_as(
-            ADMIN,
-            "/Chime/Session/SessionDetails/5?zone=america/new_york",
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::OK);
-    assert!(a.json()["StartedAt"].as_str().unwrap().ends_with("-04:00"));
-    assert_eq!(
-        h.sim.recorded()[2].target,
-        "/Chime/Session/SessionDetails/5?zone=America/New_York"
-    );
+    for (path, tweak) in ANSWER_PATHS {
+        let h = Harness::start_with(tweak).await;
+        // Session 4 belongs to queue 1 in the simulator, session 5 to queue 2.
+        let a = h.get_as(MANAGER, "/Chime/Session/SessionDetails/4").await;
+        assert_eq!(a.status, StatusCode::OK, "{path}");
+        assert_eq!(a.json()["QueueId"], 1, "{path}");
+        let a = h.get_as(MANAGER, "/Chime/Session/SessionDetails/5").await;
+        assert_eq!(
+            (a.status, a.code().as_str()),
+            (StatusCode::FORBIDDEN, "session_forbidden"),
+            "{path}"
+        );
+        assert!(
+            !a.text().contains("Guest"),
+            "{path}: no byte of the session leaks: {}",
+            a.text()
+        );
+        let a = h
+            .get_as(
+                ADMIN,
+                "/Chime/Session/SessionDetails/5?zone=america/new_york",
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{path}");
+        assert!(a.json()["StartedAt"].as_str().unwrap().ends_with("-04:00"));
+        assert_eq!(
+            h.sim.recorded()[2].target,
+            "/Chime/Session/SessionDetails/5?zone=America/New_York"
+        );
+    }
 }
 
 #[tokio::test]
@@ -404,13 +407,52 @@ async fn upstream_slower_than_the_timeout_is_504() {
 
 #[tokio::test]
 async fn upstream_errors_pass_through_with_their_status() {
-    let h = Harness::start().await;
-    h.sim.set_behavior(chime_gateway::simulator::Behavior::Fail(
-        StatusCode::INTERNAL_SERVER_ERROR,
-    ));
-    let a = h.get_as(MANAGER, &report()).await;
-    assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(a.json()["Message"], "An error has occurred.");
+    for (path, tweak) in ANSWER_PATHS {
+        let h = Harness::start_with(tweak).await;
+        h.sim.set_behavior(chime_gateway::simulator::Behavior::Fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ));
+        let a = h.get_as(MANAGER, &report()).await;
+        assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+        assert_eq!(a.json()["Message"], "An error has occurred.", "{path}");
+        assert_eq!(a.headers["x-chime-gateway-cache"], "miss", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn an_if_none_match_matching_chimes_etag_is_answered_304_by_the_gateway() {
+    for (path, tweak) in ANSWER_PATHS {
+        let h = Harness::start_with(tweak).await;
+        let mut etag = HeaderMap::new();
+        etag.insert("etag", "W/\"v7\"".parse().unwrap());
+        etag.insert("cache-control", "private".parse().unwrap());
+        h.sim.set_extra_headers(etag);
+        let auth = format!("Bearer {MANAGER}");
+        let a = h
+            .get(
+                &report(),
+                &[("authorization", &auth), ("if-none-match", "\"v7\"")],
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::NOT_MODIFIED, "{path}");
+        assert!(a.body.is_empty(), "{path}");
+        assert_eq!(a.headers["etag"], "W/\"v7\"", "{path}");
+        assert_eq!(a.headers["cache-control"], "private", "{path}");
+        let a = h
+            .get(
+                &report(),
+                &[("authorization", &auth), ("if-none-match", "\"v6\"")],
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{path}");
+        assert!(!a.body.is_empty(), "{path}");
+        // Chime never sees the client's validator.
+        assert!(h
+            .sim
+            .recorded()
+            .iter()
+            .all(|r| !r.headers.contains_key("if-none-match")));
+    }
 }
 
 #[tokio::test]

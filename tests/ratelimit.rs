@@ -13,7 +13,7 @@ use chime_gateway::config::Secret;
 use chime_gateway::ratelimit::{SharedConfig, Tier};
 use chime_gateway::simulator::{Behavior, Simulator};
 use cut_proxy::CutProxy;
-use harness::{report, Harness, ADMIN, MANAGER};
+use harness::{report, Harness, ADMIN, ANSWER_PATHS, MANAGER};
 use http::StatusCode;
 
 fn strict(c: &mut chime_gateway::config::Config, burst: u32, in_flight: usize) {
@@ -151,6 +151,46 @@ async fn upstream_load_is_shed_with_503() {
     assert_eq!(a.headers["retry-after"], "1");
     assert_eq!(h.sim.recorded().len(), 1, "shed, not queued");
     first.abort();
+}
+
+#[tokio::test]
+async fn an_upstream_slot_is_held_until_the_answer_has_been_read() {
+    for (path, tweak) in ANSWER_PATHS {
+        let h = Harness::start_with(|c| {
+            tweak(c);
+            c.ratelimit.upstream_max_in_flight = 1;
+        })
+        .await;
+        h.sim.set_behavior(Behavior::Large(64 << 20));
+        let req = http::Request::get(h.url(&report()))
+            .header("authorization", format!("Bearer {MANAGER}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = h.client.request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let mut body = resp.into_body();
+        assert!(http_body_util::BodyExt::frame(&mut body).await.is_some());
+        // Headers are out, the body is not: the slot is still taken.
+        h.sim.set_behavior(Behavior::Normal);
+        let a = h.get_as(ADMIN, &report()).await;
+        assert_eq!(
+            (a.status, a.code().as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            "{path}"
+        );
+        // The client leaves; once the gateway notices, the slot is free.
+        drop(body);
+        h.wait_for_metric(r#"chime_gateway_stream_aborts_total{side="client"} 1"#)
+            .await;
+        let started = std::time::Instant::now();
+        while h.get_as(ADMIN, &report()).await.status != StatusCode::OK {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{path}: slot never freed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 fn redis_url() -> Option<String> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chime_gateway::simulator::Behavior;
-use harness::{report, Harness, ADMIN, MANAGER};
+use harness::{report, Harness, ADMIN, ANSWER_PATHS, MANAGER};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -68,49 +68,63 @@ async fn a_dead_upstream_opens_the_circuit() {
 
 #[tokio::test]
 async fn an_upstream_reset_mid_body_aborts_the_response() {
-    let h = Harness::start().await;
-    h.sim.set_behavior(Behavior::ResetAfter(1 << 20));
-    let req = Request::get(h.url(&report()))
-        .header("authorization", format!("Bearer {MANAGER}"))
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let resp = h.client.request(req).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK, "headers were already sent");
-    let collected = resp.into_body().collect().await;
-    assert!(
-        collected.is_err(),
-        "the client must see a broken body, never a clean end"
-    );
-    still_serving(&h).await;
-    let m = h.metrics_text();
-    assert!(
-        m.contains(r#"chime_gateway_stream_aborts_total{side="upstream"} 1"#),
-        "{m}"
-    );
-    assert!(m.contains(r#"outcome="upstream_aborted""#), "{m}");
+    for (path, tweak) in ANSWER_PATHS {
+        let h = Harness::start_with(tweak).await;
+        h.sim.set_behavior(Behavior::ResetAfter(1 << 20));
+        let req = Request::get(h.url(&report()))
+            .header("authorization", format!("Bearer {MANAGER}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = h.client.request(req).await.unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "{path}: headers were already sent"
+        );
+        let collected = resp.into_body().collect().await;
+        assert!(
+            collected.is_err(),
+            "{path}: the client must see a broken body, never a clean end"
+        );
+        still_serving(&h).await;
+        let m = h.metrics_text();
+        assert!(
+            m.contains(r#"chime_gateway_stream_aborts_total{side="upstream"} 1"#),
+            "{path}: {m}"
+        );
+        assert!(m.contains(r#"outcome="upstream_aborted""#), "{path}: {m}");
+    }
 }
 
 #[tokio::test]
 async fn a_client_leaving_mid_stream_stops_the_upstream_transfer() {
     let total = 256u64 << 20;
-    let h = Harness::start().await;
-    h.sim.set_behavior(Behavior::Large(total));
-    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    let req = format!(
-        "GET {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {MANAGER}\r\n\r\n",
-        report()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 64 * 1024];
-    let n = s.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-    drop(s);
-    // The gateway notices, drops the upstream request, and counts it.
-    h.wait_for_metric(r#"chime_gateway_stream_aborts_total{side="client"} 1"#)
-        .await;
-    let produced = h.sim.bytes_produced();
-    assert!(produced < total / 4, "upstream kept producing: {produced}");
-    still_serving(&h).await;
+    for (path, tweak) in ANSWER_PATHS {
+        let h = Harness::start_with(tweak).await;
+        h.sim.set_behavior(Behavior::Large(total));
+        let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        let req = format!(
+            "GET {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {MANAGER}\r\n\r\n",
+            report()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            "{path}"
+        );
+        drop(s);
+        // The gateway notices, drops the upstream request, and counts it.
+        h.wait_for_metric(r#"chime_gateway_stream_aborts_total{side="client"} 1"#)
+            .await;
+        let produced = h.sim.bytes_produced();
+        assert!(
+            produced < total / 4,
+            "{path}: upstream kept producing: {produced}"
+        );
+        still_serving(&h).await;
+    }
 }
 
 #[tokio::test]

@@ -211,7 +211,7 @@ pub struct Reader {
     pos: u64,
 }
 
-fn broke_off() -> BoxError {
+pub(super) fn broke_off() -> BoxError {
     "the upstream answer broke off mid-stream".into()
 }
 
