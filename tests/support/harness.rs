@@ -31,11 +31,14 @@ pub fn report() -> String {
     format!("/Chime/Report/InboundVsAnsweredChats?{DOC_QUERY}")
 }
 
+/// A change to the test configuration.
+pub type Tweak = fn(&mut Config);
+
 /// The two ways an upstream answer reaches its client, for the tests of
 /// answers to run under both: through a flight (coalescing on, the default
 /// here), and straight from the upstream connection (coalescing and the
 /// cache off, as `benches/compare.sh` runs it).
-pub const ANSWER_PATHS: [(&str, fn(&mut Config)); 2] = [
+pub const ANSWER_PATHS: [(&str, Tweak); 2] = [
     ("flight", |_| {}),
     ("alone", |c| {
         c.cache.enabled = false;
