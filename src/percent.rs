@@ -21,6 +21,14 @@ pub enum PercentError {
 
 /// Decodes `s`; borrows it when there is nothing to decode.
 pub fn decode(s: &str) -> Result<Cow<'_, str>, PercentError> {
+    // The usual text, plain printable ASCII, is settled in one pass (no
+    // early exit, so it vectorises).
+    let unusual = s.bytes().fold(false, |seen, b| {
+        seen | (b == b'%') | (b < 0x20) | (b >= 0x7f)
+    });
+    if !unusual {
+        return Ok(Cow::Borrowed(s));
+    }
     let text = if s.as_bytes().contains(&b'%') {
         Cow::Owned(unescape(s)?)
     } else {
