@@ -6,13 +6,25 @@
 //! answers itself, or fails with the gate's error — without calling the
 //! next service. One mechanism, so each step's module holds only its rule.
 
+use std::future::Ready;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures_util::future::Either;
 use http::Request;
 
 use crate::body::Response;
-use crate::{BoxError, BoxFuture};
+use crate::BoxError;
+
+/// The future of a step that decides at once: the next service's answer,
+/// or the step's own answer or refusal, ready without waiting. Not boxed:
+/// the steps' futures nest into one, allocated once for the whole stack.
+pub type StepFuture<F> = Either<F, Ready<Result<Response, BoxError>>>;
+
+/// A [`StepFuture`] that is already decided.
+pub fn decided<F>(result: Result<Response, BoxError>) -> StepFuture<F> {
+    Either::Right(std::future::ready(result))
+}
 
 /// What a gate decided for a request it did not refuse.
 #[derive(Debug)]
@@ -65,11 +77,10 @@ impl<G, S> tower::Service<Request<()>> for Gated<G, S>
 where
     G: Gate,
     S: tower::Service<Request<()>, Response = Response, Error = BoxError>,
-    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = BoxError;
-    type Future = BoxFuture<Result<Response, BoxError>>;
+    type Future = StepFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
@@ -77,9 +88,9 @@ where
 
     fn call(&mut self, mut req: Request<()>) -> Self::Future {
         match self.gate.pass(&mut req) {
-            Ok(Passed::Next) => Box::pin(self.inner.call(req)),
-            Ok(Passed::Answer(resp)) => Box::pin(std::future::ready(Ok(resp))),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
+            Ok(Passed::Next) => Either::Left(self.inner.call(req)),
+            Ok(Passed::Answer(resp)) => decided(Ok(resp)),
+            Err(e) => decided(Err(e)),
         }
     }
 }

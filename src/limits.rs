@@ -9,11 +9,13 @@
 
 use std::task::{Context, Poll};
 
+use futures_util::future::Either;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::Request;
 
 use crate::body::Response;
-use crate::{BoxError, BoxFuture};
+use crate::gate::{decided, StepFuture};
+use crate::BoxError;
 
 /// Why a request was refused before routing.
 #[derive(Debug, thiserror::Error)]
@@ -71,12 +73,11 @@ fn has_body<B: http_body::Body>(req: &Request<B>) -> bool {
 impl<S, B> tower::Service<Request<B>> for Limits<S>
 where
     S: tower::Service<Request<()>, Response = Response, Error = BoxError>,
-    S::Future: Send + 'static,
     B: http_body::Body,
 {
     type Response = Response;
     type Error = BoxError;
-    type Future = BoxFuture<Result<Response, BoxError>>;
+    type Future = StepFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
@@ -93,9 +94,9 @@ where
             None
         };
         if let Some(e) = refused {
-            return Box::pin(std::future::ready(Err(e.into())));
+            return decided(Err(e.into()));
         }
         let (parts, _body) = req.into_parts();
-        Box::pin(self.inner.call(Request::from_parts(parts, ())))
+        Either::Left(self.inner.call(Request::from_parts(parts, ())))
     }
 }

@@ -24,7 +24,7 @@ pub fn decode(s: &str) -> Result<Cow<'_, str>, PercentError> {
     // The usual text, plain printable ASCII, is settled in one pass (no
     // early exit, so it vectorises).
     let unusual = s.bytes().fold(false, |seen, b| {
-        seen | (b == b'%') | (b < 0x20) | (b >= 0x7f)
+        seen | (b == b'%') | !(0x20..0x7f).contains(&b)
     });
     if !unusual {
         return Ok(Cow::Borrowed(s));
