@@ -23,6 +23,7 @@ use moka::notification::RemovalCause;
 use sha2::{Digest, Sha256};
 
 use crate::body::{self, Response};
+use crate::header_number;
 use crate::metrics::Metrics;
 use crate::request::{GatewayRequest, Target};
 
@@ -217,14 +218,17 @@ impl Entry {
             *resp.status_mut() = self.head.status;
             let h = resp.headers_mut();
             *h = self.head.headers.clone();
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
+            h.insert(
+                header::CONTENT_LENGTH,
+                header_number::number(self.body.len() as u64),
+            );
             h.insert(header::ETAG, self.etag.clone());
             h.insert(&X_CACHE, Served::Cache.header_value());
             resp
         };
         resp.headers_mut().insert(
             header::AGE,
-            HeaderValue::from(self.stored.elapsed().as_secs()),
+            header_number::number(self.stored.elapsed().as_secs()),
         );
         resp
     }

@@ -58,8 +58,10 @@ impl Classified {
     fn retry_after(mut self, wait: std::time::Duration) -> Self {
         // Whole seconds, rounded up, never 0: "retry now" would invite a hot loop.
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        self.headers
-            .push((header::RETRY_AFTER, HeaderValue::from(secs.max(1))));
+        self.headers.push((
+            header::RETRY_AFTER,
+            crate::header_number::number(secs.max(1)),
+        ));
         self
     }
 
@@ -277,10 +279,10 @@ mod tests {
                 "concurrency_limited",
             ),
             (
-                Limited::Rate(crate::ratelimit::Decision::denied(
+                Limited::Rate(Box::new(crate::ratelimit::Decision::denied(
                     &crate::ratelimit::Tier::new("default", 60, 20, 4),
                     std::time::Duration::from_secs(3),
-                ))
+                )))
                 .into(),
                 429,
                 "rate_limited",

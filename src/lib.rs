@@ -22,6 +22,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod gate;
+pub mod header_number;
 pub mod keystore;
 pub mod limits;
 pub mod listing;

@@ -36,6 +36,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::auth::Principal;
 use crate::body::{self, Response};
 use crate::clock::Clock;
+use crate::header_number;
 use crate::metrics::Metrics;
 use crate::request::{GatewayRequest, Target};
 use crate::{BoxError, BoxFuture};
@@ -56,6 +57,8 @@ pub struct Tier {
     /// Its `RateLimit-Policy` header, the same for every answer; `None`
     /// when the name is not header-safe (config validation prevents that).
     policy_header: Option<HeaderValue>,
+    /// Its `X-RateLimit-Limit` header (the burst).
+    limit_header: HeaderValue,
 }
 
 impl Tier {
@@ -67,7 +70,9 @@ impl Tier {
             burst: NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN),
             max_in_flight: max_in_flight.max(1),
             policy_header: None,
+            limit_header: HeaderValue::from_static("1"),
         };
+        tier.limit_header = header_number::number(u64::from(tier.burst.get()));
         let policy = format!(
             "\"{}\";q={};w={}",
             tier.name,
@@ -106,6 +111,8 @@ pub struct Decision {
     pub retry_after: Duration,
     /// The tier's `RateLimit-Policy` header (its window included).
     policy_header: Option<HeaderValue>,
+    /// The tier's `X-RateLimit-Limit` header.
+    limit_header: HeaderValue,
 }
 
 /// Whole seconds, rounded up (a client told "0" would retry in a hot loop).
@@ -130,6 +137,7 @@ impl Decision {
             reset,
             retry_after: Duration::ZERO,
             policy_header: tier.policy_header.clone(),
+            limit_header: tier.limit_header.clone(),
         }
     }
 
@@ -143,6 +151,7 @@ impl Decision {
             reset: wait,
             retry_after: wait,
             policy_header: tier.policy_header.clone(),
+            limit_header: tier.limit_header.clone(),
         }
     }
 
@@ -150,20 +159,26 @@ impl Decision {
     pub fn headers(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
         // Tier names are validated header-safe; a value that is not is left out.
         let reset = secs_up(self.reset);
-        let mut numbers = itoa::Buffer::new();
-        let mut ratelimit = String::with_capacity(self.policy.len() + 32);
-        ratelimit.push('"');
-        ratelimit.push_str(&self.policy);
-        ratelimit.push_str("\";r=");
-        ratelimit.push_str(numbers.format(self.remaining));
-        ratelimit.push_str(";t=");
-        ratelimit.push_str(numbers.format(reset));
+        let (mut r, mut t) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let parts: [&[u8]; 6] = [
+            b"\"",
+            self.policy.as_bytes(),
+            b"\";r=",
+            r.format(self.remaining).as_bytes(),
+            b";t=",
+            t.format(reset).as_bytes(),
+        ];
+        // Allocated at its exact size, so the header value takes it as is.
+        let ratelimit = bytes::Bytes::from(parts.concat());
         [
             (&RATELIMIT_POLICY, self.policy_header.clone()),
-            (&RATELIMIT, HeaderValue::try_from(ratelimit).ok()),
-            (&X_LIMIT, Some(HeaderValue::from(self.limit))),
-            (&X_REMAINING, Some(HeaderValue::from(self.remaining))),
-            (&X_RESET, Some(HeaderValue::from(reset))),
+            (&RATELIMIT, HeaderValue::from_maybe_shared(ratelimit).ok()),
+            (&X_LIMIT, Some(self.limit_header.clone())),
+            (
+                &X_REMAINING,
+                Some(header_number::number(u64::from(self.remaining))),
+            ),
+            (&X_RESET, Some(header_number::number(reset))),
         ]
         .into_iter()
         .filter_map(|(name, value)| Some((name.clone(), value?)))
@@ -180,7 +195,7 @@ impl Decision {
 pub enum Limited {
     /// The user's budget is spent.
     #[error("rate limit reached for tier \"{}\"; retry after {} s", .0.policy, .0.retry_after_secs())]
-    Rate(Decision),
+    Rate(Box<Decision>),
     /// The user has too many requests in flight.
     #[error("you already have {max} requests in progress; wait for one to finish")]
     Concurrency {
@@ -399,7 +414,7 @@ impl RateLimiter {
             .check(tier, &principal.user, self.cost(request, tier))
             .await;
         if !decision.allowed {
-            return Err(reject("rate", Limited::Rate(decision)));
+            return Err(reject("rate", Limited::Rate(Box::new(decision))));
         }
         Ok(Admitted {
             decision,
