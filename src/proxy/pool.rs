@@ -630,6 +630,36 @@ mod tests {
         assert_eq!(retried.get(), 0, "no connect failed");
     }
 
+    /// The race the resend exists for, made to happen: a pooled connection
+    /// that was ready when taken, whose upstream hung up before the request
+    /// was written. The request is sent again on a new connection.
+    #[tokio::test]
+    async fn a_request_refused_by_a_closed_pooled_connection_is_sent_again() {
+        let up = upstream(false).await;
+        let (pool, _, retried) = pool(up.port, 8, MINUTE);
+        // A connection over an in-memory pipe whose far end the test holds.
+        let (near, far) = tokio::io::duplex(4096);
+        let (sender, conn) =
+            http1::handshake::<_, Empty<Bytes>>(hyper_util::rt::TokioIo::new(near))
+                .await
+                .unwrap();
+        drive(conn, "HTTP/1");
+        settle(|| sender.is_ready()).await;
+        Arc::clone(&pool.shared).put(sender);
+        assert_eq!(pool.idle(), 1);
+        // The far end hangs up; the connection's task has not seen it yet,
+        // so the pool still hands the connection out, and only then learns.
+        drop(far);
+        assert_eq!(fetch(&pool).await, "ok");
+        assert_eq!(
+            up.accepted.load(Ordering::SeqCst),
+            1,
+            "sent on a new connection"
+        );
+        assert_eq!(up.heads.lock().unwrap().len(), 1);
+        assert_eq!(retried.get(), 0, "no connect failed");
+    }
+
     #[tokio::test]
     async fn a_failed_connect_is_tried_once_more_then_reported() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
