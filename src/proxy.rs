@@ -16,7 +16,9 @@
 //! same streamed answer; otherwise it takes an upstream slot (503
 //! `overloaded` when none is free), passes the circuit breaker and leads a
 //! new flight, whose exchange runs in its own task so followers are served
-//! even if the leading client leaves. Conditional requests are answered
+//! even if the leading client leaves. With coalescing off and nothing to
+//! cache, nobody else can read the answer, so there is no flight: it
+//! streams straight from the upstream connection ([`answer`]). Conditional requests are answered
 //! here: `If-None-Match` is compared with the answer's `ETag` (304), and
 //! neither it nor `If-Modified-Since` is sent upstream, so one client's
 //! validators never decide what another receives.
@@ -315,8 +317,10 @@ impl Inner {
         if let (Some(inm), Some(etag)) = (if_none_match, resp.headers().get(http::header::ETAG)) {
             if cache::etag_matches(inm, etag) {
                 let not_modified = cache::not_modified(resp.headers(), etag, served);
-                // Our reader leaves before the pump, so an unfinished pump
-                // is only handed to a task if someone else still reads.
+                // Dropped before answering: a flight's reader leaves before
+                // its pump, so an unfinished pump is only handed to a task
+                // if someone else still reads; an answer of our own closes
+                // its connection and frees its slot.
                 drop(answer);
                 return Ok(not_modified);
             }

@@ -420,6 +420,27 @@ async fn upstream_errors_pass_through_with_their_status() {
 }
 
 #[tokio::test]
+async fn head_gets_the_get_answers_headers_without_its_body() {
+    for (path, tweak) in ANSWER_PATHS {
+        let h = Harness::start_with(tweak).await;
+        let auth = [("authorization", format!("Bearer {MANAGER}"))];
+        let auth = [(auth[0].0, auth[0].1.as_str())];
+        let get = h.send(Method::GET, &report(), &auth).await;
+        let head = h.send(Method::HEAD, &report(), &auth).await;
+        assert_eq!(head.status, StatusCode::OK, "{path}");
+        assert!(head.body.is_empty(), "{path}");
+        assert_eq!(
+            head.headers.get("content-length"),
+            get.headers.get("content-length"),
+            "{path}"
+        );
+        // The connections (client's and Chime's) are still in step.
+        let again = h.send(Method::GET, &report(), &auth).await;
+        assert_eq!(again.body, get.body, "{path}");
+    }
+}
+
+#[tokio::test]
 async fn an_if_none_match_matching_chimes_etag_is_answered_304_by_the_gateway() {
     for (path, tweak) in ANSWER_PATHS {
         let h = Harness::start_with(tweak).await;
