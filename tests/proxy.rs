@@ -423,8 +423,8 @@ async fn upstream_errors_pass_through_with_their_status() {
 async fn head_gets_the_get_answers_headers_without_its_body() {
     for (path, tweak) in ANSWER_PATHS {
         let h = Harness::start_with(tweak).await;
-        let auth = [("authorization", format!("Bearer {MANAGER}"))];
-        let auth = [(auth[0].0, auth[0].1.as_str())];
+        let bearer = format!("Bearer {MANAGER}");
+        let auth = [("authorization", bearer.as_str())];
         let get = h.send(Method::GET, &report(), &auth).await;
         let head = h.send(Method::HEAD, &report(), &auth).await;
         assert_eq!(head.status, StatusCode::OK, "{path}");
