@@ -10,11 +10,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// Every route kind a request is labelled with.
-const ROUTES: [&str; 5] = ["report", "discovery", "session", "listing", "unmatched"];
-
-/// Route kinds that reach the upstream.
-const UPSTREAM_ROUTES: [&str; 3] = ["report", "discovery", "session"];
+use crate::route::RouteKind;
 
 /// One route kind's series on the request path, resolved once: recording
 /// then neither hashes label values nor takes the vector's lock.
@@ -36,7 +32,7 @@ const DURATION_BUCKETS: &[f64] = &[
 /// The gateway's metrics.
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    /// Per route kind, in the order of `ROUTES`.
+    /// Per route kind, in the order of [`RouteKind::ALL`].
     routes: [RouteMetrics; 5],
     /// `key_cache_lookups_total{result="hit"}`, counted on every request.
     pub key_cache_hits: IntCounter,
@@ -387,12 +383,12 @@ impl Metrics {
                 "chime_gateway",
             ),
         ))?;
-        let routes = ROUTES.map(|route| RouteMetrics {
-            duration: request_duration.with_label_values(&[route]),
-            bytes: response_bytes.with_label_values(&[route]),
-            upstream: UPSTREAM_ROUTES
-                .contains(&route)
-                .then(|| upstream_duration.with_label_values(&[route])),
+        let routes = RouteKind::ALL.map(|kind| RouteMetrics {
+            duration: request_duration.with_label_values(&[kind.as_str()]),
+            bytes: response_bytes.with_label_values(&[kind.as_str()]),
+            upstream: kind
+                .reaches_upstream()
+                .then(|| upstream_duration.with_label_values(&[kind.as_str()])),
         });
         Ok(Metrics {
             routes,
@@ -435,14 +431,9 @@ impl Metrics {
 }
 
 impl Metrics {
-    /// The series of route kind `kind` (one of the route kinds the request
-    /// path produces; anything else is counted as `unmatched`).
-    pub fn route(&self, kind: &str) -> &RouteMetrics {
-        let i = ROUTES
-            .iter()
-            .position(|r| *r == kind)
-            .unwrap_or(ROUTES.len() - 1);
-        &self.routes[i]
+    /// The series of route kind `kind`.
+    pub fn route(&self, kind: RouteKind) -> &RouteMetrics {
+        &self.routes[kind as usize]
     }
 }
 

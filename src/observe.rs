@@ -26,7 +26,7 @@ use crate::metrics::{status_class, Metrics};
 use crate::proxy::headers::Forwarding;
 use crate::request::{GatewayRequest, Target};
 use crate::request_id::{RequestId, X_REQUEST_ID};
-use crate::route::RouteMatch;
+use crate::route::{RouteKind, RouteMatch};
 use crate::trace_context::TraceContext;
 use crate::{BoxError, BoxFuture};
 
@@ -48,8 +48,8 @@ pub struct Trace(Arc<Mutex<TraceFields>>);
 /// The fields of a [`Trace`].
 #[derive(Debug, Clone, Default)]
 pub struct TraceFields {
-    /// Route kind, `unmatched` until routed.
-    pub route: Option<&'static str>,
+    /// Route kind, `None` until routed.
+    pub route: Option<RouteKind>,
     /// Canonical report or discovery route name.
     pub report: Option<String>,
     /// `queueId`.
@@ -198,7 +198,8 @@ impl Drop for Completion {
         m.in_flight.dec();
         // The request is over: nothing fills the trace in any more.
         let t = self.trace.take();
-        let route = t.route.unwrap_or("unmatched");
+        let kind = t.route.unwrap_or(RouteKind::Unmatched);
+        let route = kind.as_str();
         let report = t.report.as_deref().unwrap_or("-");
         let (class, outcome) = match (self.status, self.body) {
             (None, _) => ("none", "client_closed"),
@@ -216,7 +217,7 @@ impl Drop for Completion {
         m.requests
             .with_label_values(&[route, report, class, outcome])
             .inc();
-        let by_route = m.route(route);
+        let by_route = m.route(kind);
         by_route.duration.observe(elapsed);
         by_route.bytes.inc_by(self.bytes);
         if let (true, Some(user)) = (self.sinks.per_user, t.user.as_deref()) {

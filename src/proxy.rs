@@ -57,6 +57,7 @@ use crate::ratelimit::RateLimiter;
 use crate::readiness::Readiness;
 use crate::request::GatewayRequest;
 use crate::request_id::{RequestId, X_REQUEST_ID};
+use crate::route::RouteKind;
 use crate::trace_context::TRACEPARENT;
 use crate::workers::PerWorker;
 use crate::{BoxError, BoxFuture};
@@ -402,7 +403,7 @@ impl Inner {
         self: Arc<Self>,
         leader: flight::Leader,
         req: Request<Empty<Bytes>>,
-        kind: &'static str,
+        kind: RouteKind,
         _slot: tokio::sync::OwnedSemaphorePermit,
         store: Option<(ResponseCache, UpstreamKey, std::time::Duration)>,
     ) {
@@ -472,7 +473,7 @@ impl Inner {
     async fn exchange(
         &self,
         req: Request<Empty<Bytes>>,
-        kind: &'static str,
+        kind: RouteKind,
     ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
         let started = Instant::now();
         let sent = tokio::time::timeout(self.response_timeout, self.clients.get().send(req)).await;
@@ -513,7 +514,7 @@ impl Inner {
             None => self
                 .metrics
                 .upstream_duration
-                .with_label_values(&[kind])
+                .with_label_values(&[kind.as_str()])
                 .observe(seconds),
         }
         Ok(resp)

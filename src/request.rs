@@ -23,7 +23,7 @@ use jiff::Timestamp;
 use crate::catalog::{Catalog, CatalogHandle, Category, ReportDef};
 use crate::gate::{Gate, Passed};
 use crate::observe::Trace;
-use crate::route::RouteMatch;
+use crate::route::{RouteKind, RouteMatch};
 use crate::BoxError;
 use query::Name;
 
@@ -134,11 +134,11 @@ pub enum Target {
 
 impl Target {
     /// The route kind, as in [`RouteMatch::kind`] (a bounded metric label).
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> RouteKind {
         match self {
-            Target::Report(_) => "report",
-            Target::Discovery(_) => "discovery",
-            Target::SessionDetails(_) => "session",
+            Target::Report(_) => RouteKind::Report,
+            Target::Discovery(_) => RouteKind::Discovery,
+            Target::SessionDetails(_) => RouteKind::Session,
         }
     }
 }

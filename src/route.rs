@@ -35,14 +35,60 @@ pub enum RouteMatch {
 }
 
 impl RouteMatch {
-    /// A bounded label for metrics and logs.
-    pub fn kind(&self) -> &'static str {
+    /// Its kind, the label for metrics and logs.
+    pub fn kind(&self) -> RouteKind {
         match self {
-            RouteMatch::Report(_) => "report",
-            RouteMatch::Discovery(_) => "discovery",
-            RouteMatch::SessionDetails(_) => "session",
-            RouteMatch::Listing => "listing",
+            RouteMatch::Report(_) => RouteKind::Report,
+            RouteMatch::Discovery(_) => RouteKind::Discovery,
+            RouteMatch::SessionDetails(_) => RouteKind::Session,
+            RouteMatch::Listing => RouteKind::Listing,
         }
+    }
+}
+
+/// The kinds of request, as metrics and logs label them: the one list of
+/// the labels, so a series can be found by position rather than by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    /// A report.
+    Report,
+    /// A discovery route.
+    Discovery,
+    /// SessionDetails.
+    Session,
+    /// The gateway's own report listing.
+    Listing,
+    /// A request refused before it was routed.
+    Unmatched,
+}
+
+impl RouteKind {
+    /// Every kind, in declaration order (`kind as usize` is its position).
+    pub const ALL: [RouteKind; 5] = [
+        RouteKind::Report,
+        RouteKind::Discovery,
+        RouteKind::Session,
+        RouteKind::Listing,
+        RouteKind::Unmatched,
+    ];
+
+    /// The label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Report => "report",
+            RouteKind::Discovery => "discovery",
+            RouteKind::Session => "session",
+            RouteKind::Listing => "listing",
+            RouteKind::Unmatched => "unmatched",
+        }
+    }
+
+    /// Whether requests of this kind are sent to Chime.
+    pub fn reaches_upstream(self) -> bool {
+        matches!(
+            self,
+            RouteKind::Report | RouteKind::Discovery | RouteKind::Session
+        )
     }
 }
 
@@ -125,6 +171,17 @@ impl Gate for Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds_are_listed_in_order_with_distinct_labels() {
+        // Metrics find a kind's series at position `kind as usize`.
+        for (i, kind) in RouteKind::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, i, "{kind:?}");
+        }
+        let labels: std::collections::HashSet<_> =
+            RouteKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(labels.len(), RouteKind::ALL.len());
+    }
 
     #[test]
     fn allowlisted_shapes() {

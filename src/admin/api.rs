@@ -441,7 +441,10 @@ impl AdminApi {
             if let Err(err) = Route.pass(&mut req) {
                 break 'decide Err(refused("route", &mut steps, err));
             }
-            let kind = req.extensions().get::<RouteMatch>().map(RouteMatch::kind);
+            let kind = req
+                .extensions()
+                .get::<RouteMatch>()
+                .map(|m| m.kind().as_str());
             steps.push(serde_json::json!({"step": "route", "ok": true, "route": kind}));
             if matches!(
                 req.extensions().get::<RouteMatch>(),
