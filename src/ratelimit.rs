@@ -64,15 +64,15 @@ pub struct Tier {
 impl Tier {
     /// A tier (zero values are raised to one).
     pub fn new(name: &str, per_minute: u32, burst: u32, max_in_flight: usize) -> Self {
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
         let mut tier = Tier {
             name: name.into(),
             per_minute: NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN),
-            burst: NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN),
+            burst,
             max_in_flight: max_in_flight.max(1),
             policy_header: None,
-            limit_header: HeaderValue::from_static("1"),
+            limit_header: header_number::number(u64::from(burst.get())),
         };
-        tier.limit_header = header_number::number(u64::from(tier.burst.get()));
         let policy = format!(
             "\"{}\";q={};w={}",
             tier.name,
