@@ -404,7 +404,7 @@ impl Inner {
         leader: flight::Leader,
         req: Request<Empty<Bytes>>,
         kind: RouteKind,
-        _slot: tokio::sync::OwnedSemaphorePermit,
+        _slot: crate::ratelimit::slots::Slot,
         store: Option<(ResponseCache, UpstreamKey, std::time::Duration)>,
     ) {
         let sent = tokio::select! {

@@ -19,6 +19,7 @@
 
 pub mod local;
 pub mod shared;
+pub mod slots;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -31,7 +32,6 @@ use foldhash::fast::RandomState;
 use http::header::{HeaderName, HeaderValue};
 use http::Request;
 use serde::Serialize;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::Principal;
 use crate::body::{self, Response};
@@ -42,6 +42,7 @@ use crate::request::{GatewayRequest, Target};
 use crate::{BoxError, BoxFuture};
 use local::LocalLimiter;
 use shared::SharedLimiter;
+use slots::{Slot, Slots};
 
 /// A named quota.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,24 +237,22 @@ impl Backend {
 /// map, so requests of different users rarely meet on a lock, and a known
 /// user's lookup takes only a shard's read lock.
 #[derive(Debug, Default)]
-struct UserSlots(DashMap<Arc<str>, Arc<Semaphore>, RandomState>);
+struct UserSlots(DashMap<Arc<str>, Arc<Slots>, RandomState>);
 
 impl UserSlots {
-    fn acquire(&self, user: &Arc<str>, max: usize) -> Option<OwnedSemaphorePermit> {
-        let known = self.0.get(user).map(|sem| Arc::clone(&sem));
-        let sem = known.unwrap_or_else(|| {
-            Arc::clone(
-                &self
-                    .0
-                    .entry(Arc::clone(user))
-                    .or_insert_with(|| Arc::new(Semaphore::new(max))),
-            )
-        });
-        sem.try_acquire_owned().ok()
+    fn acquire(&self, user: &Arc<str>, max: usize) -> Option<Slot> {
+        if let Some(slots) = self.0.get(user) {
+            return slots.try_take();
+        }
+        self.0
+            .entry(Arc::clone(user))
+            .or_insert_with(|| Slots::new(max))
+            .try_take()
     }
 
     fn prune(&self) {
-        self.0.retain(|_, sem| Arc::strong_count(sem) > 1);
+        // A held slot keeps a reference to its user's slots.
+        self.0.retain(|_, slots| Arc::strong_count(slots) > 1);
     }
 }
 
@@ -304,7 +303,7 @@ pub struct RateLimiter {
     tiers: HashMap<Arc<str>, Tier, RandomState>,
     backend: Backend,
     users: UserSlots,
-    upstream: Arc<Semaphore>,
+    upstream: Arc<Slots>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 }
@@ -323,7 +322,7 @@ impl RateLimiter {
                 .iter()
                 .map(|t| (Arc::clone(&t.name), t.clone()))
                 .collect(),
-            upstream: Arc::new(Semaphore::new(config.upstream_max_in_flight)),
+            upstream: Slots::new(config.upstream_max_in_flight),
             config,
             backend,
             users: UserSlots::default(),
@@ -424,8 +423,8 @@ impl RateLimiter {
 
     /// A slot for one upstream exchange (held by the request that calls
     /// Chime; requests sharing its answer need none), or 503 `overloaded`.
-    pub fn upstream_slot(&self) -> Result<OwnedSemaphorePermit, Limited> {
-        Arc::clone(&self.upstream).try_acquire_owned().map_err(|_| {
+    pub fn upstream_slot(&self) -> Result<Slot, Limited> {
+        self.upstream.try_take().ok_or_else(|| {
             self.metrics
                 .ratelimit_rejections
                 .with_label_values(&["upstream"])
@@ -445,7 +444,7 @@ impl RateLimiter {
 #[derive(Debug)]
 pub struct Admitted {
     decision: Decision,
-    slot: OwnedSemaphorePermit,
+    slot: Slot,
 }
 
 /// Layer for [`RateLimit`].

@@ -8,10 +8,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::flight::{Pump, Reader};
 use super::UpstreamBody;
+use crate::ratelimit::slots::Slot;
 use crate::BoxError;
 
 /// An answer's body, not yet handed to the response.
@@ -37,11 +37,11 @@ impl Answer {
 /// request's upstream slot until it ends.
 pub(super) struct Alone {
     body: UpstreamBody,
-    _slot: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl Alone {
-    pub(super) fn new(body: UpstreamBody, slot: OwnedSemaphorePermit) -> Self {
+    pub(super) fn new(body: UpstreamBody, slot: Slot) -> Self {
         Alone { body, _slot: slot }
     }
 }
