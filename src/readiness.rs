@@ -53,7 +53,12 @@ impl Readiness {
 
     /// The upstream answered (any status).
     pub fn upstream_answered(&self) {
-        self.upstream_connect_failures.store(0, Ordering::Relaxed);
+        // Called on every answer: written only when there is something to
+        // clear, so the workers share the line rather than take turns
+        // owning it.
+        if self.upstream_connect_failures.load(Ordering::Relaxed) != 0 {
+            self.upstream_connect_failures.store(0, Ordering::Relaxed);
+        }
     }
 
     /// A connection to the upstream failed.
