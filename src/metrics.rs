@@ -33,7 +33,7 @@ const DURATION_BUCKETS: &[f64] = &[
 #[derive(Debug, Clone)]
 pub struct Metrics {
     /// Per route kind, in the order of [`RouteKind::ALL`].
-    routes: [RouteMetrics; 5],
+    routes: [RouteMetrics; RouteKind::ALL.len()],
     /// `key_cache_lookups_total{result="hit"}`, counted on every request.
     pub key_cache_hits: IntCounter,
     /// Requests by route kind, status class and outcome (`ok` or the refusal code).
