@@ -161,7 +161,7 @@ impl UpstreamKey {
 }
 
 /// Status and headers of an answer, shared by every client it goes to.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Head {
     /// Status.
     pub status: StatusCode,
@@ -170,6 +170,15 @@ pub struct Head {
 }
 
 impl Head {
+    /// A response with this status and these headers, and `body`; nothing
+    /// else of the upstream's response (its extensions) comes along.
+    pub fn into_response(self, body: crate::body::Body) -> Response {
+        let mut resp = Response::new(body);
+        *resp.status_mut() = self.status;
+        *resp.headers_mut() = self.headers;
+        resp
+    }
+
     /// Whether the upstream allows a shared cache to keep this answer.
     pub fn storable(&self) -> bool {
         self.status == StatusCode::OK
@@ -214,10 +223,8 @@ impl Entry {
         let mut resp = if if_none_match.is_some_and(|v| etag_matches(v, &self.etag)) {
             not_modified(&self.head.headers, &self.etag, Served::Cache)
         } else {
-            let mut resp = Response::new(body::full(self.body.clone()));
-            *resp.status_mut() = self.head.status;
+            let mut resp = Head::clone(&self.head).into_response(body::full(self.body.clone()));
             let h = resp.headers_mut();
-            *h = self.head.headers.clone();
             h.insert(
                 header::CONTENT_LENGTH,
                 header_number::number(self.body.len() as u64),

@@ -18,10 +18,11 @@
 //! new flight, whose exchange runs in its own task so followers are served
 //! even if the leading client leaves. With coalescing off and nothing to
 //! cache, nobody else can read the answer, so there is no flight: it
-//! streams straight from the upstream connection ([`answer`]). Conditional requests are answered
-//! here: `If-None-Match` is compared with the answer's `ETag` (304), and
-//! neither it nor `If-Modified-Since` is sent upstream, so one client's
-//! validators never decide what another receives.
+//! streams straight from the upstream connection ([`answer`]).
+//! Conditional requests are answered here: `If-None-Match` is compared
+//! with the answer's `ETag` (304), and neither it nor `If-Modified-Since`
+//! is sent upstream, so one client's validators never decide what another
+//! receives.
 //!
 //! Fails with 502 `upstream_unavailable` (connect failure), 504
 //! `upstream_timeout` (no response headers within `response_timeout`) and
@@ -283,16 +284,15 @@ impl Inner {
             // Nobody can join this answer or keep a copy of it: it streams
             // straight from the upstream connection, without a flight.
             None => {
-                let (resp, body) = self.alone(upstream_req, typed).await?;
+                let (head, body) = self.alone(upstream_req, typed).await?;
+                let resp = head.into_response(body::empty());
                 (resp, Answer::Alone(body), Served::Upstream)
             }
             Some(key) => {
                 let (mut reader, mut pump, served) =
                     self.join_or_lead(key, upstream_req, typed, store)?;
                 let head = reader.head(pump.as_mut()).await?;
-                let mut resp = Response::new(body::empty());
-                *resp.status_mut() = head.status;
-                *resp.headers_mut() = head.headers.clone();
+                let resp = Head::clone(&head).into_response(body::empty());
                 (resp, Answer::Flight { reader, pump }, served)
             }
         };
@@ -337,17 +337,11 @@ impl Inner {
         &self,
         req: Request<Empty<Bytes>>,
         typed: &GatewayRequest,
-    ) -> Result<(Response, Body), BoxError> {
+    ) -> Result<(Head, answer::Alone), BoxError> {
         let slot = self.limiter.upstream_slot()?;
         self.admit()?;
-        let (mut parts, incoming) = self.exchange(req, typed.target.kind()).await?.into_parts();
-        headers::clean_response_headers(&mut parts.headers);
-        // Status and headers only: nothing else of the upstream's response
-        // (its extensions) reaches the client's.
-        let mut resp = Response::new(body::empty());
-        *resp.status_mut() = parts.status;
-        *resp.headers_mut() = parts.headers;
-        Ok((resp, body::stream(answer::Alone::new(incoming, slot))))
+        let (head, body) = self.exchange(req, typed.target.kind()).await?;
+        Ok((head, answer::Alone::new(body, slot)))
     }
 
     /// Lets the request through the circuit breaker, or says when to retry.
@@ -411,16 +405,11 @@ impl Inner {
             sent = self.exchange(req, kind) => sent,
             () = leader.abandoned() => return,
         };
-        let resp = match sent {
-            Ok(resp) => resp,
+        let (head, mut incoming) = match sent {
+            Ok(answer) => answer,
             Err(err) => return leader.fail(err),
         };
-        let (mut parts, mut incoming) = resp.into_parts();
-        headers::clean_response_headers(&mut parts.headers);
-        let head = Arc::new(Head {
-            status: parts.status,
-            headers: parts.headers,
-        });
+        let head = Arc::new(head);
         let mut copy = store
             .as_ref()
             .filter(|_| head.storable())
@@ -469,12 +458,14 @@ impl Inner {
         }
     }
 
-    /// One upstream exchange (the pool tries a failed connect once more).
+    /// One upstream exchange (the pool tries a failed connect once more):
+    /// the answer's head, cleaned of hop-by-hop and banner headers, and its
+    /// body.
     async fn exchange(
         &self,
         req: Request<Empty<Bytes>>,
         kind: RouteKind,
-    ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
+    ) -> Result<(Head, UpstreamBody), UpstreamError> {
         let started = Instant::now();
         let sent = tokio::time::timeout(self.response_timeout, self.clients.get().send(req)).await;
         let resp = match sent {
@@ -508,16 +499,17 @@ impl Inner {
         };
         self.readiness.upstream_answered();
         self.breaker.success();
-        let seconds = started.elapsed().as_secs_f64();
-        match &self.metrics.route(kind).upstream {
-            Some(h) => h.observe(seconds),
-            None => self
-                .metrics
-                .upstream_duration
-                .with_label_values(&[kind.as_str()])
-                .observe(seconds),
+        // Every kind a typed request has reaches the upstream, so has this series.
+        if let Some(h) = &self.metrics.route(kind).upstream {
+            h.observe(started.elapsed().as_secs_f64());
         }
-        Ok(resp)
+        let (mut parts, body) = resp.into_parts();
+        headers::clean_response_headers(&mut parts.headers);
+        let head = Head {
+            status: parts.status,
+            headers: parts.headers,
+        };
+        Ok((head, body))
     }
 
     fn trip(&self) {

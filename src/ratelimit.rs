@@ -58,21 +58,17 @@ pub struct Tier {
     /// Its `RateLimit-Policy` header, the same for every answer; `None`
     /// when the name is not header-safe (config validation prevents that).
     policy_header: Option<HeaderValue>,
-    /// Its `X-RateLimit-Limit` header (the burst).
-    limit_header: HeaderValue,
 }
 
 impl Tier {
     /// A tier (zero values are raised to one).
     pub fn new(name: &str, per_minute: u32, burst: u32, max_in_flight: usize) -> Self {
-        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
         let mut tier = Tier {
             name: name.into(),
             per_minute: NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN),
-            burst,
+            burst: NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN),
             max_in_flight: max_in_flight.max(1),
             policy_header: None,
-            limit_header: header_number::number(u64::from(burst.get())),
         };
         let policy = format!(
             "\"{}\";q={};w={}",
@@ -112,8 +108,6 @@ pub struct Decision {
     pub retry_after: Duration,
     /// The tier's `RateLimit-Policy` header (its window included).
     policy_header: Option<HeaderValue>,
-    /// The tier's `X-RateLimit-Limit` header.
-    limit_header: HeaderValue,
 }
 
 /// Whole seconds, rounded up (a client told "0" would retry in a hot loop).
@@ -138,7 +132,6 @@ impl Decision {
             reset,
             retry_after: Duration::ZERO,
             policy_header: tier.policy_header.clone(),
-            limit_header: tier.limit_header.clone(),
         }
     }
 
@@ -152,7 +145,6 @@ impl Decision {
             reset: wait,
             retry_after: wait,
             policy_header: tier.policy_header.clone(),
-            limit_header: tier.limit_header.clone(),
         }
     }
 
@@ -174,7 +166,7 @@ impl Decision {
         [
             (&RATELIMIT_POLICY, self.policy_header.clone()),
             (&RATELIMIT, HeaderValue::from_maybe_shared(ratelimit).ok()),
-            (&X_LIMIT, Some(self.limit_header.clone())),
+            (&X_LIMIT, Some(header_number::number(u64::from(self.limit)))),
             (
                 &X_REMAINING,
                 Some(header_number::number(u64::from(self.remaining))),

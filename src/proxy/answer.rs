@@ -19,7 +19,7 @@ pub(super) enum Answer {
     /// Followed through a flight; the leading request also drives its pump.
     Flight { reader: Reader, pump: Option<Pump> },
     /// Read by this request alone.
-    Alone(crate::body::Body),
+    Alone(Alone),
 }
 
 impl Answer {
@@ -28,7 +28,7 @@ impl Answer {
     pub(super) fn into_body(self, length: Option<u64>) -> crate::body::Body {
         match self {
             Answer::Flight { reader, pump } => reader.into_body(length, pump),
-            Answer::Alone(body) => body,
+            Answer::Alone(body) => crate::body::stream(body),
         }
     }
 }
