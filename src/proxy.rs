@@ -18,7 +18,7 @@
 //! new flight, whose exchange runs in its own task so followers are served
 //! even if the leading client leaves. With coalescing off and nothing to
 //! cache, nobody else can read the answer, so there is no flight: it
-//! streams straight from the upstream connection ([`answer`]).
+//! streams straight from the upstream connection (`proxy/answer.rs`).
 //! Conditional requests are answered here: `If-None-Match` is compared
 //! with the answer's `ETag` (304), and neither it nor `If-Modified-Since`
 //! is sent upstream, so one client's validators never decide what another
