@@ -32,6 +32,7 @@ mod answer;
 pub mod breaker;
 pub mod client;
 pub mod flight;
+mod h1;
 pub mod headers;
 pub mod pool;
 

@@ -1,5 +1,6 @@
-//! The upstream connection pool: one per worker thread, over hyper's
-//! connection-level client (`hyper::client::conn`).
+//! The upstream connection pool: one per worker thread. HTTP/1 goes
+//! through the gateway's own client ([`super::h1`]), read in the request's
+//! task; HTTP/2 through hyper's connection-level client.
 //!
 //! The gateway has one upstream and each worker has its own pool
 //! ([`crate::workers::PerWorker`]), so a pool is a stack of idle HTTP/1
@@ -8,8 +9,11 @@
 //! queue of waiters, which hyper-util's general pooled client spent an
 //! eighth of the gateway's instructions per request on. What the gateway
 //! relied on from that client is kept:
-//! - a request that meets a pooled connection the upstream has closed, and
-//!   so was never written, is sent again on another connection;
+//! - a request that meets a pooled connection the upstream has closed is
+//!   sent again on another connection, as long as not one byte of an
+//!   answer came back on the closed one (requests to Chime are `GET` or
+//!   `HEAD`, so a request Chime may have seen before it hung up is safe to
+//!   repeat; nginx's `proxy_next_upstream error` does the same);
 //! - a failed connect is tried once more (counted as `connect_retried`),
 //!   since nothing reached Chime;
 //! - errors say whether connecting failed ([`SendError::is_connect`]);
@@ -18,8 +22,9 @@
 //!   is closed after `pool_idle_timeout` unused.
 //!
 //! An HTTP/1 connection goes back on the stack once its response body has
-//! been read to the end ([`UpstreamBody`]). One whose body is dropped
-//! before that is closed: the rest of its answer is still on the wire.
+//! been read exactly to its end ([`UpstreamBody`]), so a pooled connection
+//! is never busy. One whose body is dropped before that is closed: the
+//! rest of its answer is still on the wire.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -33,29 +38,16 @@ use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Empty;
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::client::legacy::connect::Connection;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus::IntCounter;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
 use super::client::Connector;
+use super::h1;
 use crate::BoxError;
-
-/// How much one read from an upstream connection takes at most. A fixed
-/// size, rather than hyper's default that grows to 400 KiB: a streamed
-/// body's chunks share their read buffer, so while readers hold some,
-/// every refill is a new buffer, and 400 KiB ones are freed and allocated
-/// again faster than the allocator hands them back. Streaming 1 GiB with
-/// the cache off peaked at +17 MiB RSS with hyper's default, +5 MiB with
-/// 128 KiB and +3 MiB with 64 KiB, at the same speed.
-const READ_BUFFER: usize = 64 * 1024;
-
-/// How long a pooled HTTP/1 connection that is not ready yet (its task
-/// still finishing the previous answer, which takes microseconds) is
-/// waited for before it is dropped and another used.
-const READY_WAIT: Duration = Duration::from_millis(100);
 
 /// Why an upstream request got no response.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +57,7 @@ pub enum SendError {
     Connect(#[source] BoxError),
     /// Connected, but the exchange failed before the response head.
     #[error("the upstream exchange failed: {0}")]
-    Exchange(hyper::Error),
+    Exchange(BoxError),
 }
 
 impl SendError {
@@ -119,7 +111,7 @@ struct State {
 
 #[derive(Debug)]
 struct Idle {
-    sender: http1::SendRequest<Empty<Bytes>>,
+    conn: h1::Conn,
     since: Instant,
 }
 
@@ -132,7 +124,7 @@ impl Idle {
 
 /// A connection ready for one request.
 enum Conn {
-    Http1(http1::SendRequest<Empty<Bytes>>),
+    Http1(h1::Conn),
     Http2(http2::SendRequest<Empty<Bytes>>),
 }
 
@@ -176,37 +168,36 @@ impl Pool {
         let shared = &self.shared;
         loop {
             let (conn, reused) = shared.checkout().await?;
-            let mut refused = match conn {
-                Conn::Http1(mut sender) => {
-                    shared.for_http1(&mut req);
-                    match sender.try_send_request(req).await {
-                        Ok(resp) => {
-                            let back = Some(Return {
-                                sender,
-                                pool: Arc::clone(shared),
-                            });
-                            return Ok(resp.map(|inner| UpstreamBody { inner, back }));
-                        }
-                        Err(refused) => refused,
+            match conn {
+                Conn::Http1(conn) => match conn.send(&req, &shared.host).await {
+                    Ok(resp) => {
+                        let pool = Arc::clone(shared);
+                        return Ok(resp.map(|body| UpstreamBody {
+                            inner: Inner::Http1 { body, pool },
+                        }));
                     }
-                }
+                    // Each retry uses up one pooled connection, and one
+                    // made for this request is never retried, so this ends.
+                    Err(failed) if failed.nothing_received && reused => {
+                        tracing::debug!(error = %failed.error, "a pooled upstream connection was closed; sending on another");
+                    }
+                    Err(failed) => return Err(SendError::Exchange(failed.error.into())),
+                },
                 Conn::Http2(mut sender) => {
                     shared.for_http2(&mut req);
                     match sender.try_send_request(req).await {
-                        Ok(resp) => return Ok(resp.map(|inner| UpstreamBody { inner, back: None })),
-                        Err(refused) => refused,
+                        Ok(resp) => {
+                            return Ok(resp.map(|body| UpstreamBody {
+                                inner: Inner::Http2(body),
+                            }))
+                        }
+                        // Not written: the connection had been closed.
+                        Err(mut refused) => match refused.take_message() {
+                            Some(again) if reused => req = again,
+                            _ => return Err(SendError::Exchange(refused.into_error().into())),
+                        },
                     }
                 }
-            };
-            // Not written: the pooled connection had been closed. Each
-            // retry uses up one pooled connection, and one made for this
-            // request is never retried, so this ends.
-            match refused.take_message() {
-                Some(again) if reused => {
-                    tracing::debug!("a pooled upstream connection was closed; sending on another");
-                    req = again;
-                }
-                _ => return Err(SendError::Exchange(refused.into_error())),
             }
         }
     }
@@ -225,15 +216,10 @@ impl Shared {
     /// A ready pooled connection, or a new one; `true` when pooled.
     async fn checkout(&self) -> Result<(Conn, bool), SendError> {
         while let Some(conn) = self.take_idle() {
-            // Ready at once, or as soon as the connection's task has
-            // finished the previous answer. One that errs has closed; one
-            // that is not ready soon is dropped rather than waited on.
+            // An HTTP/1 connection is idle only once its last answer was
+            // read, so it is ready; the HTTP/2 one may be at its stream cap.
             let ready = match conn {
-                Conn::Http1(s) if s.is_ready() => Some(Conn::Http1(s)),
-                Conn::Http1(mut s) => match tokio::time::timeout(READY_WAIT, s.ready()).await {
-                    Ok(Ok(())) => Some(Conn::Http1(s)),
-                    _ => None,
-                },
+                Conn::Http1(c) => Some(Conn::Http1(c)),
                 Conn::Http2(mut s) => s.ready().await.ok().map(|()| Conn::Http2(s)),
             };
             if let Some(conn) = ready {
@@ -253,7 +239,8 @@ impl Shared {
         }
     }
 
-    /// The HTTP/2 connection if open, else the newest unexpired HTTP/1 one.
+    /// The HTTP/2 connection if open, else the newest unexpired HTTP/1 one
+    /// still open.
     fn take_idle(&self) -> Option<Conn> {
         let mut state = self.state();
         if let Some(h2) = &state.h2 {
@@ -263,14 +250,14 @@ impl Shared {
             state.h2 = None;
         }
         let now = Instant::now();
-        while let Some(idle) = state.idle.pop() {
+        while let Some(mut idle) = state.idle.pop() {
             if idle.expired(now, self.idle_timeout) {
                 // The newest has expired, so have all below it.
                 state.idle.clear();
                 return None;
             }
-            if !idle.sender.is_closed() {
-                return Some(Conn::Http1(idle.sender));
+            if idle.conn.is_open() {
+                return Some(Conn::Http1(idle.conn));
             }
         }
         None
@@ -294,24 +281,8 @@ impl Shared {
             self.state().h2 = Some(sender.clone());
             Ok(Conn::Http2(sender))
         } else {
-            let (sender, conn) = http1::Builder::new()
-                .read_buf_exact_size(Some(READ_BUFFER))
-                .handshake(io)
-                .await
-                .map_err(handshake_failed)?;
-            drive(conn, "HTTP/1");
-            Ok(Conn::Http1(sender))
+            Ok(Conn::Http1(h1::Conn::new(TokioIo::new(io))))
         }
-    }
-
-    /// HTTP/1 sends the path and query, and the host in `Host`.
-    fn for_http1(&self, req: &mut Request<Empty<Bytes>>) {
-        if req.uri().authority().is_some() {
-            let pq = req.uri().path_and_query().cloned();
-            *req.uri_mut() =
-                Uri::from(pq.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
-        }
-        req.headers_mut().insert(HOST, self.host.clone());
     }
 
     /// HTTP/2 takes the scheme and authority from an absolute URI.
@@ -324,28 +295,25 @@ impl Shared {
     }
 
     /// Keeps an HTTP/1 connection whose answer was read to the end.
-    fn put(self: Arc<Self>, sender: http1::SendRequest<Empty<Bytes>>) {
-        if sender.is_closed() {
-            return;
-        }
+    fn put(self: &Arc<Self>, conn: h1::Conn) {
         let mut state = self.state();
         if state.idle.len() >= self.max_idle {
             return; // dropping the sender closes the connection
         }
         state.idle.push(Idle {
-            sender,
+            conn,
             since: Instant::now(),
         });
         if !state.reaping {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 state.reaping = true;
-                runtime.spawn(reap(Arc::downgrade(&self)));
+                runtime.spawn(reap(Arc::downgrade(self)));
             }
         }
     }
 }
 
-/// Runs a connection's I/O in a task of its own until it closes.
+/// Runs an HTTP/2 connection's I/O in a task of its own until it closes.
 fn drive(
     conn: impl std::future::Future<Output = hyper::Result<()>> + Send + 'static,
     protocol: &'static str,
@@ -388,64 +356,74 @@ async fn reap(pool: Weak<Shared>) {
         let now = Instant::now();
         pool.state()
             .idle
-            .retain(|i| !i.sender.is_closed() && !i.expired(now, pool.idle_timeout));
+            .retain_mut(|i| !i.expired(now, pool.idle_timeout) && i.conn.is_open());
     }
 }
 
-/// Hands an HTTP/1 connection back to its pool.
-#[derive(Debug)]
-struct Return {
-    sender: http1::SendRequest<Empty<Bytes>>,
-    pool: Arc<Shared>,
-}
-
 /// An upstream response body. Over HTTP/1, its connection goes back to the
-/// pool when the body has been read to the end.
+/// pool as soon as the body has been read to its end.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    inner: Incoming,
-    back: Option<Return>,
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Http1 { body: h1::Body, pool: Arc<Shared> },
+    Http2(Incoming),
 }
 
 impl UpstreamBody {
     fn release(&mut self) {
-        if let Some(Return { sender, pool }) = self.back.take() {
-            pool.put(sender);
+        if let Inner::Http1 { body, pool } = &mut self.inner {
+            if let Some(conn) = body.reusable() {
+                pool.put(conn);
+            }
         }
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            this.release();
+        match &mut this.inner {
+            Inner::Http1 { body, .. } => {
+                let polled = Pin::new(body).poll_frame(cx);
+                if this.is_end_stream() {
+                    this.release();
+                }
+                polled.map_err(Into::into)
+            }
+            Inner::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Http1 { body, .. } => body.is_end_stream(),
+            Inner::Http2(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Http1 { body, .. } => body.size_hint(),
+            Inner::Http2(body) => body.size_hint(),
+        }
     }
 }
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
-        // All of a sized body was read, though its end was not polled.
-        if self.inner.is_end_stream() {
-            self.release();
-        }
+        // An answer without a body, or one read to the end whose end was
+        // not polled.
+        self.release();
     }
 }
 
@@ -598,23 +576,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_pooled_connection_still_busy_is_not_waited_on() {
+    async fn a_connection_goes_back_only_once_its_answer_is_read() {
         let up = upstream(false).await;
-        let (pool, _, _) = pool(up.port, 8, MINUTE);
-        // A connection handed back while its answer is still unread: it
-        // stays busy for as long as the body is held.
-        let mut held = pool.send(get("/big")).await.unwrap().into_body();
-        let Return {
-            sender,
-            pool: shared,
-        } = held.back.take().unwrap();
-        shared.put(sender);
-        assert_eq!(pool.idle(), 1);
-        // The next request gives up on it after READY_WAIT and connects.
-        let answer = tokio::time::timeout(Duration::from_secs(5), fetch(&pool)).await;
-        assert_eq!(answer.expect("stuck on the busy connection"), "ok");
+        let (pool, open, _) = pool(up.port, 8, MINUTE);
+        // While one answer is unread its connection is not handed out:
+        // the next request connects anew.
+        let held = pool.send(get("/big")).await.unwrap().into_body();
+        assert_eq!(pool.idle(), 0);
+        assert_eq!(fetch(&pool).await, "ok");
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
-        drop(held);
+        assert_eq!(pool.idle(), 1);
+        // Read to its end, it goes back too, and both serve again.
+        assert_eq!(held.collect().await.unwrap().to_bytes().len(), 4 << 20);
+        assert_eq!(pool.idle(), 2);
+        assert_eq!(open.get(), 2);
+        assert_eq!(fetch(&pool).await, "ok");
+        assert_eq!(fetch(&pool).await, "ok");
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
@@ -630,27 +608,77 @@ mod tests {
         assert_eq!(retried.get(), 0, "no connect failed");
     }
 
-    /// The race the resend exists for, made to happen: a pooled connection
-    /// that was ready when taken, whose upstream hung up before the request
-    /// was written. The request is sent again on a new connection.
+    /// A connection that looks open when taken from the pool, and whose
+    /// upstream then answers `answer` to whatever is written (and closes).
+    struct Scripted {
+        answer: &'static [u8],
+        written: Arc<Mutex<Vec<u8>>>,
+        waker: Option<std::task::Waker>,
+    }
+
+    impl tokio::io::AsyncRead for Scripted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            if self.written.lock().unwrap().is_empty() {
+                self.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            let n = self.answer.len().min(buf.remaining());
+            buf.put_slice(&self.answer[..n]);
+            self.answer = &self.answer[n..];
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl tokio::io::AsyncWrite for Scripted {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.written.lock().unwrap().extend_from_slice(data);
+            if let Some(w) = self.waker.take() {
+                w.wake();
+            }
+            Poll::Ready(Ok(data.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Pools a [`Scripted`] connection; what is written to it.
+    fn pool_scripted(pool: &Pool, answer: &'static [u8]) -> Arc<Mutex<Vec<u8>>> {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        pool.shared.put(h1::Conn::new(Scripted {
+            answer,
+            written: Arc::clone(&written),
+            waker: None,
+        }));
+        assert_eq!(pool.idle(), 1);
+        written
+    }
+
+    /// The race the resend exists for: a pooled connection that looked
+    /// open when taken, whose upstream hung up without a byte of answer.
+    /// The request is sent again on a new connection.
     #[tokio::test]
-    async fn a_request_refused_by_a_closed_pooled_connection_is_sent_again() {
+    async fn a_request_a_closed_pooled_connection_left_unanswered_is_sent_again() {
         let up = upstream(false).await;
         let (pool, _, retried) = pool(up.port, 8, MINUTE);
-        // A connection over an in-memory pipe whose far end the test holds.
-        let (near, far) = tokio::io::duplex(4096);
-        let (sender, conn) =
-            http1::handshake::<_, Empty<Bytes>>(hyper_util::rt::TokioIo::new(near))
-                .await
-                .unwrap();
-        drive(conn, "HTTP/1");
-        settle(|| sender.is_ready()).await;
-        Arc::clone(&pool.shared).put(sender);
-        assert_eq!(pool.idle(), 1);
-        // The far end hangs up; the connection's task has not seen it yet,
-        // so the pool still hands the connection out, and only then learns.
-        drop(far);
+        let written = pool_scripted(&pool, b"");
         assert_eq!(fetch(&pool).await, "ok");
+        let first = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        assert!(
+            first.starts_with("GET /Chime/x?a=1 HTTP/1.1\r\n"),
+            "{first}"
+        );
         assert_eq!(
             up.accepted.load(Ordering::SeqCst),
             1,
@@ -658,6 +686,19 @@ mod tests {
         );
         assert_eq!(up.heads.lock().unwrap().len(), 1);
         assert_eq!(retried.get(), 0, "no connect failed");
+    }
+
+    /// Once any of an answer has come back, the request is not repeated:
+    /// the exchange fails.
+    #[tokio::test]
+    async fn a_request_partly_answered_is_not_sent_again() {
+        let up = upstream(false).await;
+        let (pool, _, _) = pool(up.port, 8, MINUTE);
+        pool_scripted(&pool, b"HTTP/1.1 200 OK\r\nContent-Le");
+        let err = pool.send(get("/a")).await.unwrap_err();
+        assert!(!err.is_connect(), "{err}");
+        assert!(err.to_string().contains("closed the connection"), "{err}");
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]

@@ -1,0 +1,924 @@
+//! HTTP/1.1 to the upstream, read in the task of the request it answers.
+//!
+//! hyper's client runs each connection in a task of its own: the request
+//! is handed to that task through a channel and the answer comes back
+//! through another, so every request paid for two hand-overs and a second
+//! task's polls (about a sixth of the gateway's instructions per request,
+//! README "Performance"). Here the request's task writes the request and
+//! reads the answer itself.
+//!
+//! What could go wrong in hand-written HTTP/1 is where one answer ends: a
+//! mistake would hand the rest of one user's answer to the next request on
+//! the connection. So the framing is strict, and anything doubtful costs
+//! the connection rather than risking it:
+//! - heads are parsed by `httparse` (as hyper does), chunk-size lines too;
+//! - a body is framed by `Transfer-Encoding: chunked`, a single
+//!   `Content-Length`, or the connection's end; both headers, differing
+//!   lengths or another transfer coding are refused (RFC 9112 §6.3);
+//! - a connection is reused only when its answer was read exactly to its
+//!   end, said nothing of closing, was HTTP/1.1, and no byte beyond the end
+//!   had arrived.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue, HOST};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+/// What an upstream connection is read and written through.
+pub(super) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// Room made in the read buffer before each read: a fixed size, so a
+/// streamed body's chunks (which share the buffer) come in reads of at
+/// most this much, and the memory held while a client reads slowly stays
+/// small (README "Performance": 64 KiB kept +3 MiB RSS for 1 GiB).
+const READ_SIZE: usize = 64 * 1024;
+/// The longest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields in a response head.
+const MAX_HEADERS: usize = 100;
+/// The longest chunk-size line, and the most trailer bytes, accepted.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// Why an exchange or a body failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Error {
+    /// Reading or writing the connection failed.
+    #[error("upstream connection error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The upstream closed the connection before its answer was complete.
+    #[error("the upstream closed the connection before the answer was complete")]
+    Closed,
+    /// The response head is not valid HTTP/1.
+    #[error("invalid response head: {0}")]
+    Head(httparse::Error),
+    /// The response head is longer than 64 KiB.
+    #[error("the response head is too large")]
+    HeadTooLarge,
+    /// The answer's framing is ambiguous or not one the gateway reads.
+    #[error("unacceptable response framing: {0}")]
+    Framing(&'static str),
+    /// A chunked body is malformed.
+    #[error("malformed chunked body: {0}")]
+    Chunked(&'static str),
+}
+
+/// An exchange that failed, and whether it may be tried again elsewhere:
+/// only when not one byte of an answer arrived, on a connection the
+/// upstream may have closed while it was idle.
+#[derive(Debug)]
+pub(super) struct Failed {
+    pub(super) error: Error,
+    pub(super) nothing_received: bool,
+}
+
+/// One HTTP/1.1 connection to the upstream, idle between exchanges.
+pub(super) struct Conn {
+    io: Box<dyn Io>,
+    /// Bytes read and not yet consumed; empty whenever the connection is
+    /// idle.
+    buf: BytesMut,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("buffered", &self.buf.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    pub(super) fn new(io: impl Io + 'static) -> Conn {
+        Conn {
+            io: Box::new(io),
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Whether an idle connection looks usable: it has neither been closed
+    /// nor sent anything unasked. Costs no system call while the socket
+    /// has not become readable (the runtime's readiness says so).
+    pub(super) fn is_open(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        matches!(self.poll_fill(&mut cx), Poll::Pending)
+    }
+
+    /// Reads more into the buffer: the number of bytes read (0 at the end).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_SIZE / 8 {
+            self.buf.reserve(READ_SIZE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// Writes `req` (with `host` as its `Host`) and reads the answer's
+    /// head; the body is read from the returned response's [`Body`].
+    pub(super) async fn send<B>(
+        mut self,
+        req: &Request<B>,
+        host: &HeaderValue,
+    ) -> Result<Response<Body>, Failed> {
+        let unanswered = |error: Error| Failed {
+            error,
+            nothing_received: true,
+        };
+        debug_assert!(self.buf.is_empty());
+        let head = encode(req, host);
+        self.io
+            .write_all(&head)
+            .await
+            .map_err(|e| unanswered(e.into()))?;
+        self.io.flush().await.map_err(|e| unanswered(e.into()))?;
+        let mut received = false;
+        loop {
+            if received {
+                match self.parse_head(req.method() == Method::HEAD) {
+                    Ok(Some((head, framing, keep_alive))) => {
+                        return Ok(head.map(|()| Body {
+                            conn: Some(self),
+                            framing,
+                            keep_alive,
+                        }))
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        return Err(Failed {
+                            error,
+                            nothing_received: false,
+                        })
+                    }
+                }
+            }
+            match self.fill().await {
+                Ok(0) if received => {
+                    return Err(Failed {
+                        error: Error::Closed,
+                        nothing_received: false,
+                    })
+                }
+                Ok(0) => return Err(unanswered(Error::Closed)),
+                Ok(_) => received = true,
+                Err(e) if received => {
+                    return Err(Failed {
+                        error: e.into(),
+                        nothing_received: false,
+                    })
+                }
+                Err(e) => return Err(unanswered(e.into())),
+            }
+        }
+    }
+
+    /// The response head, how its body is framed and whether the
+    /// connection may be kept, once the whole head is buffered (interim
+    /// `1xx` answers are skipped); `None` while more is needed.
+    fn parse_head(
+        &mut self,
+        head_request: bool,
+    ) -> Result<Option<(Response<()>, Framing, bool)>, Error> {
+        let (len, parsed) = loop {
+            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut fields);
+            match resp.parse(&self.buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let code = resp.code.unwrap_or_default();
+                    if (100..200).contains(&code) {
+                        if code == 101 {
+                            return Err(Error::Framing("101 Switching Protocols, unasked"));
+                        }
+                        // Interim (100 Continue, 103 Early Hints): the
+                        // final answer follows.
+                        self.buf.advance(len);
+                        continue;
+                    }
+                    break (len, Parsed::of(&resp, &self.buf)?);
+                }
+                Ok(httparse::Status::Partial) if self.buf.len() >= MAX_HEAD => {
+                    return Err(Error::HeadTooLarge)
+                }
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(httparse::Error::TooManyHeaders) => return Err(Error::HeadTooLarge),
+                Err(e) => return Err(Error::Head(e)),
+            }
+        };
+        let head = self.buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(parsed.fields.len());
+        for (name, value) in &parsed.fields {
+            let name = HeaderName::from_bytes(&head[name.clone()])
+                .map_err(|_| Error::Framing("invalid header name"))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
+                .map_err(|_| Error::Framing("invalid header value"))?;
+            headers.append(name, value);
+        }
+        let no_body = head_request
+            || parsed.status == StatusCode::NO_CONTENT
+            || parsed.status == StatusCode::NOT_MODIFIED;
+        let framing = match (no_body, parsed.chunked, parsed.length) {
+            (true, _, _) | (false, false, Some(0)) => Framing::Done,
+            (false, true, _) => Framing::Chunked(Chunk::Size),
+            (false, false, Some(n)) => Framing::Length(n),
+            (false, false, None) => Framing::Close,
+        };
+        let keep_alive = parsed.keep_alive && !matches!(framing, Framing::Close);
+        let mut resp = Response::new(());
+        *resp.status_mut() = parsed.status;
+        *resp.version_mut() = parsed.version;
+        *resp.headers_mut() = headers;
+        Ok(Some((resp, framing, keep_alive)))
+    }
+}
+
+/// What a response head says, with its fields as ranges of the buffer.
+struct Parsed {
+    status: StatusCode,
+    version: Version,
+    fields: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    /// `Transfer-Encoding: chunked`.
+    chunked: bool,
+    /// `Content-Length`.
+    length: Option<u64>,
+    /// HTTP/1.1 without `Connection: close`.
+    keep_alive: bool,
+}
+
+impl Parsed {
+    fn of(resp: &httparse::Response<'_, '_>, buf: &[u8]) -> Result<Parsed, Error> {
+        let status = resp
+            .code
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .ok_or(Error::Framing("invalid status code"))?;
+        let version = match resp.version {
+            Some(1) => Version::HTTP_11,
+            _ => Version::HTTP_10,
+        };
+        // Where a slice of `buf` starts in it (httparse's slices all are).
+        let at = |part: &[u8]| {
+            let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+            start..start + part.len()
+        };
+        let mut parsed = Parsed {
+            status,
+            version,
+            fields: Vec::with_capacity(resp.headers.len()),
+            chunked: false,
+            length: None,
+            keep_alive: version == Version::HTTP_11,
+        };
+        let mut transfer_encodings = 0;
+        for field in resp.headers.iter() {
+            let name = field.name.as_bytes();
+            let value = field.value;
+            if name.eq_ignore_ascii_case(b"content-length") {
+                let n = content_length(value)?;
+                if parsed.length.is_some_and(|m| m != n) {
+                    return Err(Error::Framing("differing Content-Length fields"));
+                }
+                parsed.length = Some(n);
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                transfer_encodings += 1;
+                if transfer_encodings > 1 || !trim(value).eq_ignore_ascii_case(b"chunked") {
+                    return Err(Error::Framing("a transfer coding other than chunked"));
+                }
+                parsed.chunked = true;
+            } else if name.eq_ignore_ascii_case(b"connection")
+                && value
+                    .split(|&b| b == b',')
+                    .any(|token| trim(token).eq_ignore_ascii_case(b"close"))
+            {
+                parsed.keep_alive = false;
+            }
+            parsed.fields.push((at(name), at(value)));
+        }
+        if parsed.chunked && parsed.length.is_some() {
+            return Err(Error::Framing("both Transfer-Encoding and Content-Length"));
+        }
+        if parsed.chunked && version != Version::HTTP_11 {
+            return Err(Error::Framing("Transfer-Encoding in an HTTP/1.0 answer"));
+        }
+        Ok(parsed)
+    }
+}
+
+/// A `Content-Length` value: decimal digits only, without overflow.
+fn content_length(value: &[u8]) -> Result<u64, Error> {
+    let digits = trim(value);
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(Error::Framing("invalid Content-Length"));
+    }
+    Ok(digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// `value` without leading and trailing spaces and tabs.
+fn trim(value: &[u8]) -> &[u8] {
+    let is_space = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = value
+        .iter()
+        .position(|b| !is_space(b))
+        .unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|b| !is_space(b))
+        .map_or(start, |i| i + 1);
+    &value[start..end]
+}
+
+/// The request head: origin-form target, `host` as `Host`, then `req`'s
+/// own fields (any `Host` among them is left out). The http types hold
+/// no CR, LF or NUL, so nothing in them can end a line early.
+fn encode<B>(req: &Request<B>, host: &HeaderValue) -> Vec<u8> {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or("/", http::uri::PathAndQuery::as_str);
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    let mut out = Vec::with_capacity(32 + target.len() + host.len() + fields);
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in req.headers() {
+        if name == HOST {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// How the rest of an answer's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes are still to come.
+    Length(u64),
+    /// Chunked, at this point of a chunk.
+    Chunked(Chunk),
+    /// Everything until the upstream closes the connection.
+    Close,
+    /// The body has ended.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// A chunk-size line is next.
+    Size,
+    /// This many bytes of the current chunk are still to come.
+    Data(u64),
+    /// The CRLF after a chunk's data is next.
+    DataEnd,
+    /// Trailer fields (ignored) until an empty line; this many seen.
+    Trailers(usize),
+}
+
+/// An answer's body, read from its connection. The connection is handed
+/// back by [`Body::reusable`] once the body has ended cleanly.
+#[derive(Debug)]
+pub(super) struct Body {
+    /// `None` once the body failed (the connection is closed).
+    conn: Option<Conn>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// What decoding the buffered bytes gave.
+enum Step {
+    Data(Bytes),
+    End,
+    More,
+}
+
+impl Body {
+    /// The connection, if the body has ended and it can carry another
+    /// exchange: kept alive, and nothing beyond the answer arrived.
+    pub(super) fn reusable(&mut self) -> Option<Conn> {
+        let clean = self.framing == Framing::Done
+            && self.keep_alive
+            && self.conn.as_ref().is_some_and(|c| c.buf.is_empty());
+        if clean {
+            self.conn.take()
+        } else {
+            None
+        }
+    }
+
+    /// Takes what the buffer holds of the body.
+    fn decode(&mut self) -> Result<Step, Error> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(Step::End);
+        };
+        let buf = &mut conn.buf;
+        match &mut self.framing {
+            Framing::Done => Ok(Step::End),
+            // An empty buffer completes no step (the chunked end is
+            // `Done` as soon as it is read).
+            _ if buf.is_empty() => Ok(Step::More),
+            Framing::Length(left) => {
+                let take = usize::try_from(*left).map_or(buf.len(), |l| l.min(buf.len()));
+                *left -= take as u64;
+                if *left == 0 {
+                    self.framing = Framing::Done;
+                }
+                Ok(Step::Data(buf.split_to(take).freeze()))
+            }
+            Framing::Close => Ok(Step::Data(buf.split().freeze())),
+            Framing::Chunked(chunk) => {
+                skip_framing(chunk, buf)?;
+                let Chunk::Data(left) = chunk else {
+                    return Ok(if *chunk == Chunk::Trailers(usize::MAX) {
+                        self.framing = Framing::Done;
+                        Step::End
+                    } else {
+                        Step::More
+                    });
+                };
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                let take = usize::try_from(*left).map_or(buf.len(), |l| l.min(buf.len()));
+                *left -= take as u64;
+                if *left == 0 {
+                    *chunk = Chunk::DataEnd;
+                }
+                let data = buf.split_to(take).freeze();
+                // Read on to the body's end if it is buffered already, so
+                // the connection is free as soon as the last data is
+                // handed out. An error here is met again on the next poll.
+                if skip_framing(chunk, buf).is_ok() && *chunk == Chunk::Trailers(usize::MAX) {
+                    self.framing = Framing::Done;
+                }
+                Ok(Step::Data(data))
+            }
+        }
+    }
+
+    fn fail(&mut self, error: Error) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        self.conn = None;
+        self.framing = Framing::Done;
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+/// Consumes chunked framing (size lines, CRLFs, trailers) from `buf` up to
+/// the next data or the end of what is buffered; the body's end leaves
+/// `Trailers(usize::MAX)`.
+fn skip_framing(chunk: &mut Chunk, buf: &mut BytesMut) -> Result<(), Error> {
+    loop {
+        match *chunk {
+            Chunk::Data(_) => return Ok(()),
+            Chunk::Size => match httparse::parse_chunk_size(buf) {
+                Ok(httparse::Status::Complete((used, size))) => {
+                    buf.advance(used);
+                    *chunk = if size == 0 {
+                        Chunk::Trailers(0)
+                    } else {
+                        Chunk::Data(size)
+                    };
+                }
+                Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                    return Err(Error::Chunked("chunk-size line too long"))
+                }
+                Ok(httparse::Status::Partial) => return Ok(()),
+                Err(_) => return Err(Error::Chunked("invalid chunk size")),
+            },
+            Chunk::DataEnd => {
+                if buf.len() < 2 {
+                    if buf.first().is_some_and(|&b| b != b'\r') {
+                        return Err(Error::Chunked("no CRLF after chunk data"));
+                    }
+                    return Ok(());
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err(Error::Chunked("no CRLF after chunk data"));
+                }
+                buf.advance(2);
+                *chunk = Chunk::Size;
+            }
+            Chunk::Trailers(usize::MAX) => return Ok(()),
+            Chunk::Trailers(seen) => {
+                let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+                    if seen + buf.len() > MAX_TRAILERS {
+                        return Err(Error::Chunked("trailers too long"));
+                    }
+                    return Ok(());
+                };
+                buf.advance(end + 2);
+                *chunk = if end == 0 {
+                    Chunk::Trailers(usize::MAX)
+                } else if seen + end + 2 > MAX_TRAILERS {
+                    return Err(Error::Chunked("trailers too long"));
+                } else {
+                    Chunk::Trailers(seen + end + 2)
+                };
+            }
+        }
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        loop {
+            match this.decode() {
+                Ok(Step::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Step::End) => return Poll::Ready(None),
+                Ok(Step::More) => {}
+                Err(e) => return this.fail(e),
+            }
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match conn.poll_fill(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) if this.framing == Framing::Close => {
+                    this.framing = Framing::Done;
+                    this.conn = None;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(0)) => return this.fail(Error::Closed),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return this.fail(e.into()),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.framing == Framing::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Done => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Chunked(_) | Framing::Close => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::BodyExt;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// An upstream that answers with `segments`, one per read (so the
+    /// answer arrives split exactly there), then closes; what is written
+    /// to it is kept.
+    struct Script {
+        segments: VecDeque<Vec<u8>>,
+        written: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl AsyncRead for Script {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            if let Some(mut segment) = self.segments.pop_front() {
+                let n = segment.len().min(buf.remaining());
+                buf.put_slice(&segment[..n]);
+                if n < segment.len() {
+                    self.segments.push_front(segment.split_off(n));
+                }
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Script {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.written.lock().unwrap().extend_from_slice(data);
+            Poll::Ready(Ok(data.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn conn(segments: &[&[u8]]) -> (Conn, Arc<Mutex<Vec<u8>>>) {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let script = Script {
+            segments: segments.iter().map(|s| s.to_vec()).collect(),
+            written: Arc::clone(&written),
+        };
+        (Conn::new(script), written)
+    }
+
+    fn get() -> Request<()> {
+        Request::get("/Chime/Report/x?queueId=1").body(()).unwrap()
+    }
+
+    fn host() -> HeaderValue {
+        HeaderValue::from_static("chime.example")
+    }
+
+    /// The answer to a GET arriving in `segments`: its response (body
+    /// read to the end) and whether the connection could be reused.
+    async fn exchange(segments: &[&[u8]]) -> Result<(Response<Bytes>, bool), Error> {
+        exchange_as(get(), segments).await
+    }
+
+    async fn exchange_as(
+        req: Request<()>,
+        segments: &[&[u8]],
+    ) -> Result<(Response<Bytes>, bool), Error> {
+        let (conn, _) = conn(segments);
+        let resp = conn.send(&req, &host()).await.map_err(|f| f.error)?;
+        let (parts, mut body) = resp.into_parts();
+        let mut data = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            data.extend_from_slice(&frame?.into_data().unwrap());
+        }
+        let reusable = body.reusable().is_some();
+        Ok((Response::from_parts(parts, data.freeze()), reusable))
+    }
+
+    const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n\
+        5;ext=\"x\"\r\nhello\r\nA\r\n, world!!!\r\n0\r\nX-Trailer: t\r\n\r\n";
+
+    #[tokio::test]
+    async fn the_request_is_written_in_origin_form_with_the_pool_host() {
+        let mut req = Request::head("http://other.example/Chime/x?a=1&b=2")
+            .header(HOST, "evil.example")
+            .header("authorization", "Bearer k")
+            .body(())
+            .unwrap();
+        req.headers_mut()
+            .append("x-many", HeaderValue::from_static("1"));
+        req.headers_mut()
+            .append("x-many", HeaderValue::from_static("2"));
+        let (conn, written) = conn(&[b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"]);
+        conn.send(&req, &host()).await.unwrap();
+        assert_eq!(
+            String::from_utf8(written.lock().unwrap().clone()).unwrap(),
+            "HEAD /Chime/x?a=1&b=2 HTTP/1.1\r\nhost: chime.example\r\n\
+             authorization: Bearer k\r\nx-many: 1\r\nx-many: 2\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_length_body_split_anywhere_is_read_whole_and_the_connection_kept() {
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nETag: \"e\"\r\n\r\nhello world";
+        for at in 1..answer.len() {
+            let (resp, reusable) = exchange(&[&answer[..at], &answer[at..]]).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(resp.headers()["etag"], "\"e\"");
+            assert_eq!(resp.body(), "hello world", "split at {at}");
+            assert!(reusable, "split at {at}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_split_anywhere_is_decoded_and_the_connection_kept() {
+        for at in 1..CHUNKED.len() {
+            let (resp, reusable) = exchange(&[&CHUNKED[..at], &CHUNKED[at..]]).await.unwrap();
+            assert_eq!(resp.body(), "hello, world!!!", "split at {at}");
+            assert_eq!(resp.headers()["x-a"], "b");
+            assert!(reusable, "split at {at}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_chunked_body_in_any_pieces_is_decoded(cuts in proptest::collection::vec(1..CHUNKED.len(), 0..12)) {
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut segments = Vec::new();
+            let mut from = 0;
+            for at in cuts.into_iter().chain([CHUNKED.len()]) {
+                segments.push(&CHUNKED[from..at]);
+                from = at;
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (resp, reusable) = runtime.block_on(exchange(&segments)).unwrap();
+            prop_assert_eq!(resp.body(), "hello, world!!!");
+            prop_assert!(reusable);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_connection_is_free_as_soon_as_the_last_data_is_read() {
+        for answer in [
+            CHUNKED,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".as_slice(),
+        ] {
+            let (conn, _) = conn(&[answer]);
+            let mut body = conn.send(&get(), &host()).await.unwrap().into_body();
+            let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+            assert!(!first.is_empty());
+            if answer == CHUNKED {
+                body.frame().await.unwrap().unwrap();
+            }
+            assert!(http_body::Body::is_end_stream(&body));
+            assert!(body.reusable().is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_without_a_body_end_at_their_head() {
+        let with_length = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
+        let head = Request::head("/x").body(()).unwrap();
+        let (resp, reusable) = exchange_as(head, &[with_length]).await.unwrap();
+        assert_eq!(resp.headers()["content-length"], "100");
+        assert!(resp.body().is_empty() && reusable);
+        for status in ["204 No Content", "304 Not Modified"] {
+            let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 5\r\n\r\n");
+            let (resp, reusable) = exchange(&[answer.as_bytes()]).await.unwrap();
+            assert!(resp.body().is_empty() && reusable, "{status}");
+        }
+        let (resp, reusable) = exchange(&[b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"])
+            .await
+            .unwrap();
+        assert!(resp.body().is_empty() && reusable);
+    }
+
+    #[tokio::test]
+    async fn interim_answers_are_skipped() {
+        let (resp, reusable) = exchange(&[
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno",
+        ])
+        .await
+        .unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert!(!resp.headers().contains_key("link"));
+        assert_eq!(resp.body(), "no");
+        assert!(reusable);
+    }
+
+    #[tokio::test]
+    async fn a_body_to_the_end_of_the_connection_is_read_and_the_connection_closed() {
+        let (resp, reusable) = exchange(&[b"HTTP/1.1 200 OK\r\n\r\nall ", b"of it"])
+            .await
+            .unwrap();
+        assert_eq!(resp.body(), "all of it");
+        assert!(!reusable);
+    }
+
+    #[tokio::test]
+    async fn connections_that_may_not_carry_another_answer_are_not_kept() {
+        for answer in [
+            // Said so.
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 2\r\n\r\nok"
+                .as_slice(),
+            // HTTP/1.0.
+            b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            // More arrived than the answer: whatever it is, it must never
+            // be read as the next request's answer.
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\nX",
+        ] {
+            let (resp, reusable) = exchange(&[answer]).await.unwrap();
+            assert_eq!(resp.body(), "ok");
+            assert!(!reusable, "{}", String::from_utf8_lossy(answer));
+        }
+    }
+
+    #[tokio::test]
+    async fn ambiguous_or_unknown_framing_is_refused() {
+        for (head, why) in [
+            ("Transfer-Encoding: chunked\r\nContent-Length: 5", "both"),
+            ("Content-Length: 5\r\nTransfer-Encoding: chunked", "both"),
+            ("Transfer-Encoding: gzip, chunked", "chunked"),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+                "chunked",
+            ),
+            ("Content-Length: 5\r\nContent-Length: 6", "differing"),
+            ("Content-Length: +5", "invalid Content-Length"),
+            ("Content-Length: 5, 5", "invalid Content-Length"),
+            (
+                "Content-Length: 99999999999999999999",
+                "invalid Content-Length",
+            ),
+            ("Content-Length: ", "invalid Content-Length"),
+        ] {
+            let answer = format!("HTTP/1.1 200 OK\r\n{head}\r\n\r\nhello");
+            let err = exchange(&[answer.as_bytes()]).await.unwrap_err();
+            assert!(matches!(err, Error::Framing(_)), "{head}: {err}");
+            assert!(err.to_string().contains(why), "{head}: {err}");
+        }
+        let err = exchange(&[b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("HTTP/1.0"), "{err}");
+        let err = exchange(&[b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n"])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Framing(_)), "{err}");
+        // Equal lengths said twice are one length.
+        let (resp, _) =
+            exchange(&[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok"])
+                .await
+                .unwrap();
+        assert_eq!(resp.body(), "ok");
+    }
+
+    #[tokio::test]
+    async fn malformed_heads_are_refused() {
+        let err = exchange(&[b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n"])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Head(_)), "{err}");
+        let err = exchange(&[b"HTTP/2 200 OK\r\n\r\n"]).await.unwrap_err();
+        assert!(matches!(err, Error::Head(_)), "{err}");
+        let long = format!("HTTP/1.1 200 OK\r\nX-Long: {}\r\n", "a".repeat(MAX_HEAD));
+        let err = exchange(&[long.as_bytes()]).await.unwrap_err();
+        assert!(matches!(err, Error::HeadTooLarge), "{err}");
+        let many = format!(
+            "HTTP/1.1 200 OK\r\n{}\r\n",
+            "X-A: b\r\n".repeat(MAX_HEADERS + 1)
+        );
+        let err = exchange(&[many.as_bytes()]).await.unwrap_err();
+        assert!(matches!(err, Error::HeadTooLarge), "{err}");
+        let err = exchange(&[b"HTTP/1.1 200 OK\r\nContent-Le"])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Closed), "{err}");
+    }
+
+    #[tokio::test]
+    async fn malformed_or_cut_bodies_fail_and_close_the_connection() {
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for (body, why) in [
+            ("zz\r\nhello\r\n0\r\n\r\n", "invalid chunk size"),
+            ("5\r\nhelloXX0\r\n\r\n", "no CRLF"),
+            ("ffffffffffffffffff\r\n", "invalid chunk size"),
+            ("5\r\nhel", "closed"),
+            ("5\r\nhello\r\n", "closed"),
+            ("0\r\nX-T: 1\r\n", "closed"),
+        ] {
+            let answer = format!("{head}{body}");
+            let err = exchange(&[answer.as_bytes()]).await.unwrap_err();
+            assert!(err.to_string().contains(why), "{body:?}: {err}");
+        }
+        let long_line = format!("{head}5;{}", "e".repeat(MAX_CHUNK_LINE + 1));
+        let err = exchange(&[long_line.as_bytes()]).await.unwrap_err();
+        assert!(err.to_string().contains("too long"), "{err}");
+        let long_trailers = format!("{head}0\r\n{}", "X-T: 1\r\n".repeat(MAX_TRAILERS / 8 + 1));
+        let err = exchange(&[long_trailers.as_bytes()]).await.unwrap_err();
+        assert!(err.to_string().contains("trailers too long"), "{err}");
+        let err = exchange(&[b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Closed), "{err}");
+        // A failed body gives its connection up.
+        let (conn, _) = conn(&[b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"]);
+        let mut body = conn.send(&get(), &host()).await.unwrap().into_body();
+        while let Some(Ok(_)) = body.frame().await {}
+        assert!(body.reusable().is_none());
+    }
+
+    #[tokio::test]
+    async fn nothing_received_is_told_apart_from_a_cut_answer() {
+        let (silent, _) = conn(&[]);
+        let failed = silent.send(&get(), &host()).await.unwrap_err();
+        assert!(failed.nothing_received && matches!(failed.error, Error::Closed));
+        let (cut, _) = conn(&[b"HTTP/1.1 2"]);
+        let failed = cut.send(&get(), &host()).await.unwrap_err();
+        assert!(!failed.nothing_received);
+    }
+}
