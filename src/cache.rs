@@ -18,13 +18,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, StatusCode};
+use http::StatusCode;
 use moka::notification::RemovalCause;
 use sha2::{Digest, Sha256};
 
 use crate::body::{self, Response};
 use crate::header_number;
 use crate::metrics::Metrics;
+use crate::proxy::UpstreamRequest;
 use crate::request::{GatewayRequest, Target};
 
 /// Says how a response was produced (`hit`, `miss`, `coalesced`).
@@ -132,21 +133,16 @@ static VARY: [header::HeaderName; 3] = [
 
 impl UpstreamKey {
     /// The key of `req`, as it will be sent upstream.
-    pub fn of<B>(req: &Request<B>) -> UpstreamKey {
+    pub fn of(req: &UpstreamRequest) -> UpstreamKey {
         let mut h = Sha256::new();
         let mut field = |bytes: &[u8]| {
             h.update((bytes.len() as u64).to_le_bytes());
             h.update(bytes);
         };
         field(req.method().as_str().as_bytes());
-        field(
-            req.uri()
-                .path_and_query()
-                .map_or("", |pq| pq.as_str())
-                .as_bytes(),
-        );
+        field(req.target().as_bytes());
         for name in VARY.iter().chain([&header::AUTHORIZATION]) {
-            for value in req.headers().get_all(name) {
+            for value in req.get_all(name) {
                 field(name.as_str().as_bytes());
                 field(value.as_bytes());
             }
@@ -569,13 +565,16 @@ mod tests {
     #[test]
     fn keys_separate_what_changes_the_answer() {
         let req = |uri: &str, auth: &str, accept: &str, ua: &str| {
-            Request::get(uri)
-                .header(header::AUTHORIZATION, auth)
-                .header(header::ACCEPT, accept)
-                .header(header::USER_AGENT, ua)
-                .header("x-request-id", uuid::Uuid::new_v4().to_string())
-                .body(())
-                .unwrap()
+            let mut req = UpstreamRequest::get(uri);
+            let value = |v: &str| HeaderValue::from_str(v).unwrap();
+            req.push(header::AUTHORIZATION, value(auth));
+            req.push(header::ACCEPT, value(accept));
+            req.push(header::USER_AGENT, value(ua));
+            req.push(
+                http::HeaderName::from_static("x-request-id"),
+                value(&uuid::Uuid::new_v4().to_string()),
+            );
+            req
         };
         let base = UpstreamKey::of(&req("/Chime/Report/X?queueId=1", "Bearer a", "*/*", "a"));
         assert_eq!(
@@ -629,7 +628,7 @@ mod tests {
         let registry = prometheus::Registry::new();
         let metrics = Arc::new(Metrics::register(&registry).unwrap());
         let cache = ResponseCache::new(&cfg(), Arc::clone(&metrics)).unwrap();
-        let key = UpstreamKey::of(&Request::get("/a").body(()).unwrap());
+        let key = UpstreamKey::of(&UpstreamRequest::get("/a"));
         assert!(cache.get(key).await.is_none());
         let head = Arc::new(Head {
             status: StatusCode::OK,
@@ -655,7 +654,7 @@ mod tests {
                 .status(),
             StatusCode::OK
         );
-        let big = UpstreamKey::of(&Request::get("/big").body(()).unwrap());
+        let big = UpstreamKey::of(&UpstreamRequest::get("/big"));
         cache
             .insert(
                 big,

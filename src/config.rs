@@ -888,6 +888,15 @@ impl Validator<'_> {
         if base_url.query().is_some() {
             return Err(self.err(key, "must not have a query string"));
         }
+        // Every upstream request's target starts with this path.
+        let path = format!("{}/", base_url.path().trim_end_matches('/'));
+        if crate::proxy::UpstreamRequest::new(http::Method::GET, path, 0).is_err() {
+            return Err(self.err(
+                key,
+                "its path may hold only letters, digits, `/`, percent-escapes \
+                 and -._~!$&'()*+,;=:@",
+            ));
+        }
         // The URL is not echoed: it would carry the password into the log.
         if base_url
             .authority()

@@ -35,6 +35,7 @@ pub mod flight;
 mod h1;
 pub mod headers;
 pub mod pool;
+mod upstream_request;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -42,8 +43,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, IF_NONE_MATCH};
-use http::{HeaderName, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
+use http::{HeaderName, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
 
 use crate::acl::{Denied, SessionQueueCheck};
 use crate::auth::ApiKey;
@@ -66,6 +67,7 @@ use crate::{BoxError, BoxFuture};
 use answer::Answer;
 pub use client::TlsSetupError;
 pub use pool::{Pool, SendError, UpstreamBody};
+pub use upstream_request::{InvalidTarget, UpstreamRequest};
 
 /// Largest SessionDetails answer the gateway holds for the queue check.
 const SESSION_ANSWER_LIMIT: usize = 1 << 20;
@@ -226,20 +228,20 @@ impl Inner {
         &self,
         req: &Request<()>,
         typed: &GatewayRequest,
-    ) -> Result<Request<Empty<Bytes>>, BoxError> {
-        let mut out = Request::new(Empty::new());
-        // Room for what is set below and `Host`, so the map never regrows.
-        *out.headers_mut() = http::HeaderMap::with_capacity(12);
-        *out.method_mut() = req.method().clone();
-        *out.uri_mut() = Uri::try_from(typed.upstream_path_and_query(&self.prefix))?;
-        let h = out.headers_mut();
-        headers::copy_request_headers(req.headers(), h);
+    ) -> Result<UpstreamRequest, BoxError> {
+        // Room for every header set below.
+        let mut out = UpstreamRequest::new(
+            req.method().clone(),
+            typed.upstream_path_and_query(&self.prefix),
+            12,
+        )?;
+        headers::copy_request_headers(req.headers(), &mut out);
         let ext = req.extensions();
         if let Some(c) = ext.get::<Correlation>() {
-            h.insert(&X_REQUEST_ID, c.id.header_value());
-            h.insert(&TRACEPARENT, c.context.header_value());
+            out.push(X_REQUEST_ID.clone(), c.id.header_value());
+            out.push(TRACEPARENT.clone(), c.context.header_value());
         }
-        headers::Forwarding::apply(ext.get::<headers::Forwarding>(), h);
+        headers::Forwarding::apply(ext.get::<headers::Forwarding>(), &mut out);
         let value = match &self.service_bearer {
             Some(value) => value.clone(),
             None => bearer(
@@ -248,7 +250,7 @@ impl Inner {
                     .expose(),
             )?,
         };
-        h.insert(AUTHORIZATION, value);
+        out.push(AUTHORIZATION, value);
         Ok(out)
     }
 
@@ -336,7 +338,7 @@ impl Inner {
     /// and its body, which holds the slot until it ends.
     async fn alone(
         &self,
-        req: Request<Empty<Bytes>>,
+        req: UpstreamRequest,
         typed: &GatewayRequest,
     ) -> Result<(Head, answer::Alone), BoxError> {
         let slot = self.limiter.upstream_slot()?;
@@ -362,7 +364,7 @@ impl Inner {
     fn join_or_lead(
         self: &Arc<Self>,
         key: UpstreamKey,
-        upstream_req: Request<Empty<Bytes>>,
+        upstream_req: UpstreamRequest,
         typed: &GatewayRequest,
         store: Option<(ResponseCache, std::time::Duration)>,
     ) -> Result<(flight::Reader, Option<flight::Pump>, Served), BoxError> {
@@ -397,7 +399,7 @@ impl Inner {
     async fn lead(
         self: Arc<Self>,
         leader: flight::Leader,
-        req: Request<Empty<Bytes>>,
+        req: UpstreamRequest,
         kind: RouteKind,
         _slot: crate::ratelimit::slots::Slot,
         store: Option<(ResponseCache, UpstreamKey, std::time::Duration)>,
@@ -464,11 +466,11 @@ impl Inner {
     /// body.
     async fn exchange(
         &self,
-        req: Request<Empty<Bytes>>,
+        req: UpstreamRequest,
         kind: RouteKind,
     ) -> Result<(Head, UpstreamBody), UpstreamError> {
         let started = Instant::now();
-        let sent = tokio::time::timeout(self.response_timeout, self.clients.get().send(req)).await;
+        let sent = tokio::time::timeout(self.response_timeout, self.clients.get().send(&req)).await;
         let resp = match sent {
             Err(_elapsed) => {
                 self.metrics
@@ -596,14 +598,22 @@ impl Proxy {
     ) -> Result<serde_json::Value, BoxError> {
         const LIMIT: usize = 4 << 20;
         let inner = &self.inner;
-        let uri = Uri::try_from(format!("{}{path_and_query}", inner.prefix))?;
-        let req = Request::get(uri)
-            .header(AUTHORIZATION, self::bearer(bearer)?)
-            .header(http::header::ACCEPT, "application/json")
-            .header(&X_REQUEST_ID, RequestId::generate().header_value())
-            .body(Empty::new())?;
-        let resp = match tokio::time::timeout(inner.response_timeout, inner.clients.get().send(req))
-            .await
+        let mut req = UpstreamRequest::new(
+            http::Method::GET,
+            format!("{}{path_and_query}", inner.prefix),
+            3,
+        )?;
+        req.push(AUTHORIZATION, self::bearer(bearer)?);
+        req.push(
+            http::header::ACCEPT,
+            HeaderValue::from_static("application/json"),
+        );
+        req.push(X_REQUEST_ID.clone(), RequestId::generate().header_value());
+        let resp = match tokio::time::timeout(
+            inner.response_timeout,
+            inner.clients.get().send(&req),
+        )
+        .await
         {
             Err(_) => return Err(UpstreamError::Timeout.into()),
             Ok(Err(e)) if e.is_connect() => return Err(UpstreamError::Unavailable.into()),

@@ -66,6 +66,10 @@ fn bad_values_name_their_key() {
             "[upstream]\nbase_url = \"http://x/Chime?a=1\"",
             "upstream.base_url",
         ),
+        (
+            "[upstream]\nbase_url = \"http://x/Chime{x}\"",
+            "upstream.base_url",
+        ),
         ("[upstream]\nroots = \"mine\"", "upstream.roots"),
         ("[upstream]\nauth = \"service\"", "upstream.auth"),
         ("[log]\nformat = \"xml\"", "log.format"),

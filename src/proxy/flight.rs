@@ -503,7 +503,7 @@ mod tests {
     use http::{HeaderMap, StatusCode};
 
     fn key(n: u8) -> UpstreamKey {
-        UpstreamKey::of(&http::Request::get(format!("/r/{n}")).body(()).unwrap())
+        UpstreamKey::of(&crate::proxy::UpstreamRequest::get(&format!("/r/{n}")))
     }
 
     fn ok_head() -> Arc<Head> {

@@ -20,14 +20,17 @@
 //!   had arrived.
 
 use std::future::poll_fn;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, HOST};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, Method, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::upstream_request::UpstreamRequest;
 
 /// What an upstream connection is read and written through.
 pub(super) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -42,6 +45,8 @@ const READ_SIZE: usize = 64 * 1024;
 const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields in a response head.
 const MAX_HEADERS: usize = 100;
+/// Headers the gateway may add to an answer on its way to the client.
+const ADDED_HEADERS: usize = 12;
 /// The longest chunk-size line, and the most trailer bytes, accepted.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
@@ -124,9 +129,9 @@ impl Conn {
 
     /// Writes `req` (with `host` as its `Host`) and reads the answer's
     /// head; the body is read from the returned response's [`Body`].
-    pub(super) async fn send<B>(
+    pub(super) async fn send(
         mut self,
-        req: &Request<B>,
+        req: &UpstreamRequest,
         host: &HeaderValue,
     ) -> Result<Response<Body>, Failed> {
         let unanswered = |error: Error| Failed {
@@ -188,9 +193,14 @@ impl Conn {
         head_request: bool,
     ) -> Result<Option<(Response<()>, Framing, bool)>, Error> {
         let (len, parsed) = loop {
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut resp = httparse::Response::new(&mut fields);
-            match resp.parse(&self.buf) {
+            // Left uninitialised: httparse writes those it fills.
+            let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut []);
+            match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut resp,
+                &self.buf,
+                &mut fields,
+            ) {
                 Ok(httparse::Status::Complete(len)) => {
                     let code = resp.code.unwrap_or_default();
                     if (100..200).contains(&code) {
@@ -213,7 +223,9 @@ impl Conn {
             }
         };
         let head = self.buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(parsed.fields.len());
+        // Room for the headers the gateway adds to the answer (rate-limit
+        // state, request id, cache status), so the map does not grow.
+        let mut headers = HeaderMap::with_capacity(parsed.fields.len() + ADDED_HEADERS);
         for (name, value) in &parsed.fields {
             let name = HeaderName::from_bytes(&head[name.clone()])
                 .map_err(|_| Error::Framing("invalid header name"))?;
@@ -336,13 +348,11 @@ fn trim(value: &[u8]) -> &[u8] {
 }
 
 /// The request head: origin-form target, `host` as `Host`, then `req`'s
-/// own fields (any `Host` among them is left out). The http types hold
-/// no CR, LF or NUL, so nothing in them can end a line early.
-fn encode<B>(req: &Request<B>, host: &HeaderValue) -> Vec<u8> {
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or("/", http::uri::PathAndQuery::as_str);
+/// own fields (any `Host` among them is left out). Neither the target
+/// ([`UpstreamRequest::new`]) nor the http header types hold a CR, LF or
+/// NUL, so nothing in them can end a line early.
+fn encode(req: &UpstreamRequest, host: &HeaderValue) -> Vec<u8> {
+    let target = req.target();
     let fields: usize = req
         .headers()
         .iter()
@@ -646,8 +656,8 @@ mod tests {
         (Conn::new(script), written)
     }
 
-    fn get() -> Request<()> {
-        Request::get("/Chime/Report/x?queueId=1").body(()).unwrap()
+    fn get() -> UpstreamRequest {
+        UpstreamRequest::get("/Chime/Report/x?queueId=1")
     }
 
     fn host() -> HeaderValue {
@@ -661,7 +671,7 @@ mod tests {
     }
 
     async fn exchange_as(
-        req: Request<()>,
+        req: UpstreamRequest,
         segments: &[&[u8]],
     ) -> Result<(Response<Bytes>, bool), Error> {
         let (conn, _) = conn(segments);
@@ -680,15 +690,15 @@ mod tests {
 
     #[tokio::test]
     async fn the_request_is_written_in_origin_form_with_the_pool_host() {
-        let mut req = Request::head("http://other.example/Chime/x?a=1&b=2")
-            .header(HOST, "evil.example")
-            .header("authorization", "Bearer k")
-            .body(())
-            .unwrap();
-        req.headers_mut()
-            .append("x-many", HeaderValue::from_static("1"));
-        req.headers_mut()
-            .append("x-many", HeaderValue::from_static("2"));
+        let mut req = UpstreamRequest::new(Method::HEAD, "/Chime/x?a=1&b=2".into(), 4).unwrap();
+        req.push(HOST, HeaderValue::from_static("evil.example"));
+        req.push(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer k"),
+        );
+        let many = HeaderName::from_static("x-many");
+        req.push(many.clone(), HeaderValue::from_static("1"));
+        req.push(many, HeaderValue::from_static("2"));
         let (conn, written) = conn(&[b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"]);
         conn.send(&req, &host()).await.unwrap();
         assert_eq!(
@@ -760,7 +770,7 @@ mod tests {
     #[tokio::test]
     async fn answers_without_a_body_end_at_their_head() {
         let with_length = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
-        let head = Request::head("/x").body(()).unwrap();
+        let head = UpstreamRequest::new(Method::HEAD, "/x".into(), 0).unwrap();
         let (resp, reusable) = exchange_as(head, &[with_length]).await.unwrap();
         assert_eq!(resp.headers()["content-length"], "100");
         assert!(resp.body().is_empty() && reusable);

@@ -32,9 +32,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, HOST};
+use http::header::HeaderValue;
 use http::uri::{Authority, Scheme};
-use http::{Request, Response, Uri};
+use http::{Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Empty;
 use hyper::body::Incoming;
@@ -47,6 +47,7 @@ use tower::ServiceExt;
 
 use super::client::Connector;
 use super::h1;
+use super::upstream_request::UpstreamRequest;
 use crate::BoxError;
 
 /// Why an upstream request got no response.
@@ -159,17 +160,14 @@ impl Pool {
         }
     }
 
-    /// Sends `req` (origin-form or absolute URI) and returns the response
-    /// head; the body streams from the connection.
-    pub async fn send(
-        &self,
-        mut req: Request<Empty<Bytes>>,
-    ) -> Result<Response<UpstreamBody>, SendError> {
+    /// Sends `req` and returns the response head; the body streams from
+    /// the connection.
+    pub async fn send(&self, req: &UpstreamRequest) -> Result<Response<UpstreamBody>, SendError> {
         let shared = &self.shared;
         loop {
             let (conn, reused) = shared.checkout().await?;
             match conn {
-                Conn::Http1(conn) => match conn.send(&req, &shared.host).await {
+                Conn::Http1(conn) => match conn.send(req, &shared.host).await {
                     Ok(resp) => {
                         let pool = Arc::clone(shared);
                         return Ok(resp.map(|body| UpstreamBody {
@@ -184,18 +182,21 @@ impl Pool {
                     Err(failed) => return Err(SendError::Exchange(failed.error.into())),
                 },
                 Conn::Http2(mut sender) => {
-                    shared.for_http2(&mut req);
-                    match sender.try_send_request(req).await {
+                    let absolute = req
+                        .to_absolute(&shared.scheme, &shared.authority)
+                        .map_err(|e| SendError::Exchange(e.into()))?;
+                    match sender.try_send_request(absolute).await {
                         Ok(resp) => {
                             return Ok(resp.map(|body| UpstreamBody {
                                 inner: Inner::Http2(body),
                             }))
                         }
-                        // Not written: the connection had been closed.
-                        Err(mut refused) => match refused.take_message() {
-                            Some(again) if reused => req = again,
-                            _ => return Err(SendError::Exchange(refused.into_error().into())),
-                        },
+                        // Not written, on a connection that had been
+                        // closed: sent again on another.
+                        Err(refused) if reused && refused.message().is_some() => {}
+                        Err(refused) => {
+                            return Err(SendError::Exchange(refused.into_error().into()))
+                        }
                     }
                 }
             }
@@ -283,15 +284,6 @@ impl Shared {
         } else {
             Ok(Conn::Http1(h1::Conn::new(TokioIo::new(io))))
         }
-    }
-
-    /// HTTP/2 takes the scheme and authority from an absolute URI.
-    fn for_http2(&self, req: &mut Request<Empty<Bytes>>) {
-        if req.uri().scheme().is_none() {
-            let pq = req.uri().path_and_query().cloned();
-            *req.uri_mut() = origin(&self.scheme, &self.authority, pq);
-        }
-        req.headers_mut().remove(HOST);
     }
 
     /// Keeps an HTTP/1 connection whose answer was read to the end.
@@ -512,15 +504,13 @@ mod tests {
         (Pool::new(connector, target, retried.clone()), open, retried)
     }
 
-    fn get(path: &'static str) -> Request<Empty<Bytes>> {
-        let mut req = Request::new(Empty::new());
-        *req.uri_mut() = Uri::from_static(path);
-        req
+    fn get(path: &'static str) -> UpstreamRequest {
+        UpstreamRequest::get(path)
     }
 
     /// Sends a request and reads its body to the end.
     async fn fetch(pool: &Pool) -> Bytes {
-        let resp = pool.send(get("/Chime/x?a=1")).await.unwrap();
+        let resp = pool.send(&get("/Chime/x?a=1")).await.unwrap();
         resp.into_body().collect().await.unwrap().to_bytes()
     }
 
@@ -571,7 +561,7 @@ mod tests {
     async fn a_body_not_read_to_the_end_closes_its_connection() {
         let up = upstream(false).await;
         let (pool, open, _) = pool(up.port, 8, MINUTE);
-        drop(pool.send(get("/a")).await.unwrap());
+        drop(pool.send(&get("/a")).await.unwrap());
         next_request_connects_anew(&up, &pool, &open).await;
     }
 
@@ -581,7 +571,7 @@ mod tests {
         let (pool, open, _) = pool(up.port, 8, MINUTE);
         // While one answer is unread its connection is not handed out:
         // the next request connects anew.
-        let held = pool.send(get("/big")).await.unwrap().into_body();
+        let held = pool.send(&get("/big")).await.unwrap().into_body();
         assert_eq!(pool.idle(), 0);
         assert_eq!(fetch(&pool).await, "ok");
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
@@ -695,7 +685,7 @@ mod tests {
         let up = upstream(false).await;
         let (pool, _, _) = pool(up.port, 8, MINUTE);
         pool_scripted(&pool, b"HTTP/1.1 200 OK\r\nContent-Le");
-        let err = pool.send(get("/a")).await.unwrap_err();
+        let err = pool.send(&get("/a")).await.unwrap_err();
         assert!(!err.is_connect(), "{err}");
         assert!(err.to_string().contains("closed the connection"), "{err}");
         assert_eq!(up.accepted.load(Ordering::SeqCst), 0);
@@ -709,7 +699,7 @@ mod tests {
             .unwrap()
             .port();
         let (pool, open, retried) = pool(port, 8, MINUTE);
-        let err = pool.send(get("/a")).await.unwrap_err();
+        let err = pool.send(&get("/a")).await.unwrap_err();
         assert!(err.is_connect(), "{err}");
         assert_eq!(retried.get(), 1);
         assert_eq!(open.get(), 0);
