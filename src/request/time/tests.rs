@@ -339,3 +339,62 @@ fn table() {
         }
     }
 }
+
+proptest::proptest! {
+    /// The canonical form's fast path gives what the general parser gives,
+    /// or leaves the text to it.
+    #[test]
+    fn canonical_instants_read_as_the_general_parser_reads_them(
+        year in 1960i32..10000, month in 0i32..14, day in 0i32..33,
+        hour in 0i32..26, minute in 0i32..61, second in 0i32..62,
+        millis in 0i32..1000, with_millis: bool, zone in 0usize..3,
+    ) {
+        let mut raw = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
+        if with_millis {
+            raw.push_str(&format!(".{millis:03}"));
+        }
+        raw.push('Z');
+        let now: Timestamp = NOW.parse().unwrap();
+        let zone = tz(["UTC", "America/New_York", "Asia/Kolkata"][zone]);
+        let general = evaluate_any(&raw, S, now, &zone);
+        match canonical_instant(&raw) {
+            Some(fast) => {
+                proptest::prop_assert_eq!(Ok(fast), general.clone(), "{}", raw);
+                proptest::prop_assert_eq!(Ok(fast), evaluate_any(&raw, E, now, &zone), "{}", raw);
+            }
+            // Only what is out of range or invalid, or `:60`, is left.
+            None => proptest::prop_assert!(
+                general.is_err() || year < 1970 || second == 60,
+                "{} left to the general parser", raw
+            ),
+        }
+    }
+}
+
+#[test]
+fn canonical_instants_take_the_fast_path() {
+    for raw in [
+        "2020-11-01T04:00:00.000Z",
+        "2020-11-02T04:59:59.999Z",
+        "1970-01-01T00:00:00Z",
+    ] {
+        assert_eq!(
+            canonical_instant(raw),
+            Some(raw.parse::<Timestamp>().unwrap()),
+            "{raw}"
+        );
+    }
+    for raw in [
+        "2020-11-01T04:00:00.000z",
+        "2020-11-01t04:00:00.000Z",
+        "2020-11-01T04:00:00.00Z",
+        "2020-11-01T04:00:00+00:00",
+        "2020-02-30T04:00:00Z",
+        "2020-11-01T04:00:60Z",
+        "1969-12-31T23:59:59Z",
+        "2020-11-01T04:00:0xZ",
+        "+020-11-01T04:00:00Z",
+    ] {
+        assert_eq!(canonical_instant(raw), None, "{raw}");
+    }
+}
