@@ -31,8 +31,7 @@ use crate::trace_context::TraceContext;
 use crate::{BoxError, BoxFuture};
 
 /// How the request is known outside the gateway: its id and its trace,
-/// as sent upstream. One extension rather than two: each insert is an
-/// allocation, and the request's extension map regrew at its eighth.
+/// as sent upstream ([`Trace::correlation`]).
 #[derive(Debug, Clone)]
 pub struct Correlation {
     /// `X-Request-Id`.
@@ -41,9 +40,18 @@ pub struct Correlation {
     pub context: TraceContext,
 }
 
-/// What inner layers learned about a request, for metrics and logs.
-#[derive(Debug, Clone, Default)]
-pub struct Trace(Arc<Mutex<TraceFields>>);
+/// What inner layers learned about a request, for metrics and logs, and
+/// how it is known outside the gateway. One extension for both: each
+/// insert is an allocation, and the request's extension map regrows at
+/// its fourth and eighth.
+#[derive(Debug, Clone)]
+pub struct Trace(Arc<TraceShared>);
+
+#[derive(Debug)]
+struct TraceShared {
+    correlation: Correlation,
+    fields: Mutex<TraceFields>,
+}
 
 /// The fields of a [`Trace`].
 #[derive(Debug, Clone, Default)]
@@ -78,13 +86,26 @@ pub struct TraceFields {
 }
 
 impl Trace {
+    /// An empty trace of the request known as `correlation`.
+    pub fn new(correlation: Correlation) -> Trace {
+        Trace(Arc::new(TraceShared {
+            correlation,
+            fields: Mutex::default(),
+        }))
+    }
+
+    /// The request's id and trace context.
+    pub fn correlation(&self) -> &Correlation {
+        &self.0.correlation
+    }
+
     fn update(&self, f: impl FnOnce(&mut TraceFields)) {
-        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        f(&mut self.0.fields.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     /// The fields, leaving the trace empty (for the end of the request).
     pub fn take(&self) -> TraceFields {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.0.fields.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Records the route.
@@ -294,13 +315,17 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let id = RequestId::from_headers(req.headers());
         let trace_context = TraceContext::from_headers(req.headers());
-        let trace = Trace::default();
+        let trace_id = trace_context.trace_id();
+        let trace = Trace::new(Correlation {
+            id: id.clone(),
+            context: trace_context,
+        });
         let client = req.extensions().get::<Forwarding>().cloned();
         self.sinks.metrics.in_flight.inc();
         let mut done = Completion {
             start: Instant::now(),
-            id: id.clone(),
-            trace_id: trace_context.trace_id(),
+            id,
+            trace_id,
             client,
             method: req.method().clone(),
             trace: trace.clone(),
@@ -310,10 +335,6 @@ where
             bytes: 0,
             body: BodyEnd::Open,
         };
-        req.extensions_mut().insert(Correlation {
-            id,
-            context: trace_context,
-        });
         req.extensions_mut().insert(trace);
         let fut = self.inner.call(req);
         Box::pin(async move {

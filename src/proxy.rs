@@ -55,7 +55,7 @@ use crate::cache::{
 use crate::clock::Clock;
 use crate::config::{UpstreamAuth, UpstreamConfig};
 use crate::metrics::Metrics;
-use crate::observe::{Correlation, Trace};
+use crate::observe::Trace;
 use crate::ratelimit::RateLimiter;
 use crate::readiness::Readiness;
 use crate::request::GatewayRequest;
@@ -237,7 +237,7 @@ impl Inner {
         )?;
         headers::copy_request_headers(req.headers(), &mut out);
         let ext = req.extensions();
-        if let Some(c) = ext.get::<Correlation>() {
+        if let Some(c) = ext.get::<Trace>().map(Trace::correlation) {
             out.push(X_REQUEST_ID.clone(), c.id.header_value());
             out.push(TRACEPARENT.clone(), c.context.header_value());
         }
