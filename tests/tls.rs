@@ -266,10 +266,23 @@ async fn https_upstream(
     leaf: &(String, String, CertificateDer<'static>),
     sim: &Simulator,
 ) -> std::net::SocketAddr {
+    https_upstream_offering(leaf, sim, None).await
+}
+
+/// [`https_upstream`], offering only `alpn` when given.
+async fn https_upstream_offering(
+    leaf: &(String, String, CertificateDer<'static>),
+    sim: &Simulator,
+    alpn: Option<&[&[u8]]>,
+) -> std::net::SocketAddr {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = write_leaf(dir.path(), leaf);
     let resolver = Arc::new(chime_gateway::tls::CertResolver::new(&cert, &key).unwrap());
-    let acceptor = tokio_rustls::TlsAcceptor::from(resolver.server_config().unwrap());
+    let mut server = (*resolver.server_config().unwrap()).clone();
+    if let Some(alpn) = alpn {
+        server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let target = sim.addr();
@@ -286,6 +299,38 @@ async fn https_upstream(
         }
     });
     addr
+}
+
+/// HTTP/1.1 over TLS goes through the gateway's own HTTP/1 client: the
+/// answer arrives whole, `Host` names the upstream, and the connection is
+/// kept for the next request.
+#[tokio::test]
+async fn upstream_over_https_with_http1_only() {
+    let pki = Pki::new();
+    let sim = harness::simulator(&[MANAGER]).await;
+    let upstream = https_upstream_offering(&pki.leaf(), &sim, Some(&[b"http/1.1"])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pki.ca.pem()).unwrap();
+    let mut config = harness::base_config(&format!("https://{upstream}/Chime"));
+    config.upstream.ca_file = Some(ca);
+    let h = Harness::start_config(sim, config).await;
+    let first = h.get_as(MANAGER, &report()).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    let again = h.get_as(MANAGER, &report()).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.body, first.body);
+    assert!(!first.body.is_empty());
+    let recorded = h.sim.recorded();
+    assert_eq!(recorded.len(), 2);
+    assert_eq!(recorded[0].version, http::Version::HTTP_11);
+    assert_eq!(
+        recorded[0].headers.get("host").unwrap(),
+        &upstream.to_string()
+    );
+    assert!(h
+        .metrics_text()
+        .contains("chime_gateway_upstream_connections 1\n"));
 }
 
 #[tokio::test]
