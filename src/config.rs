@@ -1,4 +1,4 @@
-//! Configuration: a TOML file read into [`raw`] structs, then validated once
+//! Configuration: a TOML file read into `raw` structs, then validated once
 //! into typed values. Every error names the file and the key.
 //!
 //! Environment overrides (read through [`Env`], so tests pass a map):

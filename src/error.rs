@@ -3,7 +3,7 @@
 //! Every layer fails with a small error type owned by its module; services
 //! return them boxed. [`classify`] walks the error chain, recognises each
 //! condition and assigns its status, stable `code` and extra headers, and
-//! [`respond`] renders the single JSON shape every refusal uses:
+//! [`render`] renders the single JSON shape every refusal uses:
 //! `{"error":{"code":"...","message":"...","request_id":"..."}}`.
 //! Client errors carry a specific message; anything unrecognised is an
 //! internal error, logged by the caller and answered with a generic body.

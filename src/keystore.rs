@@ -1,6 +1,6 @@
 //! Key stores: where a key hash is turned into a [`Principal`].
 //!
-//! Backends implement [`KeyStore`]. The file backend ([`file`]) is the
+//! Backends implement [`KeyStore`]. The file backend ([`mod@file`]) is the
 //! embedded default; remote backends sit behind [`cached::CachedKeyStore`],
 //! a moka cache with negative caching, explicit invalidation and
 //! single-flight lookups. Stores hold only SHA-256 hashes of keys.

@@ -1,5 +1,5 @@
 //! The upstream connection pool: one per worker thread. HTTP/1 goes
-//! through the gateway's own client ([`super::h1`]), read in the request's
+//! through the gateway's own client (`proxy/h1.rs`), read in the request's
 //! task; HTTP/2 through hyper's connection-level client.
 //!
 //! The gateway has one upstream and each worker has its own pool
