@@ -301,6 +301,21 @@ async fn https_upstream_offering(
     addr
 }
 
+/// A gateway in front of the HTTPS `upstream`, trusting the test CA (kept
+/// in the returned directory).
+async fn gateway_trusting(
+    pki: &Pki,
+    sim: Simulator,
+    upstream: std::net::SocketAddr,
+) -> (Harness, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pki.ca.pem()).unwrap();
+    let mut config = harness::base_config(&format!("https://{upstream}/Chime"));
+    config.upstream.ca_file = Some(ca);
+    (Harness::start_config(sim, config).await, dir)
+}
+
 /// HTTP/1.1 over TLS goes through the gateway's own HTTP/1 client: the
 /// answer arrives whole, `Host` names the upstream, and the connection is
 /// kept for the next request.
@@ -309,12 +324,7 @@ async fn upstream_over_https_with_http1_only() {
     let pki = Pki::new();
     let sim = harness::simulator(&[MANAGER]).await;
     let upstream = https_upstream_offering(&pki.leaf(), &sim, Some(&[b"http/1.1"])).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, pki.ca.pem()).unwrap();
-    let mut config = harness::base_config(&format!("https://{upstream}/Chime"));
-    config.upstream.ca_file = Some(ca);
-    let h = Harness::start_config(sim, config).await;
+    let (h, _dir) = gateway_trusting(&pki, sim, upstream).await;
     let first = h.get_as(MANAGER, &report()).await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.text());
     let again = h.get_as(MANAGER, &report()).await;
@@ -338,12 +348,7 @@ async fn upstream_over_https_with_a_custom_ca() {
     let pki = Pki::new();
     let sim = harness::simulator(&[MANAGER]).await;
     let upstream = https_upstream(&pki.leaf(), &sim).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, pki.ca.pem()).unwrap();
-    let mut config = harness::base_config(&format!("https://{upstream}/Chime"));
-    config.upstream.ca_file = Some(ca);
-    let h = Harness::start_config(sim, config).await;
+    let (h, _dir) = gateway_trusting(&pki, sim, upstream).await;
     let a = h.get_as(MANAGER, &report()).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     let recorded = h.sim.recorded();

@@ -134,53 +134,33 @@ impl Conn {
         req: &UpstreamRequest,
         host: &HeaderValue,
     ) -> Result<Response<Body>, Failed> {
-        let unanswered = |error: Error| Failed {
+        let failed = |error: Error, received: bool| Failed {
             error,
-            nothing_received: true,
+            nothing_received: !received,
         };
         debug_assert!(self.buf.is_empty());
         let head = encode(req, host);
         self.io
             .write_all(&head)
             .await
-            .map_err(|e| unanswered(e.into()))?;
-        self.io.flush().await.map_err(|e| unanswered(e.into()))?;
+            .map_err(|e| failed(e.into(), false))?;
+        self.io.flush().await.map_err(|e| failed(e.into(), false))?;
         let mut received = false;
         loop {
             if received {
-                match self.parse_head(req.method() == Method::HEAD) {
-                    Ok(Some((head, framing, keep_alive))) => {
-                        return Ok(head.map(|()| Body {
-                            conn: Some(self),
-                            framing,
-                            keep_alive,
-                        }))
-                    }
-                    Ok(None) => {}
-                    Err(error) => {
-                        return Err(Failed {
-                            error,
-                            nothing_received: false,
-                        })
-                    }
+                let parsed = self.parse_head(req.method() == Method::HEAD);
+                if let Some((head, framing, keep_alive)) = parsed.map_err(|e| failed(e, true))? {
+                    return Ok(head.map(|()| Body {
+                        conn: Some(self),
+                        framing,
+                        keep_alive,
+                    }));
                 }
             }
             match self.fill().await {
-                Ok(0) if received => {
-                    return Err(Failed {
-                        error: Error::Closed,
-                        nothing_received: false,
-                    })
-                }
-                Ok(0) => return Err(unanswered(Error::Closed)),
+                Ok(0) => return Err(failed(Error::Closed, received)),
                 Ok(_) => received = true,
-                Err(e) if received => {
-                    return Err(Failed {
-                        error: e.into(),
-                        nothing_received: false,
-                    })
-                }
-                Err(e) => return Err(unanswered(e.into())),
+                Err(e) => return Err(failed(e.into(), received)),
             }
         }
     }
@@ -401,6 +381,8 @@ enum Chunk {
     DataEnd,
     /// Trailer fields (ignored) until an empty line; this many seen.
     Trailers(usize),
+    /// The empty line after the trailers has been read: the body ended.
+    End,
 }
 
 /// An answer's body, read from its connection. The connection is handed
@@ -457,7 +439,7 @@ impl Body {
             Framing::Chunked(chunk) => {
                 skip_framing(chunk, buf)?;
                 let Chunk::Data(left) = chunk else {
-                    return Ok(if *chunk == Chunk::Trailers(usize::MAX) {
+                    return Ok(if *chunk == Chunk::End {
                         self.framing = Framing::Done;
                         Step::End
                     } else {
@@ -476,7 +458,7 @@ impl Body {
                 // Read on to the body's end if it is buffered already, so
                 // the connection is free as soon as the last data is
                 // handed out. An error here is met again on the next poll.
-                if skip_framing(chunk, buf).is_ok() && *chunk == Chunk::Trailers(usize::MAX) {
+                if skip_framing(chunk, buf).is_ok() && *chunk == Chunk::End {
                     self.framing = Framing::Done;
                 }
                 Ok(Step::Data(data))
@@ -493,7 +475,7 @@ impl Body {
 
 /// Consumes chunked framing (size lines, CRLFs, trailers) from `buf` up to
 /// the next data or the end of what is buffered; the body's end leaves
-/// `Trailers(usize::MAX)`.
+/// [`Chunk::End`].
 fn skip_framing(chunk: &mut Chunk, buf: &mut BytesMut) -> Result<(), Error> {
     loop {
         match *chunk {
@@ -526,7 +508,7 @@ fn skip_framing(chunk: &mut Chunk, buf: &mut BytesMut) -> Result<(), Error> {
                 buf.advance(2);
                 *chunk = Chunk::Size;
             }
-            Chunk::Trailers(usize::MAX) => return Ok(()),
+            Chunk::End => return Ok(()),
             Chunk::Trailers(seen) => {
                 let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
                     if seen + buf.len() > MAX_TRAILERS {
@@ -536,7 +518,7 @@ fn skip_framing(chunk: &mut Chunk, buf: &mut BytesMut) -> Result<(), Error> {
                 };
                 buf.advance(end + 2);
                 *chunk = if end == 0 {
-                    Chunk::Trailers(usize::MAX)
+                    Chunk::End
                 } else if seen + end + 2 > MAX_TRAILERS {
                     return Err(Error::Chunked("trailers too long"));
                 } else {

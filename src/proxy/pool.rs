@@ -318,7 +318,11 @@ fn drive(
 }
 
 /// `scheme://authority` followed by `pq` (or `/`).
-fn origin(scheme: &Scheme, authority: &Authority, pq: Option<http::uri::PathAndQuery>) -> Uri {
+pub(super) fn origin(
+    scheme: &Scheme,
+    authority: &Authority,
+    pq: Option<http::uri::PathAndQuery>,
+) -> Uri {
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(scheme.clone());
     parts.authority = Some(authority.clone());

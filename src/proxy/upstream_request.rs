@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Method, Request, Uri};
+use http::{Method, Request};
 use http_body_util::Empty;
 
 /// A request for the upstream: method, origin-form target and headers.
@@ -104,13 +104,10 @@ impl UpstreamRequest {
         scheme: &Scheme,
         authority: &Authority,
     ) -> Result<Request<Empty<Bytes>>, http::Error> {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(scheme.clone());
-        parts.authority = Some(authority.clone());
-        parts.path_and_query = Some(PathAndQuery::try_from(self.target.as_str())?);
+        let target = PathAndQuery::try_from(self.target.as_str())?;
         let mut req = Request::new(Empty::new());
         *req.method_mut() = self.method.clone();
-        *req.uri_mut() = Uri::from_parts(parts)?;
+        *req.uri_mut() = super::pool::origin(scheme, authority, Some(target));
         let headers = req.headers_mut();
         headers.reserve(self.headers.len());
         for (name, value) in self.headers.iter().filter(|(n, _)| n != HOST) {
