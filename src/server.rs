@@ -10,6 +10,7 @@
 
 mod conn;
 mod idle;
+mod watchdog;
 
 use std::convert::Infallible;
 use std::future::Future;

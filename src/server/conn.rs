@@ -17,6 +17,7 @@
 //! requests at shutdown.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use tower::ServiceExt;
 
 use super::idle::{Activity, ActivityIo, Quiet};
 use super::stopped;
+use super::watchdog::{Alarm, Limits, Watchdog};
 use crate::body;
 use crate::config::ListenConfig;
 use crate::proxy::headers::Forwarding;
@@ -233,30 +235,42 @@ impl Conn {
         let park = !self.park_after.is_zero() && self.park_after < self.idle;
         // Boxed, so a parked connection's task does not keep its space.
         let mut conn = Box::new(self.builders.http1.serve_connection(TokioIo::new(io), svc));
+        let mut watchdog = Watchdog::new(&self.stop, activity);
+        watchdog.arm(Some(Limits {
+            idle: if park { self.park_after } else { self.idle },
+            stall: self.stall,
+        }));
         let mut finish = Finish::No;
         loop {
-            tokio::select! {
-                res = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
-                    if let Err(e) = res {
-                        tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
-                        return None;
-                    }
-                    break;
+            let alarm = std::future::poll_fn(|cx| match conn.poll_without_shutdown(cx) {
+                Poll::Ready(res) => Poll::Ready(Err(res)),
+                Poll::Pending => watchdog.poll_alarm(cx).map(Ok),
+            });
+            match alarm.await {
+                Err(Err(e)) => {
+                    tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+                    return None;
                 }
-                () = stopped(&mut self.stop), if finish != Finish::Close => {
+                Err(Ok(())) => break,
+                Ok(Alarm::Stop) => {
                     finish = Finish::Close;
                     Pin::new(&mut *conn).graceful_shutdown();
                 }
-                quiet = activity.quiet(if park { self.park_after } else { self.idle }, self.stall),
-                    if finish == Finish::No => match quiet {
-                    Quiet::Idle => {
-                        finish = if park { Finish::Park(activity.started()) } else { Finish::Close };
-                        Pin::new(&mut *conn).graceful_shutdown();
+                Ok(Alarm::Quiet(Quiet::Idle)) => {
+                    finish = if park {
+                        Finish::Park(activity.started())
+                    } else {
+                        Finish::Close
+                    };
+                    Pin::new(&mut *conn).graceful_shutdown();
+                    if park {
+                        // A shutdown while hyper finishes closes the connection instead.
+                        watchdog.arm(None);
                     }
-                    Quiet::Stalled => {
-                        tracing::debug!(peer = %self.peer, "closing a connection whose client stopped reading");
-                        return None;
-                    }
+                }
+                Ok(Alarm::Quiet(Quiet::Stalled)) => {
+                    tracing::debug!(peer = %self.peer, "closing a connection whose client stopped reading");
+                    return None;
                 }
             }
         }
@@ -285,38 +299,33 @@ impl Conn {
 
     /// Serves HTTP/2 (or HTTP/1 that looked like it might be) with the auto
     /// server for the rest of the connection.
-    async fn serve_auto<T>(
-        mut self,
-        io: Prefixed<ActivityIo<T>>,
-        svc: ConnService,
-        activity: &Activity,
-    ) where
+    async fn serve_auto<T>(self, io: Prefixed<ActivityIo<T>>, svc: ConnService, activity: &Activity)
+    where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let conn = self.builders.auto.serve_connection(TokioIo::new(io), svc);
         tokio::pin!(conn);
-        let mut closing = false;
+        let mut watchdog = Watchdog::new(&self.stop, activity);
+        watchdog.arm(Some(Limits {
+            idle: self.idle,
+            stall: self.stall,
+        }));
         loop {
-            tokio::select! {
-                res = conn.as_mut() => {
+            let alarm = std::future::poll_fn(|cx| match conn.as_mut().poll(cx) {
+                Poll::Ready(res) => Poll::Ready(Err(res)),
+                Poll::Pending => watchdog.poll_alarm(cx).map(Ok),
+            });
+            match alarm.await {
+                Err(res) => {
                     if let Err(e) = res {
                         tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
                     }
                     break;
                 }
-                () = stopped(&mut self.stop), if !closing => {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                quiet = activity.quiet(self.idle, self.stall), if !closing => match quiet {
-                    Quiet::Idle => {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                    Quiet::Stalled => {
-                        tracing::debug!(peer = %self.peer, "closing a connection whose client stopped reading");
-                        break;
-                    }
+                Ok(Alarm::Stop | Alarm::Quiet(Quiet::Idle)) => conn.as_mut().graceful_shutdown(),
+                Ok(Alarm::Quiet(Quiet::Stalled)) => {
+                    tracing::debug!(peer = %self.peer, "closing a connection whose client stopped reading");
+                    break;
                 }
             }
         }

@@ -1,0 +1,222 @@
+//! What watches a connection while it is served: the shutdown signal and
+//! its idleness, polled only when one of them has news.
+//!
+//! A connection's task wakes several times per request (the client's
+//! bytes, Chime's answer, the client's socket taking the response). A
+//! `tokio::select!` over the connection, the shutdown signal and the idle
+//! timer polls all three on every one of those wake-ups, although only the
+//! connection had changed. The watchdog's alarm gets a waker of its own,
+//! which marks the alarm as due before waking the task, and the alarm is
+//! polled only when due.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
+use tokio::sync::watch;
+
+use super::idle::{Activity, Quiet};
+use super::stopped;
+
+/// Why the watchdog woke the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Alarm {
+    /// The gateway is shutting down.
+    Stop,
+    /// The connection went quiet.
+    Quiet(Quiet),
+}
+
+/// The limits that decide when a connection is quiet: nothing moved for
+/// `idle` with nothing in flight, or for `stall` with a response in flight.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    pub(super) idle: Duration,
+    pub(super) stall: Duration,
+}
+
+/// Set by the alarm's waker; read (and cleared) by the connection's task.
+#[derive(Debug, Default)]
+struct Due {
+    due: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Due {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.due.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+type AlarmFuture<'a> = Pin<Box<dyn Future<Output = Alarm> + Send + 'a>>;
+
+/// The shutdown signal and, while armed for it, the connection's idleness.
+pub(super) struct Watchdog<'a> {
+    alarm: Option<AlarmFuture<'a>>,
+    due: Arc<Due>,
+    waker: Waker,
+    stop: watch::Receiver<bool>,
+    activity: &'a Activity,
+}
+
+impl std::fmt::Debug for Watchdog<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watchdog")
+            .field("armed", &self.alarm.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Watchdog<'a> {
+    /// A watchdog for the shutdown signal `stop` and `activity`, not armed yet.
+    pub(super) fn new(stop: &watch::Receiver<bool>, activity: &'a Activity) -> Self {
+        let due = Arc::new(Due::default());
+        Watchdog {
+            alarm: None,
+            waker: Waker::from(Arc::clone(&due)),
+            due,
+            stop: stop.clone(),
+            activity,
+        }
+    }
+
+    /// Watches for the shutdown signal and, with `quiet`, for the
+    /// connection going quiet under those limits; replaces what was watched.
+    pub(super) fn arm(&mut self, quiet: Option<Limits>) {
+        let mut stop = self.stop.clone();
+        let activity = self.activity;
+        self.alarm = Some(Box::pin(async move {
+            let Some(limits) = quiet else {
+                stopped(&mut stop).await;
+                return Alarm::Stop;
+            };
+            tokio::select! {
+                () = stopped(&mut stop) => Alarm::Stop,
+                quiet = activity.quiet(limits.idle, limits.stall) => Alarm::Quiet(quiet),
+            }
+        }));
+        // Polled at the next poll, which registers its timer and channel.
+        self.due.due.store(true, Ordering::Release);
+    }
+
+    /// The alarm, once it has gone off; an alarm is reported once, and the
+    /// watchdog is disarmed until armed again.
+    pub(super) fn poll_alarm(&mut self, cx: &mut Context<'_>) -> Poll<Alarm> {
+        let Some(alarm) = self.alarm.as_mut() else {
+            return Poll::Pending;
+        };
+        // Registered before the flag is read: a wake-up after the read
+        // finds this task's waker.
+        self.due.task.register(cx.waker());
+        if !self.due.due.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let fired = alarm.as_mut().poll(&mut Context::from_waker(&self.waker));
+        if fired.is_ready() {
+            self.alarm = None;
+        }
+        fired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::time::Instant;
+
+    const LIMITS: Limits = Limits {
+        idle: Duration::from_secs(60),
+        stall: Duration::from_secs(300),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn goes_off_when_the_connection_is_idle() {
+        let (_tx, rx) = watch::channel(false);
+        let activity = Activity::new();
+        let mut dog = Watchdog::new(&rx, &activity);
+        dog.arm(Some(LIMITS));
+        let start = Instant::now();
+        assert_eq!(
+            poll_fn(|cx| dog.poll_alarm(cx)).await,
+            Alarm::Quiet(Quiet::Idle)
+        );
+        assert!(start.elapsed() >= LIMITS.idle);
+        // Reported once: disarmed afterwards.
+        assert!(dog.alarm.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn goes_off_at_shutdown_armed_or_not_for_idleness() {
+        for quiet in [Some(LIMITS), None] {
+            let (tx, rx) = watch::channel(false);
+            let activity = Activity::new();
+            let mut dog = Watchdog::new(&rx, &activity);
+            dog.arm(quiet);
+            let waiter = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                tx.send(true).unwrap();
+            });
+            let start = Instant::now();
+            assert_eq!(poll_fn(|cx| dog.poll_alarm(cx)).await, Alarm::Stop);
+            assert_eq!(start.elapsed(), Duration::from_secs(1));
+            waiter.await.unwrap();
+        }
+    }
+
+    /// Counts the polls of the future it wraps.
+    struct Counted<F> {
+        inner: Pin<Box<F>>,
+        polls: Arc<AtomicUsize>,
+    }
+
+    impl<F: Future> Future for Counted<F> {
+        type Output = F::Output;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+            self.polls.fetch_add(1, Ordering::SeqCst);
+            self.inner.as_mut().poll(cx)
+        }
+    }
+
+    /// The point of the watchdog: the task's other wake-ups do not poll the
+    /// alarm. An alarm that counts its polls stands in for the real one.
+    #[tokio::test(start_paused = true)]
+    async fn the_alarm_is_polled_only_when_its_own_waker_fired() {
+        let (_tx, rx) = watch::channel(false);
+        let activity = Activity::new();
+        let mut dog = Watchdog::new(&rx, &activity);
+        let polls = Arc::new(AtomicUsize::new(0));
+        dog.alarm = Some(Box::pin(Counted {
+            inner: Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                Alarm::Stop
+            }),
+            polls: Arc::clone(&polls),
+        }));
+        dog.due.due.store(true, Ordering::Release);
+        // A hundred wake-ups of the task that are not the alarm's.
+        let mut own_polls = 0;
+        let fired = poll_fn(|cx| {
+            own_polls += 1;
+            if own_polls <= 100 {
+                cx.waker().wake_by_ref();
+            }
+            dog.poll_alarm(cx)
+        })
+        .await;
+        assert_eq!(fired, Alarm::Stop);
+        assert!(own_polls > 100);
+        // Polled when armed and when its timer fired: once each.
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
+    }
+}
