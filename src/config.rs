@@ -141,7 +141,7 @@ pub struct Config {
 pub struct ListenConfig {
     /// Address to bind.
     pub address: SocketAddr,
-    /// Time allowed for a request's headers to arrive.
+    /// Time allowed for a request's headers to arrive, from their first byte.
     #[serde(serialize_with = "ser_duration")]
     pub header_read_timeout: Duration,
     /// Largest request head, in bytes (HTTP/1 read buffer, HTTP/2 header list).

@@ -242,6 +242,7 @@ impl Accept {
                 peer,
                 idle: state.config.listen.idle_timeout,
                 stall: state.config.listen.stall_timeout,
+                header_read: state.config.listen.header_read_timeout,
                 park_after: state.config.listen.park_after,
                 parked: state.metrics.parked_connections.clone(),
                 stop: self.stop.clone(),

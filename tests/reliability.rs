@@ -148,6 +148,46 @@ async fn slowloris_connections_are_closed() {
     still_serving(&h).await;
 }
 
+/// A client that sends a byte of its head whenever its connection has
+/// just been parked is never idle; the head's deadline still ends it (the
+/// head's clock runs across parking).
+#[tokio::test]
+async fn a_head_trickling_in_across_parking_is_cut_off() {
+    let h = Harness::start_with(|c| {
+        c.listen.park_after = Duration::from_millis(30);
+        c.listen.header_read_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let head = b"GET /Chime/Report/X HTTP/1.1\r\nHost: x\r\n";
+    let start = std::time::Instant::now();
+    let mut closed = false;
+    for byte in head.iter().cycle().take(60) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if s.write_all(&[*byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut probe = [0u8; 64];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(1), s.read(&mut probe)).await
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "a head trickling in must not hold its connection open"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    still_serving(&h).await;
+}
+
 #[tokio::test]
 async fn pipelined_garbage_ends_the_connection_after_the_valid_request() {
     let h = Harness::start().await;

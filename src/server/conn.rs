@@ -33,9 +33,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use super::idle::{Activity, ActivityIo, Quiet};
+use super::idle::{Activity, ActivityIo, Limits, Quiet};
 use super::stopped;
-use super::watchdog::{Alarm, Limits, Watchdog};
+use super::watchdog::{Alarm, Watchdog};
 use crate::body;
 use crate::config::ListenConfig;
 use crate::proxy::headers::Forwarding;
@@ -52,12 +52,13 @@ pub(super) struct Builders {
 }
 
 /// The HTTP/1 limits, set alike on hyper's HTTP/1 server and on the auto
-/// server's HTTP/1 side (two builder types with the same setters).
+/// server's HTTP/1 side (two builder types with the same setters). The
+/// header read timeout is the connection's watchdog's for the first
+/// (`Limits::head`), hyper's for the second.
 macro_rules! http1_limits {
     ($builder:expr, $cfg:expr) => {
         $builder
             .timer(TokioTimer::new())
-            .header_read_timeout($cfg.header_read_timeout)
             .max_buf_size($cfg.max_header_bytes)
             .max_headers($cfg.max_headers)
             .keep_alive(true)
@@ -67,9 +68,11 @@ macro_rules! http1_limits {
 impl Builders {
     pub(super) fn new(cfg: &ListenConfig) -> Builders {
         let mut http1 = hyper::server::conn::http1::Builder::new();
-        http1_limits!(http1, cfg);
+        // Not hyper's default of 30 s either: hyper's timer would cost a
+        // timer per request.
+        http1_limits!(http1, cfg).header_read_timeout(None);
         let mut auto = auto::Builder::new(TokioExecutor::new());
-        http1_limits!(auto.http1(), cfg);
+        http1_limits!(auto.http1(), cfg).header_read_timeout(cfg.header_read_timeout);
         auto.http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
@@ -89,6 +92,8 @@ pub(super) struct Conn {
     pub(super) peer: SocketAddr,
     pub(super) idle: Duration,
     pub(super) stall: Duration,
+    /// `listen.header_read_timeout`: the longest a request head may take.
+    pub(super) header_read: Duration,
     pub(super) park_after: Duration,
     pub(super) parked: prometheus::IntGauge,
     pub(super) stop: watch::Receiver<bool>,
@@ -211,7 +216,7 @@ impl Conn {
         let got = tokio::select! {
             read = io.read(&mut byte) => matches!(read, Ok(1)),
             () = stopped(&mut self.stop) => false,
-            _ = activity.quiet(self.idle, self.stall) => false,
+            _ = activity.quiet(Limits { idle: self.idle, stall: self.stall, head: None }) => false,
         };
         self.parked.dec();
         if got {
@@ -239,7 +244,16 @@ impl Conn {
         watchdog.arm(Some(Limits {
             idle: if park { self.park_after } else { self.idle },
             stall: self.stall,
+            head: Some(self.header_read),
         }));
+        // Once hyper is asked to finish: it finishes at once unless a
+        // request or a head has begun, and until it does, the head's
+        // deadline, the stall limit and the idle timeout still hold.
+        let finishing = Limits {
+            idle: self.idle,
+            stall: self.stall,
+            head: Some(self.header_read),
+        };
         let mut finish = Finish::No;
         loop {
             let alarm = std::future::poll_fn(|cx| match conn.poll_without_shutdown(cx) {
@@ -255,21 +269,26 @@ impl Conn {
                 Ok(Alarm::Stop) => {
                     finish = Finish::Close;
                     Pin::new(&mut *conn).graceful_shutdown();
+                    watchdog.arm(Some(finishing));
                 }
-                Ok(Alarm::Quiet(Quiet::Idle)) => {
+                Ok(Alarm::Quiet(Quiet::Idle)) if finish == Finish::No => {
                     finish = if park {
                         Finish::Park(activity.started())
                     } else {
                         Finish::Close
                     };
                     Pin::new(&mut *conn).graceful_shutdown();
-                    if park {
-                        // A shutdown while hyper finishes closes the connection instead.
-                        watchdog.arm(None);
-                    }
+                    // A shutdown meanwhile closes it instead.
+                    watchdog.arm(Some(finishing));
                 }
+                // Idle for the idle timeout while hyper was finishing.
+                Ok(Alarm::Quiet(Quiet::Idle)) => return None,
                 Ok(Alarm::Quiet(Quiet::Stalled)) => {
                     tracing::debug!(peer = %self.peer, "closing a connection whose client stopped reading");
+                    return None;
+                }
+                Ok(Alarm::Quiet(Quiet::SlowHead)) => {
+                    tracing::debug!(peer = %self.peer, "closing a connection whose request head did not finish in time");
                     return None;
                 }
             }
@@ -309,6 +328,8 @@ impl Conn {
         watchdog.arm(Some(Limits {
             idle: self.idle,
             stall: self.stall,
+            // hyper's own header timer covers the auto server's HTTP/1.
+            head: None,
         }));
         loop {
             let alarm = std::future::poll_fn(|cx| match conn.as_mut().poll(cx) {
@@ -323,7 +344,7 @@ impl Conn {
                     break;
                 }
                 Ok(Alarm::Stop | Alarm::Quiet(Quiet::Idle)) => conn.as_mut().graceful_shutdown(),
-                Ok(Alarm::Quiet(Quiet::Stalled)) => {
+                Ok(Alarm::Quiet(Quiet::Stalled | Quiet::SlowHead)) => {
                     tracing::debug!(peer = %self.peer, "closing a connection whose client stopped reading");
                     break;
                 }

@@ -1,6 +1,11 @@
 //! Connection idleness: bytes moved and requests in flight, so a connection
 //! is closed only when it has done nothing for the idle timeout — a slow
 //! report that sends no byte for minutes is not idle.
+//!
+//! It also keeps the time the client began its next request head, so a
+//! head still unfinished after `listen.header_read_timeout` ends the
+//! connection however slowly its bytes trickle in, across parking too.
+//! (hyper's own header timer did the same with a timer per request.)
 
 use std::io;
 use std::pin::Pin;
@@ -20,7 +25,13 @@ pub(super) struct Activity {
     in_flight: AtomicUsize,
     /// Requests started on this connection so far.
     started: AtomicU64,
+    /// When the first byte after the last request's start arrived
+    /// (`NO_HEAD` if none has): the start of the next request head.
+    head_nanos: AtomicU64,
 }
+
+/// `head_nanos` when no byte of a next request has arrived.
+const NO_HEAD: u64 = u64::MAX;
 
 /// Why a connection went quiet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +40,19 @@ pub(super) enum Quiet {
     Idle,
     /// A response in flight that the client does not read: drop it.
     Stalled,
+    /// A request head begun but not finished within its limit: drop it.
+    SlowHead,
+}
+
+/// When a connection counts as quiet.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// Nothing moved for this long with nothing in flight.
+    pub(super) idle: Duration,
+    /// Nothing moved for this long with a response in flight.
+    pub(super) stall: Duration,
+    /// A request head begun this long ago and not finished, if checked.
+    pub(super) head: Option<Duration>,
 }
 
 /// Held while a request (including its response body) is in flight.
@@ -49,12 +73,23 @@ impl Activity {
             last_nanos: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
+            head_nanos: AtomicU64::new(NO_HEAD),
         }
     }
 
-    fn touch(&self) {
-        let nanos = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    fn touch(&self) -> u64 {
+        let nanos = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(NO_HEAD - 1);
         self.last_nanos.store(nanos, Ordering::Relaxed);
+        nanos
+    }
+
+    /// Bytes arrived from the client: the first since the last request
+    /// started begins the next request's head.
+    fn received(&self) {
+        let nanos = self.touch();
+        if self.head_nanos.load(Ordering::Relaxed) == NO_HEAD {
+            self.head_nanos.store(nanos, Ordering::Relaxed);
+        }
     }
 
     /// Requests started on this connection so far.
@@ -65,29 +100,48 @@ impl Activity {
     pub(super) fn begin_request(self: &Arc<Self>) -> Busy {
         self.started.fetch_add(1, Ordering::SeqCst);
         self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.head_nanos.store(NO_HEAD, Ordering::Relaxed);
         self.touch();
         Busy(Arc::clone(self))
     }
 
     /// Completes once the connection has been idle (no request, no bytes)
-    /// for `idle`, or stalled (a request in flight, yet no byte moved either
-    /// way) for `stall` — a client that stopped reading its report.
-    pub(super) async fn quiet(&self, idle: Duration, stall: Duration) -> Quiet {
+    /// for `limits.idle`, stalled (a request in flight, yet no byte moved
+    /// either way) for `limits.stall` — a client that stopped reading its
+    /// report — or, with `limits.head`, has had a request head begun and
+    /// unfinished for that long.
+    pub(super) async fn quiet(&self, limits: Limits) -> Quiet {
+        let at = |nanos: u64| self.origin + Duration::from_nanos(nanos);
         loop {
-            let last = self.origin + Duration::from_nanos(self.last_nanos.load(Ordering::Relaxed));
+            let last = at(self.last_nanos.load(Ordering::Relaxed));
             let busy = self.in_flight.load(Ordering::SeqCst) > 0;
-            let limit = if busy { stall } else { idle };
+            let (limit, quiet) = if busy {
+                (limits.stall, Quiet::Stalled)
+            } else {
+                (limits.idle, Quiet::Idle)
+            };
             let now = Instant::now();
+            let mut wake = now
+                .checked_add(limits.idle.min(limits.stall))
+                .unwrap_or(now + Duration::from_secs(86_400));
             if let Some(deadline) = last.checked_add(limit) {
                 if now >= deadline {
-                    return if busy { Quiet::Stalled } else { Quiet::Idle };
+                    return quiet;
                 }
-                // Wake at the deadline, or sooner to notice a request that
-                // started meanwhile (its limit may be shorter).
-                tokio::time::sleep_until(deadline.min(now + idle.min(stall))).await;
-            } else {
-                tokio::time::sleep(idle).await;
+                wake = wake.min(deadline);
             }
+            let head = self.head_nanos.load(Ordering::Relaxed);
+            if let (false, Some(limit), true) = (busy, limits.head, head != NO_HEAD) {
+                if let Some(deadline) = at(head).checked_add(limit) {
+                    if now >= deadline {
+                        return Quiet::SlowHead;
+                    }
+                    wake = wake.min(deadline);
+                }
+            }
+            // Wake at the first deadline, or sooner to notice a request
+            // that started meanwhile (its limit may be shorter).
+            tokio::time::sleep_until(wake).await;
         }
     }
 }
@@ -117,7 +171,7 @@ impl<T: AsyncRead> AsyncRead for ActivityIo<T> {
         let before = buf.filled().len();
         let res = this.inner.poll_read(cx, buf);
         if buf.filled().len() > before {
-            this.activity.touch();
+            this.activity.received();
         }
         res
     }
@@ -167,13 +221,92 @@ impl<T: AsyncWrite> AsyncWrite for ActivityIo<T> {
 mod tests {
     use super::*;
 
+    fn limits(idle: Duration, stall: Duration) -> Limits {
+        Limits {
+            idle,
+            stall,
+            head: None,
+        }
+    }
+
+    const HEAD: Limits = Limits {
+        idle: Duration::from_secs(1),
+        stall: Duration::from_secs(300),
+        head: Some(Duration::from_secs(10)),
+    };
+
+    /// A client sending a byte of its head every half second is never idle,
+    /// yet its head has a deadline from its first byte.
+    #[tokio::test(start_paused = true)]
+    async fn a_head_that_trickles_in_is_cut_off_at_its_deadline() {
+        let a = Arc::new(Activity::new());
+        let start = Instant::now();
+        let trickle = {
+            let a = Arc::clone(&a);
+            tokio::spawn(async move {
+                loop {
+                    a.received();
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            })
+        };
+        assert_eq!(a.quiet(HEAD).await, Quiet::SlowHead);
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        trickle.abort();
+        // Without a head limit the same client is never quiet.
+        let unlimited = Limits { head: None, ..HEAD };
+        let trickle = tokio::spawn({
+            let a = Arc::clone(&a);
+            async move {
+                for _ in 0..100 {
+                    a.received();
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        });
+        let waited = tokio::time::timeout(Duration::from_secs(40), a.quiet(unlimited));
+        assert!(waited.await.is_err());
+        trickle.abort();
+    }
+
+    /// The head's clock starts at the first byte after a request started,
+    /// stops when the next request starts, and is not read while a
+    /// response is in flight.
+    #[tokio::test(start_paused = true)]
+    async fn the_head_clock_runs_from_a_heads_first_byte_to_its_request() {
+        let a = Arc::new(Activity::new());
+        let unlimited_idle = Limits {
+            idle: Duration::from_secs(3600),
+            ..HEAD
+        };
+        // Quiet at first: no byte yet, so no head.
+        let waited = tokio::time::timeout(Duration::from_secs(60), a.quiet(unlimited_idle));
+        assert!(waited.await.is_err());
+        // A head's bytes, then its request: a response slower than the head
+        // limit is not a slow head.
+        a.received();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let busy = a.begin_request();
+        a.received(); // the next request's first byte, pipelined
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let waited = tokio::time::timeout(Duration::from_secs(60), a.quiet(unlimited_idle));
+        assert!(waited.await.is_err(), "not while a response is in flight");
+        drop(busy);
+        // The pipelined head began two minutes ago and never finished.
+        assert_eq!(a.quiet(unlimited_idle).await, Quiet::SlowHead);
+        // Its request starts: the clock stops.
+        let _second = a.begin_request();
+        let waited = tokio::time::timeout(Duration::from_secs(60), a.quiet(unlimited_idle));
+        assert!(waited.await.is_err());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_stalled_response_is_detected() {
         let a = Arc::new(Activity::new());
         let _busy = a.begin_request();
         let start = Instant::now();
         assert_eq!(
-            a.quiet(Duration::from_secs(60), Duration::from_secs(300))
+            a.quiet(limits(Duration::from_secs(60), Duration::from_secs(300)))
                 .await,
             Quiet::Stalled
         );
@@ -186,14 +319,14 @@ mod tests {
         let limit = Duration::from_secs(60);
         // Idle after the limit when nothing happens.
         let start = Instant::now();
-        assert_eq!(a.quiet(limit, Duration::MAX).await, Quiet::Idle);
+        assert_eq!(a.quiet(limits(limit, Duration::MAX)).await, Quiet::Idle);
         assert!(start.elapsed() >= limit);
 
         // A request in flight keeps the connection busy however long it takes.
         let busy = a.begin_request();
         let waiter = {
             let a = Arc::clone(&a);
-            tokio::spawn(async move { a.quiet(limit, Duration::MAX).await })
+            tokio::spawn(async move { a.quiet(limits(limit, Duration::MAX)).await })
         };
         tokio::time::sleep(limit * 5).await;
         assert!(!waiter.is_finished());

@@ -14,12 +14,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 use tokio::sync::watch;
 
-use super::idle::{Activity, Quiet};
+use super::idle::{Activity, Limits, Quiet};
 use super::stopped;
 
 /// Why the watchdog woke the connection.
@@ -29,14 +28,6 @@ pub(super) enum Alarm {
     Stop,
     /// The connection went quiet.
     Quiet(Quiet),
-}
-
-/// The limits that decide when a connection is quiet: nothing moved for
-/// `idle` with nothing in flight, or for `stall` with a response in flight.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Limits {
-    pub(super) idle: Duration,
-    pub(super) stall: Duration,
 }
 
 /// Set by the alarm's waker; read (and cleared) by the connection's task.
@@ -65,6 +56,8 @@ pub(super) struct Watchdog<'a> {
     due: Arc<Due>,
     waker: Waker,
     stop: watch::Receiver<bool>,
+    /// Whether `Alarm::Stop` has been reported: it is not watched for again.
+    stopped: bool,
     activity: &'a Activity,
 }
 
@@ -85,23 +78,33 @@ impl<'a> Watchdog<'a> {
             waker: Waker::from(Arc::clone(&due)),
             due,
             stop: stop.clone(),
+            stopped: false,
             activity,
         }
     }
 
-    /// Watches for the shutdown signal and, with `quiet`, for the
-    /// connection going quiet under those limits; replaces what was watched.
+    /// Watches for the shutdown signal (until it has been reported) and,
+    /// with `quiet`, for the connection going quiet under those limits;
+    /// replaces what was watched.
     pub(super) fn arm(&mut self, quiet: Option<Limits>) {
         let mut stop = self.stop.clone();
+        let watch_stop = !self.stopped;
         let activity = self.activity;
         self.alarm = Some(Box::pin(async move {
+            let stop = async {
+                if watch_stop {
+                    stopped(&mut stop).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
             let Some(limits) = quiet else {
-                stopped(&mut stop).await;
+                stop.await;
                 return Alarm::Stop;
             };
             tokio::select! {
-                () = stopped(&mut stop) => Alarm::Stop,
-                quiet = activity.quiet(limits.idle, limits.stall) => Alarm::Quiet(quiet),
+                () = stop => Alarm::Stop,
+                quiet = activity.quiet(limits) => Alarm::Quiet(quiet),
             }
         }));
         // Polled at the next poll, which registers its timer and channel.
@@ -121,8 +124,9 @@ impl<'a> Watchdog<'a> {
             return Poll::Pending;
         }
         let fired = alarm.as_mut().poll(&mut Context::from_waker(&self.waker));
-        if fired.is_ready() {
+        if let Poll::Ready(alarm) = fired {
             self.alarm = None;
+            self.stopped |= alarm == Alarm::Stop;
         }
         fired
     }
@@ -133,11 +137,13 @@ mod tests {
     use super::*;
     use std::future::poll_fn;
     use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
     use tokio::time::Instant;
 
     const LIMITS: Limits = Limits {
         idle: Duration::from_secs(60),
         stall: Duration::from_secs(300),
+        head: None,
     };
 
     #[tokio::test(start_paused = true)]
@@ -172,6 +178,25 @@ mod tests {
             assert_eq!(start.elapsed(), Duration::from_secs(1));
             waiter.await.unwrap();
         }
+    }
+
+    /// After the shutdown signal, re-arming watches idleness alone: the
+    /// signal, still set, is not reported again.
+    #[tokio::test(start_paused = true)]
+    async fn the_shutdown_signal_is_reported_once() {
+        let (tx, rx) = watch::channel(false);
+        let activity = Activity::new();
+        let mut dog = Watchdog::new(&rx, &activity);
+        dog.arm(Some(LIMITS));
+        tx.send(true).unwrap();
+        assert_eq!(poll_fn(|cx| dog.poll_alarm(cx)).await, Alarm::Stop);
+        dog.arm(Some(LIMITS));
+        let start = Instant::now();
+        assert_eq!(
+            poll_fn(|cx| dog.poll_alarm(cx)).await,
+            Alarm::Quiet(Quiet::Idle)
+        );
+        assert!(start.elapsed() >= LIMITS.idle);
     }
 
     /// Counts the polls of the future it wraps.
