@@ -188,6 +188,37 @@ async fn a_head_trickling_in_across_parking_is_cut_off() {
     still_serving(&h).await;
 }
 
+/// Part of a second head sent with the first request, and nothing after:
+/// no later read starts the head's clock, yet the connection, parked and
+/// served again with those bytes, is still closed at the head's deadline.
+#[tokio::test]
+async fn a_partial_head_behind_a_pipelined_request_is_cut_off() {
+    let h = Harness::start_with(|c| {
+        c.listen.park_after = Duration::from_millis(30);
+        c.listen.header_read_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {MANAGER}\r\n\r\nGET /Chime/Report/X HTTP/1.1\r\nHo",
+        report()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let start = std::time::Instant::now();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out))
+        .await
+        .expect("a head that never finishes must not hold its connection open")
+        .ok();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    still_serving(&h).await;
+}
+
 #[tokio::test]
 async fn pipelined_garbage_ends_the_connection_after_the_valid_request() {
     let h = Harness::start().await;

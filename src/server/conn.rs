@@ -189,7 +189,14 @@ impl Conn {
                 .serve_http1(Prefixed::new(pending, io), svc.clone(), &activity)
                 .await
             {
-                Some((back, unread)) => (io, pending) = (back, unread),
+                Some((back, unread)) => {
+                    (io, pending) = (back, unread);
+                    if !pending.is_empty() {
+                        // Part of a head came with an earlier request's
+                        // bytes; no read may come to start its clock.
+                        activity.head_buffered();
+                    }
+                }
                 None => return,
             }
         }

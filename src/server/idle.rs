@@ -77,8 +77,13 @@ impl Activity {
         }
     }
 
+    /// Now, as nanoseconds since the connection began.
+    fn nanos(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(NO_HEAD - 1)
+    }
+
     fn touch(&self) -> u64 {
-        let nanos = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(NO_HEAD - 1);
+        let nanos = self.nanos();
         self.last_nanos.store(nanos, Ordering::Relaxed);
         nanos
     }
@@ -87,6 +92,17 @@ impl Activity {
     /// started begins the next request's head.
     fn received(&self) {
         let nanos = self.touch();
+        self.head_begun(nanos);
+    }
+
+    /// Bytes of a next head are buffered (read with an earlier request's,
+    /// then left when the connection was parked): its clock runs from now
+    /// unless it runs already.
+    pub(super) fn head_buffered(&self) {
+        self.head_begun(self.nanos());
+    }
+
+    fn head_begun(&self, nanos: u64) {
         if self.head_nanos.load(Ordering::Relaxed) == NO_HEAD {
             self.head_nanos.store(nanos, Ordering::Relaxed);
         }
