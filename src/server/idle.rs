@@ -137,8 +137,16 @@ impl Activity {
                 (limits.idle, Quiet::Idle)
             };
             let now = Instant::now();
+            // A head that begins while this sleeps wakes nothing, so the
+            // sleep is at most the head limit too: such a head is caught
+            // within one more head limit (within the idle limit, `park_after`
+            // when parking is on, if that is shorter).
+            let every = limits
+                .idle
+                .min(limits.stall)
+                .min(limits.head.unwrap_or(Duration::MAX));
             let mut wake = now
-                .checked_add(limits.idle.min(limits.stall))
+                .checked_add(every)
                 .unwrap_or(now + Duration::from_secs(86_400));
             if let Some(deadline) = last.checked_add(limit) {
                 if now >= deadline {
@@ -282,6 +290,39 @@ mod tests {
         });
         let waited = tokio::time::timeout(Duration::from_secs(40), a.quiet(unlimited));
         assert!(waited.await.is_err());
+        trickle.abort();
+    }
+
+    /// With a long idle limit (parking off), a head that begins while the
+    /// watchdog sleeps is still caught within twice the head limit.
+    #[tokio::test(start_paused = true)]
+    async fn a_head_begun_mid_sleep_is_caught_within_twice_its_limit() {
+        let a = Arc::new(Activity::new());
+        let long_idle = Limits {
+            idle: Duration::from_secs(3600),
+            ..HEAD
+        };
+        let start = Instant::now();
+        let watch = tokio::spawn({
+            let a = Arc::clone(&a);
+            async move { a.quiet(long_idle).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let trickle = tokio::spawn({
+            let a = Arc::clone(&a);
+            async move {
+                loop {
+                    a.received();
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        });
+        assert_eq!(watch.await.unwrap(), Quiet::SlowHead);
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_secs(11) && took <= Duration::from_secs(21),
+            "{took:?}"
+        );
         trickle.abort();
     }
 
