@@ -33,6 +33,7 @@ use crate::stack::{self, GatewayService};
 use crate::state::{AppState, StartError};
 use crate::workers::Workers;
 use conn::{Builders, Conn};
+use idle::Limits;
 
 /// A bound, not yet running gateway.
 #[derive(Debug)]
@@ -240,9 +241,11 @@ impl Accept {
                 builders: Arc::clone(&builders),
                 svc: svc.clone(),
                 peer,
-                idle: state.config.listen.idle_timeout,
-                stall: state.config.listen.stall_timeout,
-                header_read: state.config.listen.header_read_timeout,
+                limits: Limits {
+                    idle: state.config.listen.idle_timeout,
+                    stall: state.config.listen.stall_timeout,
+                    head: Some(state.config.listen.header_read_timeout),
+                },
                 park_after: state.config.listen.park_after,
                 parked: state.metrics.parked_connections.clone(),
                 stop: self.stop.clone(),

@@ -13,8 +13,10 @@
 //!
 //! Either way the connection is closed when it has been idle for
 //! `listen.idle_timeout`, dropped when its client stops reading a response
-//! for `listen.stall_timeout`, and asked to close after its in-flight
-//! requests at shutdown.
+//! for `listen.stall_timeout` or takes longer than
+//! `listen.header_read_timeout` over a request head, and asked to close
+//! after its in-flight requests at shutdown. Its [`Watchdog`] keeps these
+//! limits beside the HTTP server.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -35,7 +37,7 @@ use tower::ServiceExt;
 
 use super::idle::{Activity, ActivityIo, Limits, Quiet};
 use super::stopped;
-use super::watchdog::{Alarm, Watchdog};
+use super::watchdog::{Alarm, Watchdog, Woke};
 use crate::body;
 use crate::config::ListenConfig;
 use crate::proxy::headers::Forwarding;
@@ -90,10 +92,8 @@ pub(super) struct Conn {
     pub(super) builders: Arc<Builders>,
     pub(super) svc: GatewayService<Incoming>,
     pub(super) peer: SocketAddr,
-    pub(super) idle: Duration,
-    pub(super) stall: Duration,
-    /// `listen.header_read_timeout`: the longest a request head may take.
-    pub(super) header_read: Duration,
+    /// `listen.idle_timeout`, `stall_timeout` and `header_read_timeout`.
+    pub(super) limits: Limits,
     pub(super) park_after: Duration,
     pub(super) parked: prometheus::IntGauge,
     pub(super) stop: watch::Receiver<bool>,
@@ -223,7 +223,8 @@ impl Conn {
         let got = tokio::select! {
             read = io.read(&mut byte) => matches!(read, Ok(1)),
             () = stopped(&mut self.stop) => false,
-            _ = activity.quiet(Limits { idle: self.idle, stall: self.stall, head: None }) => false,
+            // Parked with nothing buffered: no head has begun.
+            _ = activity.quiet(Limits { head: None, ..self.limits }) => false,
         };
         self.parked.dec();
         if got {
@@ -244,41 +245,35 @@ impl Conn {
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let park = !self.park_after.is_zero() && self.park_after < self.idle;
+        let park = !self.park_after.is_zero() && self.park_after < self.limits.idle;
         // Boxed, so a parked connection's task does not keep its space.
         let mut conn = Box::new(self.builders.http1.serve_connection(TokioIo::new(io), svc));
         let mut watchdog = Watchdog::new(&self.stop, activity);
-        watchdog.arm(Some(Limits {
-            idle: if park { self.park_after } else { self.idle },
-            stall: self.stall,
-            head: Some(self.header_read),
-        }));
-        // Once hyper is asked to finish: it finishes at once unless a
-        // request or a head has begun, and until it does, the head's
-        // deadline, the stall limit and the idle timeout still hold.
-        let finishing = Limits {
-            idle: self.idle,
-            stall: self.stall,
-            head: Some(self.header_read),
-        };
+        if park {
+            watchdog.arm(Limits {
+                idle: self.park_after,
+                ..self.limits
+            });
+        } else {
+            watchdog.arm(self.limits);
+        }
         let mut finish = Finish::No;
         loop {
-            let alarm = std::future::poll_fn(|cx| match conn.poll_without_shutdown(cx) {
-                Poll::Ready(res) => Poll::Ready(Err(res)),
-                Poll::Pending => watchdog.poll_alarm(cx).map(Ok),
-            });
-            match alarm.await {
-                Err(Err(e)) => {
+            // Once hyper is asked to finish, it finishes at once unless a
+            // request or a head has begun; until it does, the connection's
+            // own limits (not `park_after`) still hold.
+            match watchdog.beside(|cx| conn.poll_without_shutdown(cx)).await {
+                Woke::Served(Err(e)) => {
                     tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
                     return None;
                 }
-                Err(Ok(())) => break,
-                Ok(Alarm::Stop) => {
+                Woke::Served(Ok(())) => break,
+                Woke::Alarm(Alarm::Stop) => {
                     finish = Finish::Close;
                     Pin::new(&mut *conn).graceful_shutdown();
-                    watchdog.arm(Some(finishing));
+                    watchdog.arm(self.limits);
                 }
-                Ok(Alarm::Quiet(Quiet::Idle)) if finish == Finish::No => {
+                Woke::Alarm(Alarm::Quiet(Quiet::Idle)) if finish == Finish::No => {
                     finish = if park {
                         Finish::Park(activity.started())
                     } else {
@@ -286,15 +281,15 @@ impl Conn {
                     };
                     Pin::new(&mut *conn).graceful_shutdown();
                     // A shutdown meanwhile closes it instead.
-                    watchdog.arm(Some(finishing));
+                    watchdog.arm(self.limits);
                 }
                 // Idle for the idle timeout while hyper was finishing.
-                Ok(Alarm::Quiet(Quiet::Idle)) => return None,
-                Ok(Alarm::Quiet(Quiet::Stalled)) => {
+                Woke::Alarm(Alarm::Quiet(Quiet::Idle)) => return None,
+                Woke::Alarm(Alarm::Quiet(Quiet::Stalled)) => {
                     tracing::debug!(peer = %self.peer, "closing a connection whose client stopped reading");
                     return None;
                 }
-                Ok(Alarm::Quiet(Quiet::SlowHead)) => {
+                Woke::Alarm(Alarm::Quiet(Quiet::SlowHead)) => {
                     tracing::debug!(peer = %self.peer, "closing a connection whose request head did not finish in time");
                     return None;
                 }
@@ -332,26 +327,23 @@ impl Conn {
         let conn = self.builders.auto.serve_connection(TokioIo::new(io), svc);
         tokio::pin!(conn);
         let mut watchdog = Watchdog::new(&self.stop, activity);
-        watchdog.arm(Some(Limits {
-            idle: self.idle,
-            stall: self.stall,
-            // hyper's own header timer covers the auto server's HTTP/1.
+        // hyper's own header timer covers the auto server's HTTP/1.
+        watchdog.arm(Limits {
             head: None,
-        }));
+            ..self.limits
+        });
         loop {
-            let alarm = std::future::poll_fn(|cx| match conn.as_mut().poll(cx) {
-                Poll::Ready(res) => Poll::Ready(Err(res)),
-                Poll::Pending => watchdog.poll_alarm(cx).map(Ok),
-            });
-            match alarm.await {
-                Err(res) => {
+            match watchdog.beside(|cx| conn.as_mut().poll(cx)).await {
+                Woke::Served(res) => {
                     if let Err(e) = res {
                         tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
                     }
                     break;
                 }
-                Ok(Alarm::Stop | Alarm::Quiet(Quiet::Idle)) => conn.as_mut().graceful_shutdown(),
-                Ok(Alarm::Quiet(Quiet::Stalled | Quiet::SlowHead)) => {
+                Woke::Alarm(Alarm::Stop | Alarm::Quiet(Quiet::Idle)) => {
+                    conn.as_mut().graceful_shutdown();
+                }
+                Woke::Alarm(Alarm::Quiet(Quiet::Stalled | Quiet::SlowHead)) => {
                     tracing::debug!(peer = %self.peer, "closing a connection whose client stopped reading");
                     break;
                 }

@@ -259,38 +259,39 @@ mod tests {
         head: Some(Duration::from_secs(10)),
     };
 
+    /// `HEAD` with an idle limit far beyond the head limit (parking off).
+    const LONG_IDLE: Limits = Limits {
+        idle: Duration::from_secs(3600),
+        ..HEAD
+    };
+
+    /// A client sending a byte of a head every half second, until aborted.
+    fn trickle(a: &Arc<Activity>) -> tokio::task::JoinHandle<()> {
+        let a = Arc::clone(a);
+        tokio::spawn(async move {
+            loop {
+                a.received();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    }
+
     /// A client sending a byte of its head every half second is never idle,
     /// yet its head has a deadline from its first byte.
     #[tokio::test(start_paused = true)]
     async fn a_head_that_trickles_in_is_cut_off_at_its_deadline() {
         let a = Arc::new(Activity::new());
         let start = Instant::now();
-        let trickle = {
-            let a = Arc::clone(&a);
-            tokio::spawn(async move {
-                loop {
-                    a.received();
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            })
-        };
+        let bytes = trickle(&a);
         assert_eq!(a.quiet(HEAD).await, Quiet::SlowHead);
         assert_eq!(start.elapsed(), Duration::from_secs(10));
-        trickle.abort();
+        bytes.abort();
         // Without a head limit the same client is never quiet.
         let unlimited = Limits { head: None, ..HEAD };
-        let trickle = tokio::spawn({
-            let a = Arc::clone(&a);
-            async move {
-                for _ in 0..100 {
-                    a.received();
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        });
+        let bytes = trickle(&a);
         let waited = tokio::time::timeout(Duration::from_secs(40), a.quiet(unlimited));
         assert!(waited.await.is_err());
-        trickle.abort();
+        bytes.abort();
     }
 
     /// With a long idle limit (parking off), a head that begins while the
@@ -298,32 +299,20 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_head_begun_mid_sleep_is_caught_within_twice_its_limit() {
         let a = Arc::new(Activity::new());
-        let long_idle = Limits {
-            idle: Duration::from_secs(3600),
-            ..HEAD
-        };
         let start = Instant::now();
         let watch = tokio::spawn({
             let a = Arc::clone(&a);
-            async move { a.quiet(long_idle).await }
+            async move { a.quiet(LONG_IDLE).await }
         });
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let trickle = tokio::spawn({
-            let a = Arc::clone(&a);
-            async move {
-                loop {
-                    a.received();
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        });
+        let bytes = trickle(&a);
         assert_eq!(watch.await.unwrap(), Quiet::SlowHead);
         let took = start.elapsed();
         assert!(
             took >= Duration::from_secs(11) && took <= Duration::from_secs(21),
             "{took:?}"
         );
-        trickle.abort();
+        bytes.abort();
     }
 
     /// The head's clock starts at the first byte after a request started,
@@ -332,12 +321,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_head_clock_runs_from_a_heads_first_byte_to_its_request() {
         let a = Arc::new(Activity::new());
-        let unlimited_idle = Limits {
-            idle: Duration::from_secs(3600),
-            ..HEAD
-        };
         // Quiet at first: no byte yet, so no head.
-        let waited = tokio::time::timeout(Duration::from_secs(60), a.quiet(unlimited_idle));
+        let waited = tokio::time::timeout(Duration::from_secs(60), a.quiet(LONG_IDLE));
         assert!(waited.await.is_err());
         // A head's bytes, then its request: a response slower than the head
         // limit is not a slow head.
@@ -346,14 +331,14 @@ mod tests {
         let busy = a.begin_request();
         a.received(); // the next request's first byte, pipelined
         tokio::time::sleep(Duration::from_secs(60)).await;
-        let waited = tokio::time::timeout(Duration::from_secs(60), a.quiet(unlimited_idle));
+        let waited = tokio::time::timeout(Duration::from_secs(60), a.quiet(LONG_IDLE));
         assert!(waited.await.is_err(), "not while a response is in flight");
         drop(busy);
         // The pipelined head began two minutes ago and never finished.
-        assert_eq!(a.quiet(unlimited_idle).await, Quiet::SlowHead);
+        assert_eq!(a.quiet(LONG_IDLE).await, Quiet::SlowHead);
         // Its request starts: the clock stops.
         let _second = a.begin_request();
-        let waited = tokio::time::timeout(Duration::from_secs(60), a.quiet(unlimited_idle));
+        let waited = tokio::time::timeout(Duration::from_secs(60), a.quiet(LONG_IDLE));
         assert!(waited.await.is_err());
     }
 

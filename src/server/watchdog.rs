@@ -30,6 +30,15 @@ pub(super) enum Alarm {
     Quiet(Quiet),
 }
 
+/// What a connection served beside its watchdog woke up for.
+#[derive(Debug)]
+pub(super) enum Woke<T> {
+    /// The connection's server finished, with this.
+    Served(T),
+    /// The alarm went off.
+    Alarm(Alarm),
+}
+
 /// Set by the alarm's waker; read (and cleared) by the connection's task.
 #[derive(Debug, Default)]
 struct Due {
@@ -50,7 +59,7 @@ impl Wake for Due {
 
 type AlarmFuture<'a> = Pin<Box<dyn Future<Output = Alarm> + Send + 'a>>;
 
-/// The shutdown signal and, while armed for it, the connection's idleness.
+/// The shutdown signal and the connection's quiet limits.
 pub(super) struct Watchdog<'a> {
     alarm: Option<AlarmFuture<'a>>,
     due: Arc<Due>,
@@ -83,10 +92,9 @@ impl<'a> Watchdog<'a> {
         }
     }
 
-    /// Watches for the shutdown signal (until it has been reported) and,
-    /// with `quiet`, for the connection going quiet under those limits;
-    /// replaces what was watched.
-    pub(super) fn arm(&mut self, quiet: Option<Limits>) {
+    /// Watches for the shutdown signal (until it has been reported) and for
+    /// the connection going quiet under `limits`; replaces what was watched.
+    pub(super) fn arm(&mut self, limits: Limits) {
         let mut stop = self.stop.clone();
         let watch_stop = !self.stopped;
         let activity = self.activity;
@@ -98,10 +106,6 @@ impl<'a> Watchdog<'a> {
                     std::future::pending::<()>().await;
                 }
             };
-            let Some(limits) = quiet else {
-                stop.await;
-                return Alarm::Stop;
-            };
             tokio::select! {
                 () = stop => Alarm::Stop,
                 quiet = activity.quiet(limits) => Alarm::Quiet(quiet),
@@ -109,6 +113,19 @@ impl<'a> Watchdog<'a> {
         }));
         // Polled at the next poll, which registers its timer and channel.
         self.due.due.store(true, Ordering::Release);
+    }
+
+    /// Polls `serve` (the connection's server) on every wake-up and the
+    /// alarm when it is due, until either is ready.
+    pub(super) async fn beside<T>(
+        &mut self,
+        mut serve: impl FnMut(&mut Context<'_>) -> Poll<T>,
+    ) -> Woke<T> {
+        std::future::poll_fn(|cx| match serve(cx) {
+            Poll::Ready(done) => Poll::Ready(Woke::Served(done)),
+            Poll::Pending => self.poll_alarm(cx).map(Woke::Alarm),
+        })
+        .await
     }
 
     /// The alarm, once it has gone off; an alarm is reported once, and the
@@ -161,28 +178,26 @@ mod tests {
         let (_tx, rx) = watch::channel(false);
         let activity = Activity::new();
         let mut dog = Watchdog::new(&rx, &activity);
-        dog.arm(Some(LIMITS));
+        dog.arm(LIMITS);
         goes_idle(&mut dog).await;
         // Reported once: disarmed afterwards.
         assert!(dog.alarm.is_none());
     }
 
     #[tokio::test(start_paused = true)]
-    async fn goes_off_at_shutdown_armed_or_not_for_idleness() {
-        for quiet in [Some(LIMITS), None] {
-            let (tx, rx) = watch::channel(false);
-            let activity = Activity::new();
-            let mut dog = Watchdog::new(&rx, &activity);
-            dog.arm(quiet);
-            let waiter = tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                tx.send(true).unwrap();
-            });
-            let start = Instant::now();
-            assert_eq!(poll_fn(|cx| dog.poll_alarm(cx)).await, Alarm::Stop);
-            assert_eq!(start.elapsed(), Duration::from_secs(1));
-            waiter.await.unwrap();
-        }
+    async fn goes_off_at_shutdown() {
+        let (tx, rx) = watch::channel(false);
+        let activity = Activity::new();
+        let mut dog = Watchdog::new(&rx, &activity);
+        dog.arm(LIMITS);
+        let waiter = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            tx.send(true).unwrap();
+        });
+        let start = Instant::now();
+        assert_eq!(poll_fn(|cx| dog.poll_alarm(cx)).await, Alarm::Stop);
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        waiter.await.unwrap();
     }
 
     /// After the shutdown signal, re-arming watches idleness alone: the
@@ -192,10 +207,10 @@ mod tests {
         let (tx, rx) = watch::channel(false);
         let activity = Activity::new();
         let mut dog = Watchdog::new(&rx, &activity);
-        dog.arm(Some(LIMITS));
+        dog.arm(LIMITS);
         tx.send(true).unwrap();
         assert_eq!(poll_fn(|cx| dog.poll_alarm(cx)).await, Alarm::Stop);
-        dog.arm(Some(LIMITS));
+        dog.arm(LIMITS);
         goes_idle(&mut dog).await;
     }
 
