@@ -52,6 +52,8 @@ pub struct Metrics {
     pub connections: IntGauge,
     /// Client connections holding no HTTP state while they wait for a request.
     pub parked_connections: IntGauge,
+    /// Open client connections per worker thread (`listen.workers`).
+    pub worker_connections: IntGaugeVec,
     /// Authentication failures by reason (`missing`, `malformed`, `unknown`, `throttled`).
     pub auth_failures: IntCounterVec,
     /// Keys currently loaded by the key store.
@@ -153,6 +155,13 @@ impl Metrics {
         let parked_connections = IntGauge::new(
             "chime_gateway_parked_connections",
             "Open client connections waiting for a request with no HTTP state or buffers held.",
+        )?;
+        let worker_connections = IntGaugeVec::new(
+            Opts::new(
+                "chime_gateway_worker_connections",
+                "Open client connections per worker thread.",
+            ),
+            &["worker"],
         )?;
         let auth_failures = IntCounterVec::new(
             Opts::new(
@@ -350,6 +359,7 @@ impl Metrics {
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(parked_connections.clone()))?;
+        registry.register(Box::new(worker_connections.clone()))?;
         registry.register(Box::new(auth_failures.clone()))?;
         registry.register(Box::new(keys_loaded.clone()))?;
         registry.register(Box::new(key_reloads.clone()))?;
@@ -401,6 +411,7 @@ impl Metrics {
             upstream_errors,
             connections,
             parked_connections,
+            worker_connections,
             auth_failures,
             keys_loaded,
             key_reloads,

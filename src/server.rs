@@ -8,6 +8,7 @@
 //! instance not ready, asks every connection to close after its in-flight
 //! requests (long CSV streams included) and waits up to `shutdown_grace`.
 
+mod balance;
 mod conn;
 mod idle;
 mod watchdog;
@@ -23,7 +24,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::admin::Admin;
 use crate::body;
@@ -32,6 +33,7 @@ use crate::config::Config;
 use crate::stack::{self, GatewayService};
 use crate::state::{AppState, StartError};
 use crate::workers::Workers;
+use balance::{Balance, Handoff, Inbox, Open};
 use conn::{Builders, Conn};
 use idle::Limits;
 
@@ -123,14 +125,26 @@ impl Gateway {
                     .collect::<std::io::Result<Vec<_>>>()
             })
             .and_then(|listeners| {
+                let open = (0..n)
+                    .map(|i| {
+                        let worker = i.to_string();
+                        state
+                            .metrics
+                            .worker_connections
+                            .with_label_values(&[&worker])
+                    })
+                    .collect();
+                let (balance, inboxes) = Balance::new(open);
                 let accept = Arc::new(Accept {
                     state: Arc::clone(&state),
                     slots: Arc::clone(&slots),
                     tls,
                     stop,
                     listeners: std::sync::Mutex::new(listeners),
+                    balance,
+                    inboxes: std::sync::Mutex::new(inboxes.into_iter().map(Some).collect()),
                 });
-                Workers::start(n, move |_| Arc::clone(&accept).serve())
+                Workers::start(n, move |i| Arc::clone(&accept).serve(i))
             });
         let workers = match workers {
             Ok(w) => w,
@@ -189,6 +203,27 @@ struct Accept {
     stop: watch::Receiver<bool>,
     /// One handle on the public socket per worker, each taken by one.
     listeners: std::sync::Mutex<Vec<std::net::TcpListener>>,
+    /// Which worker serves an accepted connection.
+    balance: Arc<Balance>,
+    /// Worker `i`'s inbox for connections handed to it, taken by it.
+    inboxes: std::sync::Mutex<Vec<Option<Inbox>>>,
+}
+
+/// What a worker's accept loop waits for.
+enum Next {
+    /// It accepted a connection (or failed to), holding a slot for it.
+    Accepted(
+        std::io::Result<(tokio::net::TcpStream, SocketAddr)>,
+        OwnedSemaphorePermit,
+    ),
+    /// Another worker accepted a connection for it.
+    Handed(Handoff),
+}
+
+/// What a worker's connections share.
+struct Worker {
+    builders: Arc<Builders>,
+    svc: GatewayService<Incoming>,
 }
 
 /// Resolves once `stop` is true (or its sender is gone).
@@ -197,14 +232,21 @@ pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 impl Accept {
-    /// One worker's accept loop: serves connections until the stop, then
-    /// closes its handle on the listener (the socket closes with the last).
-    async fn serve(self: Arc<Self>) {
+    /// Worker `me`'s accept loop: serves the connections it accepts or is
+    /// handed until the stop, then closes its handle on the listener (the
+    /// socket closes with the last).
+    async fn serve(self: Arc<Self>, me: usize) {
         let taken = self
             .listeners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop();
+        let mut inbox = self
+            .inboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(me)
+            .and_then(Option::take);
         let public = match taken.map(TcpListener::from_std) {
             Some(Ok(l)) => l,
             Some(Err(e)) => {
@@ -213,54 +255,102 @@ impl Accept {
             }
             None => return,
         };
-        let state = &self.state;
-        let builders = Arc::new(Builders::new(&state.config.listen));
-        let svc: GatewayService<Incoming> = stack::build(state);
+        let worker = Worker {
+            builders: Arc::new(Builders::new(&self.state.config.listen)),
+            svc: stack::build(&self.state),
+        };
         let mut stop = self.stop.clone();
         loop {
-            let slot = tokio::select! {
-                slot = Arc::clone(&self.slots).acquire_owned() => slot,
+            let next = tokio::select! {
+                Some(handoff) = recv(&mut inbox) => Next::Handed(handoff),
+                Some((accepted, slot)) = self.accept(&public) => Next::Accepted(accepted, slot),
                 () = stopped(&mut stop) => break,
             };
-            let Ok(slot) = slot else { break };
-            let accepted = tokio::select! {
-                accepted = public.accept() => accepted,
-                () = stopped(&mut stop) => break,
-            };
-            let (stream, peer) = match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
+            match next {
+                Next::Handed(h) => match tokio::net::TcpStream::from_std(h.stream) {
+                    Ok(stream) => self.start(&worker, stream, h.peer, h.slot, h.open),
+                    Err(e) => tracing::warn!(error = %e, "a handed-over connection is lost"),
+                },
+                Next::Accepted(Ok((stream, peer)), slot) => {
+                    let _ = stream.set_nodelay(true);
+                    let (to, open) = self.balance.place(me);
+                    if to == me {
+                        self.start(&worker, stream, peer, slot, open);
+                        continue;
+                    }
+                    let handoff = match stream.into_std() {
+                        Ok(stream) => Handoff {
+                            stream,
+                            peer,
+                            slot,
+                            open,
+                        },
+                        Err(e) => {
+                            tracing::warn!(error = %e, "an accepted connection is lost");
+                            continue;
+                        }
+                    };
+                    // Refused only once that worker has stopped: the
+                    // connection closes, as at shutdown.
+                    let _ = self.balance.hand_over(to, handoff);
+                }
+                Next::Accepted(Err(e), _) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
                 }
-            };
-            let _ = stream.set_nodelay(true);
-            let conn = Conn {
-                builders: Arc::clone(&builders),
-                svc: svc.clone(),
-                peer,
-                limits: Limits {
-                    idle: state.config.listen.idle_timeout,
-                    stall: state.config.listen.stall_timeout,
-                    head: Some(state.config.listen.header_read_timeout),
-                },
-                park_after: state.config.listen.park_after,
-                parked: state.metrics.parked_connections.clone(),
-                stop: self.stop.clone(),
-                tls: self.tls.is_some(),
-            };
-            let metrics = Arc::clone(&state.metrics);
-            let acceptor = self.tls.clone();
-            let handshake_timeout = state.config.listen.header_read_timeout;
-            metrics.connections.inc();
-            tokio::spawn(async move {
-                match acceptor {
-                    None => conn.serve(stream, false).await,
-                    // Boxed: the handshake's state takes no room in plain
-                    // connections' tasks.
-                    Some(acceptor) => Box::pin(async move {
+            }
+        }
+    }
+
+    /// The next connection on `public`, once there is a slot for it;
+    /// `None` if the slots were closed (they are not).
+    async fn accept(
+        &self,
+        public: &TcpListener,
+    ) -> Option<(
+        std::io::Result<(tokio::net::TcpStream, SocketAddr)>,
+        OwnedSemaphorePermit,
+    )> {
+        let slot = Arc::clone(&self.slots).acquire_owned().await.ok()?;
+        Some((public.accept().await, slot))
+    }
+
+    /// Serves one connection on this worker, in a task of its own.
+    fn start(
+        &self,
+        worker: &Worker,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        slot: OwnedSemaphorePermit,
+        open: Open,
+    ) {
+        let state = &self.state;
+        let conn = Conn {
+            builders: Arc::clone(&worker.builders),
+            svc: worker.svc.clone(),
+            peer,
+            limits: Limits {
+                idle: state.config.listen.idle_timeout,
+                stall: state.config.listen.stall_timeout,
+                head: Some(state.config.listen.header_read_timeout),
+            },
+            park_after: state.config.listen.park_after,
+            parked: state.metrics.parked_connections.clone(),
+            stop: self.stop.clone(),
+            tls: self.tls.is_some(),
+        };
+        let metrics = Arc::clone(&state.metrics);
+        let acceptor = self.tls.clone();
+        let handshake_timeout = state.config.listen.header_read_timeout;
+        metrics.connections.inc();
+        tokio::spawn(async move {
+            match acceptor {
+                None => conn.serve(stream, false).await,
+                // Boxed: the handshake's state takes no room in plain
+                // connections' tasks.
+                Some(acceptor) => {
+                    Box::pin(async move {
                         match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
                         {
                             Ok(Ok(tls)) => {
@@ -273,12 +363,20 @@ impl Accept {
                             Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
                         }
                     })
-                    .await,
+                    .await
                 }
-                metrics.connections.dec();
-                drop(slot);
-            });
-        }
+            }
+            metrics.connections.dec();
+            drop((slot, open));
+        });
+    }
+}
+
+/// The next connection handed to this worker; never, without an inbox.
+async fn recv(inbox: &mut Option<Inbox>) -> Option<Handoff> {
+    match inbox {
+        Some(inbox) => inbox.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -447,3 +447,49 @@ async fn quiet_connections_are_parked_and_keep_serving() {
     assert_eq!(n, 0, "closed, not answered");
     until_parked(&h, 0).await;
 }
+
+fn worker_connections(h: &Harness, workers: usize) -> Vec<i64> {
+    (0..workers)
+        .map(|i| {
+            let worker = i.to_string();
+            h.state
+                .metrics
+                .worker_connections
+                .with_label_values(&[&worker])
+                .get()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn connections_are_spread_evenly_over_the_workers_and_all_serve() {
+    let h = Harness::start_with(|c| c.listen.workers = 3).await;
+    let req = format!(
+        "GET /Chime/Report/GetQueueBasicReports?queueId=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {MANAGER}\r\n\r\n"
+    );
+    let mut conns = Vec::new();
+    for _ in 0..9 {
+        // One at a time: each is answered, so placed, before the next.
+        let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        let mut buf = Vec::new();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let head = read_response(&mut s, &mut buf).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        conns.push((s, buf));
+    }
+    assert_eq!(worker_connections(&h, 3), vec![3, 3, 3]);
+    // Those handed to another worker keep serving there.
+    for (s, buf) in &mut conns {
+        s.write_all(req.as_bytes()).await.unwrap();
+        let head = read_response(s, buf).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+    drop(conns);
+    for _ in 0..300 {
+        if worker_connections(&h, 3) == vec![0, 0, 0] {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("still counted open: {:?}", worker_connections(&h, 3));
+}
