@@ -83,29 +83,32 @@ run_wrk() {
 }
 
 echo "== 1. throughput: $rounds rounds of ${secs}s, $conns connections, 2 wrk threads"
-declare -A rps p50 p99 utick stick served
+declare -A rps p50 p99 utick stick ctick served
 for round in $(seq "$rounds"); do
   for name in direct gateway nginx haproxy; do
     # shellcheck disable=SC2086 # pids holds several for nginx
     user0=$(cpu_ticks 14 ${pids[$name]}); sys0=$(cpu_ticks 15 ${pids[$name]})
+    chime0=$(( $(cpu_ticks 14 "${pids[direct]}") + $(cpu_ticks 15 "${pids[direct]}") ))
     run_wrk 2 "$conns" "${url[$name]}"
     # shellcheck disable=SC2086
     utick[$name]=$(( ${utick[$name]:-0} + $(cpu_ticks 14 ${pids[$name]}) - user0 ))
     # shellcheck disable=SC2086
     stick[$name]=$(( ${stick[$name]:-0} + $(cpu_ticks 15 ${pids[$name]}) - sys0 ))
+    ctick[$name]=$(( ${ctick[$name]:-0} + $(cpu_ticks 14 "${pids[direct]}") + $(cpu_ticks 15 "${pids[direct]}") - chime0 ))
     served[$name]=$(( ${served[$name]:-0} + n ))
     rps[$name]+="$r "; p50[$name]+="$l50 "; p99[$name]+="$l99 "
     echo "round $round $name: $r req/s, p50 $l50, p99 $l99"
   done
 done
 echo
-printf '%-8s %12s %10s %10s %16s %12s\n' "" "req/s" "p50 ms" "p99 ms" "CPU us/request" "(user+sys)"
+printf '%-8s %12s %10s %10s %16s %12s %16s\n' "" "req/s" "p50 ms" "p99 ms" "CPU us/request" "(user+sys)" "Chime us/request"
 for name in direct gateway nginx haproxy; do
-  cpu=$(awk -v u="${utick[$name]}" -v s="${stick[$name]}" -v n="${served[$name]}" -v hz="$hz" \
-    'BEGIN { f = 1e6 / hz / n; printf "%.1f %5.1f+%.1f", (u + s) * f, u * f, s * f }')
-  printf '%-8s %12s %10s %10s %16s %12s\n' "$name" "$(med "${rps[$name]}")" "$(ms "${p50[$name]}")" "$(ms "${p99[$name]}")" $cpu
+  cpu=$(awk -v u="${utick[$name]}" -v s="${stick[$name]}" -v c="${ctick[$name]}" -v n="${served[$name]}" -v hz="$hz" \
+    'BEGIN { f = 1e6 / hz / n; printf "%.1f %5.1f+%.1f %.1f", (u + s) * f, u * f, s * f, c * f }')
+  printf '%-8s %12s %10s %10s %16s %12s %16s\n' "$name" "$(med "${rps[$name]}")" "$(ms "${p50[$name]}")" "$(ms "${p99[$name]}")" $cpu
 done
-echo "(CPU us/request: user and system time of that process alone; for 'direct' the simulated Chime's)"
+echo "(CPU us/request: user and system time of that process alone, for 'direct' the simulated Chime's;"
+echo " Chime us/request: the simulated Chime's behind each, for the same requests)"
 g=$(med "${rps[gateway]}"); n=$(med "${rps[nginx]}"); h=$(med "${rps[haproxy]}"); d=$(med "${rps[direct]}")
 awk -v g="$g" -v n="$n" -v h="$h" -v d="$d" 'BEGIN { printf "throughput ratios: gateway/nginx %.2f, gateway/haproxy %.2f, gateway/direct %.2f\n", g/n, g/h, g/d }'
 awk -v g="$(ms "${p99[gateway]}")" -v n="$(ms "${p99[nginx]}")" -v h="$(ms "${p99[haproxy]}")" 'BEGIN { printf "p99 ratios: gateway/nginx %.2f, gateway/haproxy %.2f\n", g/n, g/h }'
