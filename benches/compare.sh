@@ -61,6 +61,16 @@ pids[nginx]="${pids[nginx]} $(pgrep -P "${pids[nginx]}" | tr '\n' ' ')"   # mast
 # cpu_ticks FIELD PID... -> user (14) or system (15) CPU time, in clock ticks, of those processes
 cpu_ticks() { local f=$1 t=0 p; shift; for p in "$@"; do t=$((t + $(awk -v f="$f" '{print $f}' "/proc/$p/stat"))); done; echo "$t"; }
 hz=$(getconf CLK_TCK)
+# worker_ns PID -> "THREAD-NAME NANOSECONDS" for each of the gateway's worker
+# threads (chime-gw-N): the CPU each has run for
+worker_ns() {
+  local t
+  for t in /proc/"$1"/task/*; do
+    [[ $(cat "$t/comm") == chime-gw-[0-9]* ]] && echo "$(cat "$t/comm") $(awk '{print $1}' "$t/schedstat")"
+  done
+  return 0
+}
+declare -A wns
 
 declare -A url=([direct]="http://127.0.0.1:$up$target" [gateway]="http://127.0.0.1:${gwport[main]}$target" [nginx]="http://127.0.0.1:$ngx$target" [haproxy]="http://127.0.0.1:$hap$target")
 for name in direct gateway nginx haproxy; do
@@ -89,7 +99,9 @@ for round in $(seq "$rounds"); do
     # shellcheck disable=SC2086 # pids holds several for nginx
     user0=$(cpu_ticks 14 ${pids[$name]}); sys0=$(cpu_ticks 15 ${pids[$name]})
     chime0=$(( $(cpu_ticks 14 "${pids[direct]}") + $(cpu_ticks 15 "${pids[direct]}") ))
+    [ "$name" != gateway ] || while read -r w ns; do wns[$w]=$(( ${wns[$w]:-0} - ns )); done < <(worker_ns "${pids[gateway]}")
     run_wrk 2 "$conns" "${url[$name]}"
+    [ "$name" != gateway ] || while read -r w ns; do wns[$w]=$(( ${wns[$w]:-0} + ns )); done < <(worker_ns "${pids[gateway]}")
     # shellcheck disable=SC2086
     utick[$name]=$(( ${utick[$name]:-0} + $(cpu_ticks 14 ${pids[$name]}) - user0 ))
     # shellcheck disable=SC2086
@@ -113,6 +125,8 @@ g=$(med "${rps[gateway]}"); n=$(med "${rps[nginx]}"); h=$(med "${rps[haproxy]}")
 awk -v g="$g" -v n="$n" -v h="$h" -v d="$d" 'BEGIN { printf "throughput ratios: gateway/nginx %.2f, gateway/haproxy %.2f, gateway/direct %.2f\n", g/n, g/h, g/d }'
 awk -v g="$(ms "${p99[gateway]}")" -v n="$(ms "${p99[nginx]}")" -v h="$(ms "${p99[haproxy]}")" 'BEGIN { printf "p99 ratios: gateway/nginx %.2f, gateway/haproxy %.2f\n", g/n, g/h }'
 echo "audit lines written by the gateway: $(wc -l < "$work/audit-main.log")"
+echo "CPU of the gateway's workers over its rounds (an even split means its connections were spread evenly):$(
+  for w in $(printf '%s\n' "${!wns[@]}" | sort); do awk -v w="$w" -v ns="${wns[$w]}" 'BEGIN { printf " %s %.1f s", w, ns / 1e9 }'; done)"
 
 echo
 echo "== 1b. latency at the same load: $rounds rounds of ${secs}s, $conns connections, each waiting 1 ms between answer and next request"
