@@ -125,24 +125,19 @@ impl Gateway {
                     .collect::<std::io::Result<Vec<_>>>()
             })
             .and_then(|listeners| {
-                let open = (0..n)
-                    .map(|i| {
-                        let worker = i.to_string();
-                        state
-                            .metrics
-                            .worker_connections
-                            .with_label_values(&[&worker])
-                    })
+                let (balance, inboxes) = Balance::new(&state.metrics.worker_connections, n);
+                let seats = listeners
+                    .into_iter()
+                    .zip(inboxes)
+                    .map(|(listener, inbox)| Some(Seat { listener, inbox }))
                     .collect();
-                let (balance, inboxes) = Balance::new(open);
                 let accept = Arc::new(Accept {
                     state: Arc::clone(&state),
                     slots: Arc::clone(&slots),
                     tls,
                     stop,
-                    listeners: std::sync::Mutex::new(listeners),
+                    seats: std::sync::Mutex::new(seats),
                     balance,
-                    inboxes: std::sync::Mutex::new(inboxes.into_iter().map(Some).collect()),
                 });
                 Workers::start(n, move |i| Arc::clone(&accept).serve(i))
             });
@@ -201,23 +196,18 @@ struct Accept {
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// Becomes true at shutdown.
     stop: watch::Receiver<bool>,
-    /// One handle on the public socket per worker, each taken by one.
-    listeners: std::sync::Mutex<Vec<std::net::TcpListener>>,
+    /// Worker `i`'s seat, taken by it.
+    seats: std::sync::Mutex<Vec<Option<Seat>>>,
     /// Which worker serves an accepted connection.
     balance: Arc<Balance>,
-    /// Worker `i`'s inbox for connections handed to it, taken by it.
-    inboxes: std::sync::Mutex<Vec<Option<Inbox>>>,
 }
 
-/// What a worker's accept loop waits for.
-enum Next {
-    /// It accepted a connection (or failed to), holding a slot for it.
-    Accepted(
-        std::io::Result<(tokio::net::TcpStream, SocketAddr)>,
-        OwnedSemaphorePermit,
-    ),
-    /// Another worker accepted a connection for it.
-    Handed(Handoff),
+/// What one worker accepts and is handed connections through.
+struct Seat {
+    /// Its handle on the public socket.
+    listener: std::net::TcpListener,
+    /// Connections other workers accepted for it.
+    inbox: Inbox,
 }
 
 /// What a worker's connections share.
@@ -236,24 +226,25 @@ impl Accept {
     /// handed until the stop, then closes its handle on the listener (the
     /// socket closes with the last).
     async fn serve(self: Arc<Self>, me: usize) {
-        let taken = self
-            .listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
-        let mut inbox = self
-            .inboxes
+        let seat = self
+            .seats
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get_mut(me)
             .and_then(Option::take);
-        let public = match taken.map(TcpListener::from_std) {
-            Some(Ok(l)) => l,
-            Some(Err(e)) => {
+        let Some(Seat {
+            listener,
+            mut inbox,
+        }) = seat
+        else {
+            return;
+        };
+        let public = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
                 tracing::error!(error = %e, "a worker cannot listen");
                 return;
             }
-            None => return,
         };
         let worker = Worker {
             builders: Arc::new(Builders::new(&self.state.config.listen)),
@@ -261,45 +252,54 @@ impl Accept {
         };
         let mut stop = self.stop.clone();
         loop {
-            let next = tokio::select! {
-                Some(handoff) = recv(&mut inbox) => Next::Handed(handoff),
-                Some((accepted, slot)) = self.accept(&public) => Next::Accepted(accepted, slot),
-                () = stopped(&mut stop) => break,
-            };
-            match next {
-                Next::Handed(h) => match tokio::net::TcpStream::from_std(h.stream) {
+            tokio::select! {
+                Some(h) = inbox.recv() => match tokio::net::TcpStream::from_std(h.stream) {
                     Ok(stream) => self.start(&worker, stream, h.peer, h.slot, h.open),
                     Err(e) => tracing::warn!(error = %e, "a handed-over connection is lost"),
                 },
-                Next::Accepted(Ok((stream, peer)), slot) => {
-                    let _ = stream.set_nodelay(true);
-                    let (to, open) = self.balance.place(me);
-                    if to == me {
-                        self.start(&worker, stream, peer, slot, open);
-                        continue;
+                Some((accepted, slot)) = self.accept(&public) => match accepted {
+                    Ok((stream, peer)) => self.place(&worker, me, stream, peer, slot),
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        drop(slot);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    let handoff = match stream.into_std() {
-                        Ok(stream) => Handoff {
-                            stream,
-                            peer,
-                            slot,
-                            open,
-                        },
-                        Err(e) => {
-                            tracing::warn!(error = %e, "an accepted connection is lost");
-                            continue;
-                        }
-                    };
-                    // Refused only once that worker has stopped: the
-                    // connection closes, as at shutdown.
-                    let _ = self.balance.hand_over(to, handoff);
-                }
-                Next::Accepted(Err(e), _) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                },
+                () = stopped(&mut stop) => break,
             }
+        }
+    }
+
+    /// Serves a connection worker `me` accepted, or hands it to the worker
+    /// with the fewest open connections.
+    fn place(
+        &self,
+        worker: &Worker,
+        me: usize,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        slot: OwnedSemaphorePermit,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let (to, open) = self.balance.place(me);
+        if to == me {
+            self.start(worker, stream, peer, slot, open);
+            return;
+        }
+        match stream.into_std() {
+            Ok(stream) => {
+                let handoff = Handoff {
+                    stream,
+                    peer,
+                    slot,
+                    open,
+                };
+                // Refused only once that worker has stopped: the
+                // connection closes, as at shutdown.
+                let _ = self.balance.hand_over(to, handoff);
+            }
+            Err(e) => tracing::warn!(error = %e, "an accepted connection is lost"),
         }
     }
 
@@ -369,14 +369,6 @@ impl Accept {
             metrics.connections.dec();
             drop((slot, open));
         });
-    }
-}
-
-/// The next connection handed to this worker; never, without an inbox.
-async fn recv(inbox: &mut Option<Inbox>) -> Option<Handoff> {
-    match inbox {
-        Some(inbox) => inbox.recv().await,
-        None => std::future::pending().await,
     }
 }
 

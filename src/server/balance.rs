@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use prometheus::IntGauge;
+use prometheus::{IntGauge, IntGaugeVec};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 /// An accepted connection on its way to the worker that will serve it.
@@ -37,12 +37,15 @@ pub(super) struct Balance {
 pub(super) type Inbox = mpsc::UnboundedReceiver<Handoff>;
 
 impl Balance {
-    /// A balance over one worker per gauge in `open`, and each one's inbox.
-    pub(super) fn new(open: Vec<IntGauge>) -> (Arc<Balance>, Vec<Inbox>) {
+    /// A balance over `workers` workers, each counted in `gauges` under
+    /// its number, and each one's inbox.
+    pub(super) fn new(gauges: &IntGaugeVec, workers: usize) -> (Arc<Balance>, Vec<Inbox>) {
         let (senders, inboxes): (Vec<_>, Vec<_>) =
-            open.iter().map(|_| mpsc::unbounded_channel()).unzip();
+            (0..workers).map(|_| mpsc::unbounded_channel()).unzip();
         let balance = Balance {
-            open: open.into_boxed_slice(),
+            open: (0..workers)
+                .map(|i| gauges.with_label_values(&[&i.to_string()]))
+                .collect(),
             inboxes: senders.into_boxed_slice(),
         };
         (Arc::new(balance), inboxes)
@@ -92,11 +95,12 @@ mod tests {
     use super::*;
 
     fn balance(workers: usize) -> (Arc<Balance>, Vec<Inbox>, Vec<IntGauge>) {
-        let gauges: Vec<IntGauge> = (0..workers)
-            .map(|i| IntGauge::new(format!("open_{i}"), "open").unwrap())
+        let gauges = IntGaugeVec::new(prometheus::Opts::new("open", "open"), &["worker"]).unwrap();
+        let (balance, inboxes) = Balance::new(&gauges, workers);
+        let each = (0..workers)
+            .map(|i| gauges.with_label_values(&[&i.to_string()]))
             .collect();
-        let (balance, inboxes) = Balance::new(gauges.clone());
-        (balance, inboxes, gauges)
+        (balance, inboxes, each)
     }
 
     fn counts(gauges: &[IntGauge]) -> Vec<i64> {

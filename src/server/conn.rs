@@ -249,14 +249,15 @@ impl Conn {
         // Boxed, so a parked connection's task does not keep its space.
         let mut conn = Box::new(self.builders.http1.serve_connection(TokioIo::new(io), svc));
         let mut watchdog = Watchdog::new(&self.stop, activity);
-        if park {
-            watchdog.arm(Limits {
-                idle: self.park_after,
-                ..self.limits
-            });
+        let idle = if park {
+            self.park_after
         } else {
-            watchdog.arm(self.limits);
-        }
+            self.limits.idle
+        };
+        watchdog.arm(Limits {
+            idle,
+            ..self.limits
+        });
         let mut finish = Finish::No;
         loop {
             // Once hyper is asked to finish, it finishes at once unless a
@@ -285,12 +286,8 @@ impl Conn {
                 }
                 // Idle for the idle timeout while hyper was finishing.
                 Woke::Alarm(Alarm::Quiet(Quiet::Idle)) => return None,
-                Woke::Alarm(Alarm::Quiet(Quiet::Stalled)) => {
-                    tracing::debug!(peer = %self.peer, "closing a connection whose client stopped reading");
-                    return None;
-                }
-                Woke::Alarm(Alarm::Quiet(Quiet::SlowHead)) => {
-                    tracing::debug!(peer = %self.peer, "closing a connection whose request head did not finish in time");
+                Woke::Alarm(Alarm::Quiet(quiet @ (Quiet::Stalled | Quiet::SlowHead))) => {
+                    tracing::debug!(peer = %self.peer, why = quiet.why(), "closing a connection");
                     return None;
                 }
             }
@@ -343,8 +340,8 @@ impl Conn {
                 Woke::Alarm(Alarm::Stop | Alarm::Quiet(Quiet::Idle)) => {
                     conn.as_mut().graceful_shutdown();
                 }
-                Woke::Alarm(Alarm::Quiet(Quiet::Stalled | Quiet::SlowHead)) => {
-                    tracing::debug!(peer = %self.peer, "closing a connection whose client stopped reading");
+                Woke::Alarm(Alarm::Quiet(quiet @ (Quiet::Stalled | Quiet::SlowHead))) => {
+                    tracing::debug!(peer = %self.peer, why = quiet.why(), "closing a connection");
                     break;
                 }
             }

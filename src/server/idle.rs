@@ -44,6 +44,17 @@ pub(super) enum Quiet {
     SlowHead,
 }
 
+impl Quiet {
+    /// Why a connection that went quiet was closed, for the log.
+    pub(super) fn why(self) -> &'static str {
+        match self {
+            Quiet::Idle => "idle",
+            Quiet::Stalled => "its client stopped reading",
+            Quiet::SlowHead => "its request head did not finish in time",
+        }
+    }
+}
+
 /// When a connection counts as quiet.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Limits {
@@ -148,20 +159,20 @@ impl Activity {
             let mut wake = now
                 .checked_add(every)
                 .unwrap_or(now + Duration::from_secs(86_400));
-            if let Some(deadline) = last.checked_add(limit) {
+            let head = self.head_nanos.load(Ordering::Relaxed);
+            // A head's limit is not checked while a response is in flight.
+            let head_limit = limits.head.filter(|_| !busy && head != NO_HEAD);
+            let deadlines = [
+                last.checked_add(limit).map(|d| (d, quiet)),
+                head_limit
+                    .and_then(|limit| at(head).checked_add(limit))
+                    .map(|d| (d, Quiet::SlowHead)),
+            ];
+            for (deadline, why) in deadlines.into_iter().flatten() {
                 if now >= deadline {
-                    return quiet;
+                    return why;
                 }
                 wake = wake.min(deadline);
-            }
-            let head = self.head_nanos.load(Ordering::Relaxed);
-            if let (false, Some(limit), true) = (busy, limits.head, head != NO_HEAD) {
-                if let Some(deadline) = at(head).checked_add(limit) {
-                    if now >= deadline {
-                        return Quiet::SlowHead;
-                    }
-                    wake = wake.min(deadline);
-                }
             }
             // Wake at the first deadline, or sooner to notice a request
             // that started meanwhile (its limit may be shorter).
