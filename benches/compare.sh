@@ -5,7 +5,10 @@
 #      the response cache off, so every request does the same work as in the
 #      peers), nginx and HAProxy doing the equivalent gate (access logs on),
 #      and the upstream directly, all in front of the same simulated Chime.
-#      wrk runs against each in turn, interleaved, for several rounds.
+#      wrk runs against each in turn, interleaved, for several rounds. The
+#      gateway runs twice: as `cargo build --release` builds it, and as
+#      benches/pgo.sh builds it with profile-guided optimisation
+#      ("gateway-pgo").
 #   2. Added latency: one connection, gateway versus the upstream directly.
 #   3. Dashboard polling: 50 dashboards polling one report through a Chime
 #      that takes 100 ms per answer, with coalescing and the cache on and off;
@@ -21,6 +24,8 @@ for tool in nginx haproxy wrk curl; do
   command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx haproxy wrk curl >/dev/null; break; }
 done
 ulimit -n "$(ulimit -Hn)"   # 10,000 idle connections need more than the usual 1024
+bash benches/pgo.sh
+pgo_bin=$PWD/target/pgo/release/chime-gateway
 # shellcheck source=compare/common.sh
 . benches/compare/common.sh   # bin, work, port(), keys.toml, key, target, gateway_config(), one_worker, fill()
 mkdir -p "$work/tmp"
@@ -32,15 +37,16 @@ declare -A pids=([direct]=$!)
 "$bin" simulate --listen "127.0.0.1:$slow" --latency 100ms >/dev/null &
 "$bin" simulate --listen "127.0.0.1:$big" --report-bytes 1073741824 >/dev/null &
 declare -A gwport gwadmin gwpid
-# start_gateway NAME UPSTREAM-PORT on|off (coalescing and the cache)
+# start_gateway NAME UPSTREAM-PORT on|off (coalescing and the cache) [BINARY]
 start_gateway() {
   local name=$1 p a
   p=$(port); a=$(port)
   gateway_config "$name" "$2" "$p" "$a" "$3" > "$work/gateway-$name.toml"
-  "$bin" serve --config "$work/gateway-$name.toml" 2>"$work/gateway-$name.err" &
+  "${4:-$bin}" serve --config "$work/gateway-$name.toml" 2>"$work/gateway-$name.err" &
   gwpid[$name]=$!; gwport[$name]=$p; gwadmin[$name]=$a
 }
 start_gateway main "$up" off
+start_gateway pgo "$up" off "$pgo_bin"
 start_gateway poll_on "$slow" on
 start_gateway poll_off "$slow" off
 start_gateway mem "$big" on
@@ -57,6 +63,7 @@ fill nginx.conf "$ngx_big" "$big" "$work/big" | sed 's#proxy_http_version 1.1;#p
 fill haproxy.cfg "$hap_big" "$big" > "$work/big/haproxy.cfg"; haproxy -f "$work/big/haproxy.cfg" >/dev/null 2>&1 &
 sleep 2
 pids[gateway]=${gwpid[main]}
+pids[gateway-pgo]=${gwpid[pgo]}
 pids[nginx]="${pids[nginx]} $(pgrep -P "${pids[nginx]}" | tr '\n' ' ')"   # master and worker
 # cpu_ticks FIELD PID... -> user (14) or system (15) CPU time, in clock ticks, of those processes
 cpu_ticks() { local f=$1 t=0 p; shift; for p in "$@"; do t=$((t + $(awk -v f="$f" '{print $f}' "/proc/$p/stat"))); done; echo "$t"; }
@@ -72,8 +79,8 @@ worker_ns() {
 }
 declare -A wns
 
-declare -A url=([direct]="http://127.0.0.1:$up$target" [gateway]="http://127.0.0.1:${gwport[main]}$target" [nginx]="http://127.0.0.1:$ngx$target" [haproxy]="http://127.0.0.1:$hap$target")
-for name in direct gateway nginx haproxy; do
+declare -A url=([direct]="http://127.0.0.1:$up$target" [gateway]="http://127.0.0.1:${gwport[main]}$target" [gateway-pgo]="http://127.0.0.1:${gwport[pgo]}$target" [nginx]="http://127.0.0.1:$ngx$target" [haproxy]="http://127.0.0.1:$hap$target")
+for name in direct gateway gateway-pgo nginx haproxy; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "$key" "${url[$name]}")
   [ "$code" = 200 ] || { echo "$name answered $code, not 200" >&2; exit 1; }
 done
@@ -95,7 +102,7 @@ run_wrk() {
 echo "== 1. throughput: $rounds rounds of ${secs}s, $conns connections, 2 wrk threads"
 declare -A rps p50 p99 utick stick ctick served
 for round in $(seq "$rounds"); do
-  for name in direct gateway nginx haproxy; do
+  for name in direct gateway gateway-pgo nginx haproxy; do
     # shellcheck disable=SC2086 # pids holds several for nginx
     user0=$(cpu_ticks 14 ${pids[$name]}); sys0=$(cpu_ticks 15 ${pids[$name]})
     chime0=$(( $(cpu_ticks 14 "${pids[direct]}") + $(cpu_ticks 15 "${pids[direct]}") ))
@@ -113,17 +120,21 @@ for round in $(seq "$rounds"); do
   done
 done
 echo
-printf '%-8s %12s %10s %10s %16s %12s %16s\n' "" "req/s" "p50 ms" "p99 ms" "CPU us/request" "(user+sys)" "Chime us/request"
-for name in direct gateway nginx haproxy; do
+printf '%-12s %12s %10s %10s %16s %12s %16s\n' "" "req/s" "p50 ms" "p99 ms" "CPU us/request" "(user+sys)" "Chime us/request"
+for name in direct gateway gateway-pgo nginx haproxy; do
   cpu=$(awk -v u="${utick[$name]}" -v s="${stick[$name]}" -v c="${ctick[$name]}" -v n="${served[$name]}" -v hz="$hz" \
     'BEGIN { f = 1e6 / hz / n; printf "%.1f %5.1f+%.1f %.1f", (u + s) * f, u * f, s * f, c * f }')
-  printf '%-8s %12s %10s %10s %16s %12s %16s\n' "$name" "$(med "${rps[$name]}")" "$(ms "${p50[$name]}")" "$(ms "${p99[$name]}")" $cpu
+  printf '%-12s %12s %10s %10s %16s %12s %16s\n' "$name" "$(med "${rps[$name]}")" "$(ms "${p50[$name]}")" "$(ms "${p99[$name]}")" $cpu
 done
 echo "(CPU us/request: user and system time of that process alone, for 'direct' the simulated Chime's;"
 echo " Chime us/request: the simulated Chime's behind each, for the same requests)"
-g=$(med "${rps[gateway]}"); n=$(med "${rps[nginx]}"); h=$(med "${rps[haproxy]}"); d=$(med "${rps[direct]}")
-awk -v g="$g" -v n="$n" -v h="$h" -v d="$d" 'BEGIN { printf "throughput ratios: gateway/nginx %.2f, gateway/haproxy %.2f, gateway/direct %.2f\n", g/n, g/h, g/d }'
-awk -v g="$(ms "${p99[gateway]}")" -v n="$(ms "${p99[nginx]}")" -v h="$(ms "${p99[haproxy]}")" 'BEGIN { printf "p99 ratios: gateway/nginx %.2f, gateway/haproxy %.2f\n", g/n, g/h }'
+n=$(med "${rps[nginx]}"); h=$(med "${rps[haproxy]}"); d=$(med "${rps[direct]}")
+for name in gateway gateway-pgo; do
+  awk -v name="$name" -v g="$(med "${rps[$name]}")" -v n="$n" -v h="$h" -v d="$d" \
+    'BEGIN { printf "throughput ratios: %s/nginx %.2f, %s/haproxy %.2f, %s/direct %.2f\n", name, g/n, name, g/h, name, g/d }'
+  awk -v name="$name" -v g="$(ms "${p99[$name]}")" -v n="$(ms "${p99[nginx]}")" -v h="$(ms "${p99[haproxy]}")" \
+    'BEGIN { printf "p99 ratios: %s/nginx %.2f, %s/haproxy %.2f\n", name, g/n, name, g/h }'
+done
 echo "audit lines written by the gateway: $(wc -l < "$work/audit-main.log")"
 echo "CPU of the gateway's workers over its rounds (an even split means its connections were spread evenly):$(
   for w in $(printf '%s\n' "${!wns[@]}" | sort); do awk -v w="$w" -v ns="${wns[$w]}" 'BEGIN { printf " %s %.1f s", w, ns / 1e9 }'; done)"
@@ -132,17 +143,20 @@ echo
 echo "== 1b. latency at the same load: $rounds rounds of ${secs}s, $conns connections, each waiting 1 ms between answer and next request"
 declare -A prps pp50 pp99
 for round in $(seq "$rounds"); do
-  for name in gateway nginx haproxy; do
+  for name in gateway gateway-pgo nginx haproxy; do
     run_wrk 2 "$conns" "${url[$name]}" benches/compare/paced.lua
     prps[$name]+="$r "; pp50[$name]+="$l50 "; pp99[$name]+="$l99 "
     echo "round $round $name: $r req/s, p50 $l50, p99 $l99"
   done
 done
-printf '%-8s %12s %10s %10s\n' "" "req/s" "p50 ms" "p99 ms"
-for name in gateway nginx haproxy; do
-  printf '%-8s %12s %10s %10s\n' "$name" "$(med "${prps[$name]}")" "$(ms "${pp50[$name]}")" "$(ms "${pp99[$name]}")"
+printf '%-12s %12s %10s %10s\n' "" "req/s" "p50 ms" "p99 ms"
+for name in gateway gateway-pgo nginx haproxy; do
+  printf '%-12s %12s %10s %10s\n' "$name" "$(med "${prps[$name]}")" "$(ms "${pp50[$name]}")" "$(ms "${pp99[$name]}")"
 done
-awk -v g="$(ms "${pp99[gateway]}")" -v n="$(ms "${pp99[nginx]}")" -v h="$(ms "${pp99[haproxy]}")" 'BEGIN { printf "same-load p99 ratios: gateway/nginx %.2f, gateway/haproxy %.2f\n", g/n, g/h }'
+for name in gateway gateway-pgo; do
+  awk -v name="$name" -v g="$(ms "${pp99[$name]}")" -v n="$(ms "${pp99[nginx]}")" -v h="$(ms "${pp99[haproxy]}")" \
+    'BEGIN { printf "same-load p99 ratios: %s/nginx %.2f, %s/haproxy %.2f\n", name, g/n, name, g/h }'
+done
 
 echo
 echo "== 2. added latency: 1 connection, ${secs}s each"

@@ -7,6 +7,8 @@
 #   bash benches/instructions.sh [requests]   (default 3000)
 #   CALLGRIND_OUT=cg.out bash benches/instructions.sh   keeps the profile,
 #   for `callgrind_annotate --inclusive=yes cg.out`
+#   GATEWAY_BIN=target/pgo/release/chime-gateway bash benches/instructions.sh
+#   counts benches/pgo.sh's profile-guided build instead of `cargo build --release`'s
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-3000}

@@ -1,10 +1,15 @@
 # Start-up shared by the scripts in benches/; sourced from the repository
-# root. Builds the gateway, makes a work directory that is removed (and every
+# root. Builds the gateway (unless GATEWAY_BIN names a binary to use
+# instead, such as benches/pgo.sh's), makes a work directory that is removed (and every
 # background job stopped) on exit, copies the demo users' keys there, and
 # names the request every load test sends.
 
-cargo build --release -q
-bin=$PWD/target/release/chime-gateway
+if [ -n "${GATEWAY_BIN:-}" ]; then
+  bin=$(realpath "$GATEWAY_BIN")
+else
+  cargo build --release -q
+  bin=$PWD/target/release/chime-gateway
+fi
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 # port -> a free TCP port on 127.0.0.1

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Profile-guided release build of the gateway, the build compare.sh measures
+# as "gateway-pgo" beside the plain `cargo build --release`:
+#   1. builds an instrumented gateway (target/pgo-generate);
+#   2. trains it: the built-in simulated Chime behind two gateways, one with
+#      coalescing and the response cache off and one with them on, each sent
+#      the mix in benches/compare/train.lua and then the report request the
+#      load tests send;
+#   3. merges the profile (llvm-profdata from rustup's llvm-tools) and builds
+#      the gateway again with it: target/pgo/release/chime-gateway.
+# `cargo build --release` and target/release are not touched.
+#
+#   bash benches/pgo.sh [seconds-per-run]   (default 10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+profdata="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | awk '/^host:/ {print $2}')/bin/llvm-profdata"
+[ -x "$profdata" ] || rustup component add llvm-tools
+profiles=$PWD/target/pgo-generate/profiles
+rm -rf "$profiles"
+echo "== pgo: instrumented build"
+RUSTFLAGS="-Cprofile-generate=$profiles" cargo build --release -q --target-dir target/pgo-generate
+GATEWAY_BIN=$PWD/target/pgo-generate/release/chime-gateway
+# shellcheck source=compare/common.sh
+. benches/compare/common.sh   # bin (that one), work, port(), keys.toml, key, target, gateway_config()
+echo "== pgo: training, ${secs}s per run"
+up=$(port)
+"$bin" simulate --listen "127.0.0.1:$up" >/dev/null &
+trained=($!)
+for cache in off on; do
+  gw=$(port); admin=$(port)
+  # Unknown keys are part of the mix: the throttle on failed
+  # authentications would otherwise refuse everything after a few.
+  { gateway_config "train-$cache" "$up" "$gw" "$admin" "$cache"
+    printf '[auth]\nmax_failures_per_minute = 1000000000\n'; } > "$work/train-$cache.toml"
+  (cd "$work" && exec "$bin" serve --config "train-$cache.toml" 2>"$work/train-$cache.err") &
+  trained+=($!)
+  for _ in $(seq 60); do curl -s -o /dev/null "http://127.0.0.1:$admin/metrics" && break; sleep 0.5; done
+  for run in mix report; do
+    if [ "$run" = mix ]; then
+      out=$(wrk -t2 -c16 -d"${secs}s" -s benches/compare/train.lua "http://127.0.0.1:$gw")
+    else
+      out=$(wrk -t2 -c16 -d"${secs}s" -H "$key" "http://127.0.0.1:$gw$target")
+    fi
+    echo "cache $cache, $run: $(awk '/Requests\/sec/ {print $2}' <<<"$out") req/s"
+  done
+done
+# The profile is written when each process exits.
+kill -TERM "${trained[@]}"
+wait "${trained[@]}" || true
+mkdir -p target/pgo
+"$profdata" merge -o target/pgo/chime-gateway.profdata "$profiles"
+echo "== pgo: optimised build"
+RUSTFLAGS="-Cprofile-use=$PWD/target/pgo/chime-gateway.profdata" cargo build --release -q --target-dir target/pgo
+echo "profile-guided gateway: target/pgo/release/chime-gateway"
