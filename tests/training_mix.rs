@@ -1,0 +1,58 @@
+//! The traffic `benches/pgo.sh` trains the profile-guided build on
+//! (`benches/compare/train.lua`) gets the answers it is meant to train: if a
+//! report were renamed or a key changed, the training would quietly turn
+//! into refusals and the build would be optimised for them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/harness.rs"]
+mod harness;
+
+use harness::{Harness, ADMIN, MANAGER};
+use http::StatusCode;
+
+const MIX: &str = include_str!("../benches/compare/train.lua");
+
+/// One request of the mix: target, whose key, expected status.
+struct Line {
+    target: String,
+    key: &'static str,
+    status: StatusCode,
+}
+
+/// The mix's request lines, `{"target", "key", status},`.
+fn lines() -> Vec<Line> {
+    MIX.lines()
+        .filter_map(|l| l.trim().strip_prefix("{\"")?.strip_suffix("},"))
+        .map(|l| {
+            let fields: Vec<&str> = l.split(", ").collect();
+            let [target, key, status] = fields[..] else {
+                panic!("not target, key, status: {l}");
+            };
+            let key = match key.trim_matches('"') {
+                "manager" => MANAGER,
+                "admin" => ADMIN,
+                "unknown" => "00000000-0000-0000-0000-000000000000",
+                other => panic!("unknown key name {other}"),
+            };
+            Line {
+                target: target.trim_end_matches('"').to_owned(),
+                key,
+                status: StatusCode::from_u16(status.parse().expect("a status")).expect("a status"),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_request_of_the_training_mix_gets_the_answer_it_trains() {
+    let lines = lines();
+    assert_eq!(lines.len(), 9, "the mix as written in train.lua");
+    let answered = lines.iter().filter(|l| l.status == StatusCode::OK).count();
+    assert!(answered >= 6, "most of the mix is answered, not refused");
+    let h = Harness::start().await;
+    for line in &lines {
+        let got = h.get_as(line.key, &line.target).await;
+        assert_eq!(got.status, line.status, "{}: {}", line.target, got.text());
+    }
+}
