@@ -14,12 +14,12 @@ cd "$(dirname "$0")/.."
 n=${1:-3000}
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 # shellcheck source=compare/common.sh
-. benches/compare/common.sh   # bin, work, port(), keys.toml, key, target, gateway_config(), one_worker, fill()
+. benches/compare/common.sh   # bin, work, port(), wait_ready(), keys.toml, key, target, gateway_config(), one_worker, fill()
 up=$(port); gw=$(port); admin=$(port)
 "$bin" simulate --listen "127.0.0.1:$up" >/dev/null &
 gateway_config main "$up" "$gw" "$admin" off | one_worker > "$work/g.toml"
 (cd "$work" && exec valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$bin" serve --config g.toml 2>"$work/valgrind.log") &
-for _ in $(seq 120); do curl -s -o /dev/null "http://127.0.0.1:$admin/metrics" && break; sleep 0.5; done
+wait_ready "$admin"
 client() {
   python3 - "$gw" "$1" "$target" "$key" <<'PY'
 import socket, sys

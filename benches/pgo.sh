@@ -23,8 +23,10 @@ echo "== pgo: instrumented build"
 RUSTFLAGS="-Cprofile-generate=$profiles" cargo build --release -q --target-dir target/pgo-generate
 GATEWAY_BIN=$PWD/target/pgo-generate/release/chime-gateway
 # shellcheck source=compare/common.sh
-. benches/compare/common.sh   # bin (that one), work, port(), keys.toml, key, target, gateway_config()
+. benches/compare/common.sh   # bin (that one), work, port(), wait_ready(), keys.toml, key, target, gateway_config()
 echo "== pgo: training, ${secs}s per run"
+# train LABEL WRK-ARGS... -> one run of wrk, its rate printed under LABEL
+train() { echo "$1: $(wrk -t2 -c16 -d"${secs}s" "${@:2}" | awk '/Requests\/sec/ {print $2}') req/s"; }
 up=$(port)
 "$bin" simulate --listen "127.0.0.1:$up" >/dev/null &
 trained=($!)
@@ -36,15 +38,9 @@ for cache in off on; do
     printf '[auth]\nmax_failures_per_minute = 1000000000\n'; } > "$work/train-$cache.toml"
   (cd "$work" && exec "$bin" serve --config "train-$cache.toml" 2>"$work/train-$cache.err") &
   trained+=($!)
-  for _ in $(seq 60); do curl -s -o /dev/null "http://127.0.0.1:$admin/metrics" && break; sleep 0.5; done
-  for run in mix report; do
-    if [ "$run" = mix ]; then
-      out=$(wrk -t2 -c16 -d"${secs}s" -s benches/compare/train.lua "http://127.0.0.1:$gw")
-    else
-      out=$(wrk -t2 -c16 -d"${secs}s" -H "$key" "http://127.0.0.1:$gw$target")
-    fi
-    echo "cache $cache, $run: $(awk '/Requests\/sec/ {print $2}' <<<"$out") req/s"
-  done
+  wait_ready "$admin"
+  train "cache $cache, mix" -s benches/compare/train.lua "http://127.0.0.1:$gw"
+  train "cache $cache, report" -H "$key" "http://127.0.0.1:$gw$target"
 done
 # The profile is written when each process exits.
 kill -TERM "${trained[@]}"

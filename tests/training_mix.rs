@@ -20,11 +20,16 @@ struct Line {
     status: StatusCode,
 }
 
-/// The mix's request lines, `{"target", "key", status},`.
+/// The mix's request lines, `{"target", "key", status},`: every line
+/// that opens a quoted table entry, so a malformed one fails instead of
+/// being left out.
 fn lines() -> Vec<Line> {
     MIX.lines()
-        .filter_map(|l| l.trim().strip_prefix("{\"")?.strip_suffix("},"))
+        .filter_map(|l| l.trim().strip_prefix("{\""))
         .map(|l| {
+            let l = l
+                .strip_suffix("},")
+                .unwrap_or_else(|| panic!("a request line ends with `}},`: {l}"));
             let fields: Vec<&str> = l.split(", ").collect();
             let [target, key, status] = fields[..] else {
                 panic!("not target, key, status: {l}");
