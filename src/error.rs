@@ -96,7 +96,9 @@ fn classify_one(e: &(dyn Error + 'static)) -> Option<Classified> {
     use StatusCode as S;
     if let Some(err) = e.downcast_ref::<RouteError>() {
         return Some(match err {
-            RouteError::NotFound => Classified::new(S::NOT_FOUND, "not_found", err),
+            RouteError::NotFound | RouteError::BadSessionId => {
+                Classified::new(S::NOT_FOUND, "not_found", err)
+            }
             RouteError::MethodNotAllowed => {
                 Classified::new(S::METHOD_NOT_ALLOWED, "method_not_allowed", err)
                     .with_header(header::ALLOW, "GET, HEAD")
@@ -245,6 +247,7 @@ mod tests {
     fn mapping_table() {
         let cases: Vec<(crate::BoxError, u16, &str)> = vec![
             (RouteError::NotFound.into(), 404, "not_found"),
+            (RouteError::BadSessionId.into(), 404, "not_found"),
             (AdminAuthError::BadToken.into(), 401, "admin_unauthorized"),
             (AdminAuthError::CrossSite.into(), 403, "admin_cross_site"),
             (

@@ -98,6 +98,9 @@ pub enum RouteError {
     /// The path is not one the gateway serves.
     #[error("no such route; the gateway serves /Chime/Report/{{ReportName}}, the report discovery routes and /Chime/Session/SessionDetails/{{id}}")]
     NotFound,
+    /// `/Chime/Session/SessionDetails/{id}` with an `id` no session can have.
+    #[error("no such session; a session id is a positive integer without sign or leading zeros, at most 9223372036854775807")]
+    BadSessionId,
     /// Known path, wrong method.
     #[error("only GET and HEAD are allowed")]
     MethodNotAllowed,
@@ -126,7 +129,7 @@ pub fn match_path(path: &str) -> Result<RouteMatch, RouteError> {
     } else if area.eq_ignore_ascii_case("Session") {
         match (segs.next(), segs.next(), segs.next()) {
             (Some(sd), Some(id), None) if sd.eq_ignore_ascii_case("SessionDetails") => {
-                RouteMatch::SessionDetails(parse_session_id(id).ok_or(RouteError::NotFound)?)
+                RouteMatch::SessionDetails(parse_session_id(id).ok_or(RouteError::BadSessionId)?)
             }
             _ => return Err(RouteError::NotFound),
         }
@@ -226,16 +229,30 @@ mod tests {
             "/Chime/Admin/Users",
             "/Other/Report/Abc",
             "/Chime/Session/SessionDetails",
-            "/Chime/Session/SessionDetails/",
-            "/Chime/Session/SessionDetails/0",
-            "/Chime/Session/SessionDetails/007",
-            "/Chime/Session/SessionDetails/-1",
-            "/Chime/Session/SessionDetails/1e3",
-            "/Chime/Session/SessionDetails/99999999999999999999",
             "/Chime/Session/SessionDetails/1/x",
             "/Chime/Session/Other/1",
         ] {
             assert!(matches!(match_path(p), Err(RouteError::NotFound)), "{p}");
         }
+        for p in [
+            "/Chime/Session/SessionDetails/",
+            "/Chime/Session/SessionDetails/0",
+            "/Chime/Session/SessionDetails/007",
+            "/Chime/Session/SessionDetails/-1",
+            "/Chime/Session/SessionDetails/+1",
+            "/Chime/Session/SessionDetails/1e3",
+            "/Chime/Session/SessionDetails/abc",
+            "/Chime/Session/SessionDetails/9223372036854775808",
+            "/Chime/Session/SessionDetails/99999999999999999999",
+        ] {
+            assert!(
+                matches!(match_path(p), Err(RouteError::BadSessionId)),
+                "{p}"
+            );
+        }
+        assert_eq!(
+            match_path("/Chime/Session/SessionDetails/9223372036854775807").unwrap(),
+            RouteMatch::SessionDetails(i64::MAX as u64)
+        );
     }
 }

@@ -86,6 +86,13 @@ async fn paths_outside_the_allowlist_are_404_and_never_forwarded() {
         assert_eq!(a.code(), "not_found", "{target}");
         assert_eq!(a.headers["content-type"], "application/json");
     }
+    // A malformed session id is explained as such, not as an unknown route.
+    let a = h.get_as(ADMIN, "/Chime/Session/SessionDetails/abc").await;
+    let message = a.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.starts_with("no such session; a session id is a positive integer"),
+        "{message}"
+    );
     let a = h
         .get_as(
             ADMIN,
