@@ -81,6 +81,10 @@ pub struct AuditRecord<'a> {
     pub upstream_seconds: Option<f64>,
     /// `upstream`, `coalesced` or `cache`.
     pub served: Option<&'a str>,
+    /// The `X-Request-Id` of the upstream exchange whose answer this was:
+    /// `request_id` itself when served `upstream`, another request's when
+    /// `coalesced` or from the `cache` (Chime's logs know only that one).
+    pub upstream_request_id: Option<&'a str>,
     /// Seconds in total, to the end of the body (written to the microsecond).
     pub seconds: f64,
 }

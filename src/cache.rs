@@ -27,6 +27,7 @@ use crate::header_number;
 use crate::metrics::Metrics;
 use crate::proxy::UpstreamRequest;
 use crate::request::{GatewayRequest, Target};
+use crate::request_id::RequestId;
 
 /// Says how a response was produced (`hit`, `miss`, `coalesced`).
 pub static X_CACHE: http::HeaderName = http::HeaderName::from_static("x-chime-gateway-cache");
@@ -163,6 +164,10 @@ pub struct Head {
     pub status: StatusCode,
     /// Headers, already cleaned of hop-by-hop and banner headers.
     pub headers: HeaderMap,
+    /// The id of the request whose upstream exchange this answer is (the
+    /// `X-Request-Id` Chime saw), when it is shared: every client of a
+    /// flight or of a cache entry is answered by that one exchange.
+    pub request_id: Option<RequestId>,
 }
 
 impl Head {
@@ -204,6 +209,11 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The id of the request whose exchange filled this entry.
+    pub fn request_id(&self) -> Option<&RequestId> {
+        self.head.request_id.as_ref()
+    }
+
     fn weight(&self) -> u32 {
         let headers: usize = self
             .head
@@ -601,7 +611,11 @@ mod tests {
                     HeaderValue::from_str(v).unwrap(),
                 );
             }
-            Head { status, headers }
+            Head {
+                status,
+                headers,
+                request_id: None,
+            }
         };
         assert!(head(StatusCode::OK, &[("cache-control", "max-age=60")]).storable());
         assert!(!head(StatusCode::OK, &[("cache-control", "max-age=60, No-Store")]).storable());
@@ -633,6 +647,7 @@ mod tests {
         let head = Arc::new(Head {
             status: StatusCode::OK,
             headers: HeaderMap::new(),
+            request_id: None,
         });
         cache
             .insert(

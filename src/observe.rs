@@ -75,6 +75,9 @@ pub struct TraceFields {
     /// Where the answer came from: `upstream` (this request's own call),
     /// `coalesced` (an identical request's call) or `cache`.
     pub served: Option<&'static str>,
+    /// The request whose upstream exchange answered this one, when that
+    /// was another request's (coalesced, or the call that filled the cache).
+    pub answered_by: Option<RequestId>,
     /// Normalised window start.
     pub start: Option<jiff::Timestamp>,
     /// Normalised window end.
@@ -138,18 +141,31 @@ impl Trace {
         });
     }
 
-    /// Records the upstream's answer, `served` as in [`TraceFields::served`].
-    pub fn set_upstream(&self, status: StatusCode, seconds: f64, served: crate::cache::Served) {
+    /// Records the upstream's answer, `served` as in [`TraceFields::served`],
+    /// from the exchange of the request known as `answered_by` (`None`: this
+    /// request's own).
+    pub fn set_upstream(
+        &self,
+        status: StatusCode,
+        seconds: f64,
+        served: crate::cache::Served,
+        answered_by: Option<RequestId>,
+    ) {
         self.update(|t| {
             t.upstream_status = Some(status.as_u16());
             t.upstream_seconds = Some(seconds);
             t.served = Some(served.as_str());
+            t.answered_by = answered_by;
         });
     }
 
-    /// Records an answer from the response cache.
-    pub fn set_cached(&self) {
-        self.update(|t| t.served = Some(crate::cache::Served::Cache.as_str()));
+    /// Records an answer from the response cache, filled by the request
+    /// known as `answered_by`.
+    pub fn set_cached(&self, answered_by: Option<RequestId>) {
+        self.update(|t| {
+            t.served = Some(crate::cache::Served::Cache.as_str());
+            t.answered_by = answered_by;
+        });
     }
 }
 
@@ -276,6 +292,11 @@ impl Drop for Completion {
                 upstream_status: t.upstream_status,
                 upstream_seconds: t.upstream_seconds,
                 served: t.served,
+                upstream_request_id: match &t.answered_by {
+                    Some(id) => Some(id.as_str()),
+                    None => (t.served == Some(crate::cache::Served::Upstream.as_str()))
+                        .then(|| self.id.as_str()),
+                },
                 seconds: elapsed,
             });
         }

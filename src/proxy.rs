@@ -275,7 +275,7 @@ impl Inner {
         if let (Some((cache, _)), Some(key)) = (&store, key) {
             if let Some(entry) = cache.get(key).await {
                 if let Some(trace) = trace {
-                    trace.set_cached();
+                    trace.set_cached(entry.request_id().cloned());
                 }
                 let mut resp = entry.respond(if_none_match);
                 mark_ignored(&mut resp, typed)?;
@@ -283,24 +283,27 @@ impl Inner {
             }
         }
         let started = Instant::now();
-        let (mut resp, answer, served) = match key {
+        let (mut resp, answer, served, exchanged_for) = match key {
             // Nobody can join this answer or keep a copy of it: it streams
             // straight from the upstream connection, without a flight.
             None => {
                 let (head, body) = self.alone(upstream_req, typed).await?;
                 let resp = head.into_response(body::empty());
-                (resp, Answer::Alone(body), Served::Upstream)
+                (resp, Answer::Alone(body), Served::Upstream, None)
             }
             Some(key) => {
+                let id = trace.map(|t| t.correlation().id.clone());
                 let (mut reader, mut pump, served) =
-                    self.join_or_lead(key, upstream_req, typed, store)?;
+                    self.join_or_lead(key, upstream_req, typed, store, id)?;
                 let head = reader.head(pump.as_mut()).await?;
+                let exchanged_for = head.request_id.clone();
                 let resp = Head::clone(&head).into_response(body::empty());
-                (resp, Answer::Flight { reader, pump }, served)
+                (resp, Answer::Flight { reader, pump }, served, exchanged_for)
             }
         };
         if let Some(trace) = trace {
-            trace.set_upstream(resp.status(), started.elapsed().as_secs_f64(), served);
+            let seconds = started.elapsed().as_secs_f64();
+            trace.set_upstream(resp.status(), seconds, served, exchanged_for);
         }
         resp.headers_mut().insert(&X_CACHE, served.header_value());
         mark_ignored(&mut resp, typed)?;
@@ -358,15 +361,16 @@ impl Inner {
         })
     }
 
-    /// Follows an identical request in flight, or leads a new flight:
-    /// returns the reader, the pump that runs the exchange (when leading)
-    /// and how the answer is served.
+    /// Follows an identical request in flight, or leads a new flight (as
+    /// the request known as `id`): returns the reader, the pump that runs
+    /// the exchange (when leading) and how the answer is served.
     fn join_or_lead(
         self: &Arc<Self>,
         key: UpstreamKey,
         upstream_req: UpstreamRequest,
         typed: &GatewayRequest,
         store: Option<(ResponseCache, std::time::Duration)>,
+        id: Option<RequestId>,
     ) -> Result<(flight::Reader, Option<flight::Pump>, Served), BoxError> {
         let shared = Some(key).filter(|_| self.cache_config.coalesce);
         if let Some(key) = &shared {
@@ -390,16 +394,19 @@ impl Inner {
         let store = store.map(|(cache, ttl)| (cache, key, ttl));
         let kind = typed.target.kind();
         let this = Arc::clone(self);
-        let pump = leader.into_pump(|leader| this.lead(leader, upstream_req, kind, slot, store));
+        let pump =
+            leader.into_pump(|leader| this.lead(leader, upstream_req, id, kind, slot, store));
         Ok((reader, Some(pump), Served::Upstream))
     }
 
-    /// Runs one flight: the exchange, then the body, chunk by chunk, to
-    /// every reader; keeps a copy for the cache when `store` says so.
+    /// Runs one flight for the request known as `id`: the exchange, then
+    /// the body, chunk by chunk, to every reader; keeps a copy for the
+    /// cache when `store` says so.
     async fn lead(
         self: Arc<Self>,
         leader: flight::Leader,
         req: UpstreamRequest,
+        id: Option<RequestId>,
         kind: RouteKind,
         _slot: crate::ratelimit::slots::Slot,
         store: Option<(ResponseCache, UpstreamKey, std::time::Duration)>,
@@ -408,10 +415,11 @@ impl Inner {
             sent = self.exchange(req, kind) => sent,
             () = leader.abandoned() => return,
         };
-        let (head, mut incoming) = match sent {
+        let (mut head, mut incoming) = match sent {
             Ok(answer) => answer,
             Err(err) => return leader.fail(err),
         };
+        head.request_id = id;
         let head = Arc::new(head);
         let mut copy = store
             .as_ref()
@@ -511,6 +519,7 @@ impl Inner {
         let head = Head {
             status: parts.status,
             headers: parts.headers,
+            request_id: None,
         };
         Ok((head, body))
     }

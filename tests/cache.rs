@@ -298,3 +298,57 @@ async fn turned_off_every_request_reaches_chime() {
     }
     assert_eq!(h.sim.recorded().len(), 3);
 }
+
+/// Chime's logs know one request id per exchange; the audit line of every
+/// request answered by another's exchange names that request, so whoever
+/// received a report can be traced from Chime's side and back.
+#[tokio::test]
+async fn audit_lines_name_the_exchange_that_answered_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let h = Arc::new(
+        Harness::start_with(|c| {
+            caching(c);
+            c.audit.target = chime_gateway::audit::AuditTarget::File(audit.clone());
+        })
+        .await,
+    );
+    let answers = concurrent(&h, MANAGER, &past(1), 3).await;
+    let hit = h.get_as(MANAGER, &past(1)).await;
+    assert_eq!(served(&hit), "hit");
+    let sent = h.sim.recorded();
+    assert_eq!(sent.len(), 1, "one upstream call");
+    let leader = sent[0].headers["x-request-id"].to_str().unwrap().to_owned();
+    h.state.audit.flush().await;
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    let mut seen = Vec::new();
+    for l in &lines {
+        assert_eq!(l["upstream_request_id"], leader.as_str(), "{l}");
+        let own = l["request_id"].as_str().unwrap();
+        seen.push((l["served"].as_str().unwrap(), own == leader));
+    }
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        [
+            ("cache", false),
+            ("coalesced", false),
+            ("coalesced", false),
+            ("upstream", true)
+        ]
+    );
+    // Each client still got its own id back.
+    let mut ids: Vec<_> = answers
+        .iter()
+        .chain([&hit])
+        .map(|a| a.headers["x-request-id"].clone())
+        .collect();
+    ids.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    ids.dedup();
+    assert_eq!(ids.len(), 4);
+}

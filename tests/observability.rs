@@ -131,6 +131,7 @@ async fn one_audit_line_per_request_with_its_decision() {
         "upstream_status",
         "upstream_seconds",
         "served",
+        "upstream_request_id",
         "seconds",
     ] {
         assert!(first.get(field).is_some(), "field {field} missing: {first}");
@@ -150,6 +151,11 @@ async fn one_audit_line_per_request_with_its_decision() {
     assert_eq!(first["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert!(first["bytes"].as_u64().unwrap() > 0);
     assert_eq!(first["served"], "upstream");
+    assert_eq!(first["upstream_request_id"], first["request_id"]);
+    assert!(
+        lines[2]["upstream_request_id"].is_null(),
+        "refused: no exchange"
+    );
     let reasons: Vec<(&str, &str)> = lines
         .iter()
         .map(|l| {

@@ -152,6 +152,7 @@ impl AuditRecord<'_> {
             upstream_status,
             upstream_seconds,
             served,
+            upstream_request_id,
             seconds,
         );
     }
@@ -183,7 +184,7 @@ mod tests {
             ..Default::default()
         });
         let o = v.as_object().unwrap();
-        assert_eq!(o.len(), 23, "{v}");
+        assert_eq!(o.len(), 24, "{v}");
         assert_eq!(v["time"], "2026-11-22T04:00:00.000Z");
         assert_eq!(v["user"], "ops");
         assert_eq!(v["queue"], 7);

@@ -510,6 +510,7 @@ mod tests {
         Arc::new(Head {
             status: StatusCode::OK,
             headers: HeaderMap::new(),
+            request_id: None,
         })
     }
 
