@@ -8,12 +8,23 @@
 #      load tests send;
 #   3. merges the profile (llvm-profdata from rustup's llvm-tools) and builds
 #      the gateway again with it: target/pgo/release/chime-gateway.
-# `cargo build --release` and target/release are not touched.
+# `cargo build --release` and target/release are not touched. A build whose
+# inputs (the sources, the lock file, the training scripts and configs, the
+# compiler and the seconds per run) are unchanged since the last one is
+# reused; PGO_REBUILD=1 makes a new one regardless.
 #
 #   bash benches/pgo.sh [seconds-per-run]   (default 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
+built=target/pgo/release/chime-gateway
+inputs=$( { rustc -vV; echo "secs $secs"
+  find src benches/pgo.sh benches/compare Cargo.toml Cargo.lock config/demo-keys.toml -type f | LC_ALL=C sort | xargs sha256sum; } | sha256sum)
+if [ -z "${PGO_REBUILD:-}" ] && [ -x "$built" ] && [ "$(cat target/pgo/inputs 2>/dev/null)" = "$inputs" ]; then
+  echo "== pgo: reusing $built (its inputs are unchanged; PGO_REBUILD=1 builds a new one)"
+  exit 0
+fi
+rm -f target/pgo/inputs
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 profdata="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | awk '/^host:/ {print $2}')/bin/llvm-profdata"
 [ -x "$profdata" ] || rustup component add llvm-tools
@@ -49,4 +60,5 @@ mkdir -p target/pgo
 "$profdata" merge -o target/pgo/chime-gateway.profdata "$profiles"
 echo "== pgo: optimised build"
 RUSTFLAGS="-Cprofile-use=$PWD/target/pgo/chime-gateway.profdata" cargo build --release -q --target-dir target/pgo
-echo "profile-guided gateway: target/pgo/release/chime-gateway"
+echo "$inputs" > target/pgo/inputs
+echo "profile-guided gateway: $built"
