@@ -106,9 +106,9 @@ for round in $(seq "$rounds"); do
     # shellcheck disable=SC2086 # pids holds several for nginx
     user0=$(cpu_ticks 14 ${pids[$name]}); sys0=$(cpu_ticks 15 ${pids[$name]})
     chime0=$(( $(cpu_ticks 14 "${pids[direct]}") + $(cpu_ticks 15 "${pids[direct]}") ))
-    [ "$name" != gateway ] || while read -r w ns; do wns[$w]=$(( ${wns[$w]:-0} - ns )); done < <(worker_ns "${pids[gateway]}")
+    [[ $name != gateway* ]] || while read -r w ns; do wns[$name:$w]=$(( ${wns[$name:$w]:-0} - ns )); done < <(worker_ns "${pids[$name]}")
     run_wrk 2 "$conns" "${url[$name]}"
-    [ "$name" != gateway ] || while read -r w ns; do wns[$w]=$(( ${wns[$w]:-0} + ns )); done < <(worker_ns "${pids[gateway]}")
+    [[ $name != gateway* ]] || while read -r w ns; do wns[$name:$w]=$(( ${wns[$name:$w]:-0} + ns )); done < <(worker_ns "${pids[$name]}")
     # shellcheck disable=SC2086
     utick[$name]=$(( ${utick[$name]:-0} + $(cpu_ticks 14 ${pids[$name]}) - user0 ))
     # shellcheck disable=SC2086
@@ -136,8 +136,12 @@ for name in gateway gateway-pgo; do
     'BEGIN { printf "p99 ratios: %s/nginx %.2f, %s/haproxy %.2f\n", name, g/n, name, g/h }'
 done
 echo "audit lines written by the gateway: $(wc -l < "$work/audit-main.log")"
-echo "CPU of the gateway's workers over its rounds (an even split means its connections were spread evenly):$(
-  for w in $(printf '%s\n' "${!wns[@]}" | sort); do awk -v w="$w" -v ns="${wns[$w]}" 'BEGIN { printf " %s %.1f s", w, ns / 1e9 }'; done)"
+for name in gateway gateway-pgo; do
+  echo "CPU of $name's workers over its rounds (an even split means its connections were spread evenly):$(
+    for w in $(printf '%s\n' "${!wns[@]}" | grep "^$name:" | sort); do
+      awk -v w="${w#"$name":}" -v ns="${wns[$w]}" 'BEGIN { printf " %s %.1f s", w, ns / 1e9 }'
+    done)"
+done
 
 echo
 echo "== 1b. latency at the same load: $rounds rounds of ${secs}s, $conns connections, each waiting 1 ms between answer and next request"

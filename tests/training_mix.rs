@@ -8,7 +8,9 @@
 #[path = "support/harness.rs"]
 mod harness;
 
-use harness::{Harness, ADMIN, MANAGER};
+use std::collections::HashMap;
+
+use harness::Harness;
 use http::StatusCode;
 
 const MIX: &str = include_str!("../benches/compare/train.lua");
@@ -20,10 +22,23 @@ struct Line {
     status: StatusCode,
 }
 
+/// The mix's keys as the script sends them, by name: its `name = "Bearer
+/// KEY",` lines. Taken from the script rather than from the test's own
+/// constants, so a key changed in the script is caught.
+fn keys() -> HashMap<&'static str, &'static str> {
+    MIX.lines()
+        .filter_map(|l| {
+            let (name, value) = l.trim().split_once(" = \"Bearer ")?;
+            Some((name, value.strip_suffix("\",")?))
+        })
+        .collect()
+}
+
 /// The mix's request lines, `{"target", "key", status},`: every line
 /// that opens a quoted table entry, so a malformed one fails instead of
 /// being left out.
 fn lines() -> Vec<Line> {
+    let keys = keys();
     MIX.lines()
         .filter_map(|l| l.trim().strip_prefix("{\""))
         .map(|l| {
@@ -34,12 +49,10 @@ fn lines() -> Vec<Line> {
             let [target, key, status] = fields[..] else {
                 panic!("not target, key, status: {l}");
             };
-            let key = match key.trim_matches('"') {
-                "manager" => MANAGER,
-                "admin" => ADMIN,
-                "unknown" => "00000000-0000-0000-0000-000000000000",
-                other => panic!("unknown key name {other}"),
-            };
+            let name = key.trim_matches('"');
+            let key = *keys
+                .get(name)
+                .unwrap_or_else(|| panic!("no key named {name} in the mix"));
             Line {
                 target: target.trim_end_matches('"').to_owned(),
                 key,
@@ -53,6 +66,7 @@ fn lines() -> Vec<Line> {
 async fn every_request_of_the_training_mix_gets_the_answer_it_trains() {
     let lines = lines();
     assert_eq!(lines.len(), 9, "the mix as written in train.lua");
+    assert_eq!(keys().len(), 3, "manager, admin and unknown");
     let answered = lines.iter().filter(|l| l.status == StatusCode::OK).count();
     assert!(answered >= 6, "most of the mix is answered, not refused");
     let h = Harness::start().await;
