@@ -173,6 +173,8 @@ impl Gate for Route {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -254,5 +256,77 @@ mod tests {
             match_path("/Chime/Session/SessionDetails/9223372036854775807").unwrap(),
             RouteMatch::SessionDetails(i64::MAX as u64)
         );
+    }
+
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("Chime".to_owned()),
+            Just("cHIME".to_owned()),
+            Just("Report".to_owned()),
+            Just("Session".to_owned()),
+            Just("SessionDetails".to_owned()),
+            Just("Gateway".to_owned()),
+            Just("Reports".to_owned()),
+            Just("InboundVsAnsweredChats".to_owned()),
+            Just("GetQueueBotReports".to_owned()),
+            Just("getavailableglobalreports".to_owned()),
+            Just("1".to_owned()),
+            Just("007".to_owned()),
+            Just("9223372036854775807".to_owned()),
+            Just("9223372036854775808".to_owned()),
+            Just("..".to_owned()),
+            Just(String::new()),
+            Just("%41".to_owned()),
+            "[ -~]{0,6}",
+            "\\PC{0,3}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Whatever the path, matching never panics, and a path it accepts
+        /// is exactly one of the allowlisted shapes (ASCII case aside):
+        /// nothing else a server might normalise differently gets through.
+        #[test]
+        fn only_exact_shapes_match(
+            root in prop_oneof![3 => Just("Chime".to_owned()), 1 => segment()],
+            area in prop_oneof![
+                2 => Just("Report".to_owned()),
+                2 => Just("Session".to_owned()),
+                1 => Just("Gateway".to_owned()),
+                1 => segment(),
+            ],
+            rest in prop_oneof![
+                2 => prop::collection::vec(segment(), 0..3),
+                1 => segment().prop_map(|id| vec!["SessionDetails".to_owned(), id]),
+            ],
+            sep in prop::sample::select(vec!["/", "/", "/", "/", "\\", "//"]),
+        ) {
+            let segs: Vec<String> = [root, area].into_iter().chain(rest).collect();
+            let path = format!("/{}", segs.join(sep));
+            let Ok(m) = match_path(&path) else { return Ok(()) };
+            prop_assert!(
+                path.bytes().all(|b| b == b'/' || b.is_ascii_alphanumeric()),
+                "{}",
+                path
+            );
+            let expected = match &m {
+                RouteMatch::Report(name) => {
+                    prop_assert!(catalog::is_report_name(name));
+                    format!("/Chime/Report/{name}")
+                }
+                RouteMatch::Discovery(c) => format!("/Chime/Report/{}", c.discovery_route()),
+                RouteMatch::SessionDetails(n) => {
+                    prop_assert!(*n >= 1 && *n <= i64::MAX as u64);
+                    // Canonical: the id as written is the number's own text.
+                    let written = format!("/{n}");
+                    prop_assert!(path.ends_with(&written), "{}", path);
+                    format!("/Chime/Session/SessionDetails/{n}")
+                }
+                RouteMatch::Listing => "/Chime/Gateway/Reports".to_owned(),
+            };
+            prop_assert!(path.eq_ignore_ascii_case(&expected), "{} as {:?}", path, m);
+        }
     }
 }
