@@ -19,7 +19,8 @@ cd "$(dirname "$0")/.."
 secs=${1:-10}
 built=target/pgo/release/chime-gateway
 inputs=$( { rustc -vV; echo "secs $secs"
-  find src benches/pgo.sh benches/compare Cargo.toml Cargo.lock config/demo-keys.toml -type f | LC_ALL=C sort | xargs sha256sum; } | sha256sum)
+  find src benches/pgo.sh benches/compare/common.sh benches/compare/gateway.toml benches/compare/train.lua \
+    Cargo.toml Cargo.lock config/demo-keys.toml -type f | LC_ALL=C sort | xargs sha256sum; } | sha256sum)
 if [ -z "${PGO_REBUILD:-}" ] && [ -x "$built" ] && [ "$(cat target/pgo/inputs 2>/dev/null)" = "$inputs" ]; then
   echo "== pgo: reusing $built (its inputs are unchanged; PGO_REBUILD=1 builds a new one)"
   exit 0

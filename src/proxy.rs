@@ -292,12 +292,11 @@ impl Inner {
                 (resp, Answer::Alone(body), Served::Upstream, None)
             }
             Some(key) => {
-                let id = trace.map(|t| t.correlation().id.clone());
                 let (mut reader, mut pump, served) =
-                    self.join_or_lead(key, upstream_req, typed, store, id)?;
-                let head = reader.head(pump.as_mut()).await?;
-                let exchanged_for = head.request_id.clone();
-                let resp = Head::clone(&head).into_response(body::empty());
+                    self.join_or_lead(key, upstream_req, typed, store, trace)?;
+                let mut head = Head::clone(&*reader.head(pump.as_mut()).await?);
+                let exchanged_for = head.request_id.take();
+                let resp = head.into_response(body::empty());
                 (resp, Answer::Flight { reader, pump }, served, exchanged_for)
             }
         };
@@ -362,7 +361,7 @@ impl Inner {
     }
 
     /// Follows an identical request in flight, or leads a new flight (as
-    /// the request known as `id`): returns the reader, the pump that runs
+    /// the request `trace` follows): returns the reader, the pump that runs
     /// the exchange (when leading) and how the answer is served.
     fn join_or_lead(
         self: &Arc<Self>,
@@ -370,7 +369,7 @@ impl Inner {
         upstream_req: UpstreamRequest,
         typed: &GatewayRequest,
         store: Option<(ResponseCache, std::time::Duration)>,
-        id: Option<RequestId>,
+        trace: Option<&Trace>,
     ) -> Result<(flight::Reader, Option<flight::Pump>, Served), BoxError> {
         let shared = Some(key).filter(|_| self.cache_config.coalesce);
         if let Some(key) = &shared {
@@ -394,6 +393,8 @@ impl Inner {
         let store = store.map(|(cache, ttl)| (cache, key, ttl));
         let kind = typed.target.kind();
         let this = Arc::clone(self);
+        // Only a leader's id goes with the answer; followers clone nothing.
+        let id = trace.map(|t| t.correlation().id.clone());
         let pump =
             leader.into_pump(|leader| this.lead(leader, upstream_req, id, kind, slot, store));
         Ok((reader, Some(pump), Served::Upstream))
