@@ -5,6 +5,10 @@
 //! from the catalog (unknown names are labelled `unknown`). Never a key, a
 //! user-supplied path or a query.
 
+use std::collections::HashMap;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, Metric, MetricFamily, MetricType};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -30,21 +34,27 @@ const DURATION_BUCKETS: &[f64] = &[
 ];
 
 /// The gateway's metrics.
+///
+/// The series every request updates (`requests_total`,
+/// `request_duration_seconds`, `response_bytes_total`,
+/// `upstream_duration_seconds`, `in_flight_requests`) exist once per worker
+/// thread: [`Metrics::for_worker`] gives a worker a handle whose copies
+/// only that worker writes, and the registry holds one collector that adds
+/// the copies up when scraped. A counter that both cores increment moves
+/// its cache line between them on every request, and `requests_total`'s
+/// label lookup takes its vector's lock; per-worker copies do neither.
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    /// Per route kind, in the order of [`RouteKind::ALL`].
-    routes: [RouteMetrics; RouteKind::ALL.len()],
+    /// This handle's copy of the per-request series.
+    series: RequestSeries,
+    /// Every worker's copy, for [`Metrics::for_worker`].
+    copies: Vec<RequestSeries>,
     /// `key_cache_lookups_total{result="hit"}`, counted on every request.
     pub key_cache_hits: IntCounter,
-    /// Requests by route kind, status class and outcome (`ok` or the refusal code).
+    /// Requests by route kind, status class and outcome (`ok` or the refusal
+    /// code): this handle's copy.
     pub requests: IntCounterVec,
-    /// Time to the end of the response body, by route kind.
-    pub request_duration: HistogramVec,
-    /// Time until the upstream's response headers, by route kind.
-    pub upstream_duration: HistogramVec,
-    /// Response body bytes sent, by route kind.
-    pub response_bytes: IntCounterVec,
-    /// Requests being handled.
+    /// Requests being handled: this handle's copy (the scrape shows the sum).
     pub in_flight: IntGauge,
     /// Upstream failures by kind (`connect`, `timeout`, `protocol`, `bad_answer`).
     pub upstream_errors: IntCounterVec,
@@ -107,42 +117,21 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Creates the metrics and registers them (and build info) into `registry`.
+    /// Creates the metrics and registers them (and build info) into
+    /// `registry`, with one copy of the per-request series.
     pub fn register(registry: &Registry) -> prometheus::Result<Metrics> {
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "chime_gateway_requests_total",
-                "Requests handled, by route kind, report, status class and outcome.",
-            ),
-            &["route", "report", "status_class", "outcome"],
-        )?;
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "chime_gateway_request_duration_seconds",
-                "Time from request to the end of the response body.",
-            )
-            .buckets(DURATION_BUCKETS.to_vec()),
-            &["route"],
-        )?;
-        let upstream_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "chime_gateway_upstream_duration_seconds",
-                "Time until the upstream's response headers arrived.",
-            )
-            .buckets(DURATION_BUCKETS.to_vec()),
-            &["route"],
-        )?;
-        let response_bytes = IntCounterVec::new(
-            Opts::new(
-                "chime_gateway_response_bytes_total",
-                "Response body bytes sent to clients.",
-            ),
-            &["route"],
-        )?;
-        let in_flight = IntGauge::new(
-            "chime_gateway_in_flight_requests",
-            "Requests being handled.",
-        )?;
+        Metrics::register_for_workers(registry, 1)
+    }
+
+    /// As [`Metrics::register`], with a copy of the per-request series for
+    /// each of `workers` worker threads.
+    pub fn register_for_workers(
+        registry: &Registry,
+        workers: usize,
+    ) -> prometheus::Result<Metrics> {
+        let copies = (0..workers.max(1))
+            .map(|_| RequestSeries::new())
+            .collect::<prometheus::Result<Vec<_>>>()?;
         let upstream_errors = IntCounterVec::new(
             Opts::new(
                 "chime_gateway_upstream_errors_total",
@@ -351,11 +340,7 @@ impl Metrics {
                 vec.with_label_values(&[v]);
             }
         }
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(request_duration.clone()))?;
-        registry.register(Box::new(upstream_duration.clone()))?;
-        registry.register(Box::new(response_bytes.clone()))?;
-        registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(Sum::new(copies.clone())))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(parked_connections.clone()))?;
@@ -393,21 +378,13 @@ impl Metrics {
                 "chime_gateway",
             ),
         ))?;
-        let routes = RouteKind::ALL.map(|kind| RouteMetrics {
-            duration: request_duration.with_label_values(&[kind.as_str()]),
-            bytes: response_bytes.with_label_values(&[kind.as_str()]),
-            upstream: kind
-                .reaches_upstream()
-                .then(|| upstream_duration.with_label_values(&[kind.as_str()])),
-        });
+        let series = copies[0].clone();
         Ok(Metrics {
-            routes,
             key_cache_hits: key_cache.with_label_values(&["hit"]),
-            requests,
-            request_duration,
-            upstream_duration,
-            response_bytes,
-            in_flight,
+            requests: series.requests.clone(),
+            in_flight: series.in_flight.clone(),
+            series,
+            copies,
             upstream_errors,
             connections,
             parked_connections,
@@ -442,9 +419,198 @@ impl Metrics {
 }
 
 impl Metrics {
-    /// The series of route kind `kind`.
+    /// The series of route kind `kind` (this handle's copy).
     pub fn route(&self, kind: RouteKind) -> &RouteMetrics {
-        &self.routes[kind as usize]
+        &self.series.routes[kind as usize]
+    }
+
+    /// A handle for worker `worker` (of the count given at registration):
+    /// the same metrics, with that worker's copy of the per-request series.
+    pub fn for_worker(&self, worker: usize) -> Metrics {
+        let series = self.copies[worker % self.copies.len()].clone();
+        Metrics {
+            requests: series.requests.clone(),
+            in_flight: series.in_flight.clone(),
+            series,
+            ..self.clone()
+        }
+    }
+}
+
+/// One copy of the series every request updates (see [`Metrics`]).
+#[derive(Debug, Clone)]
+struct RequestSeries {
+    /// Per route kind, in the order of [`RouteKind::ALL`].
+    routes: [RouteMetrics; RouteKind::ALL.len()],
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_duration: HistogramVec,
+    response_bytes: IntCounterVec,
+    in_flight: IntGauge,
+}
+
+impl RequestSeries {
+    fn new() -> prometheus::Result<RequestSeries> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "chime_gateway_requests_total",
+                "Requests handled, by route kind, report, status class and outcome.",
+            ),
+            &["route", "report", "status_class", "outcome"],
+        )?;
+        let by_route = |name: &str, help: &str| {
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(DURATION_BUCKETS.to_vec()),
+                &["route"],
+            )
+        };
+        let request_duration = by_route(
+            "chime_gateway_request_duration_seconds",
+            "Time from request to the end of the response body.",
+        )?;
+        let upstream_duration = by_route(
+            "chime_gateway_upstream_duration_seconds",
+            "Time until the upstream's response headers arrived.",
+        )?;
+        let response_bytes = IntCounterVec::new(
+            Opts::new(
+                "chime_gateway_response_bytes_total",
+                "Response body bytes sent to clients.",
+            ),
+            &["route"],
+        )?;
+        let in_flight = IntGauge::new(
+            "chime_gateway_in_flight_requests",
+            "Requests being handled.",
+        )?;
+        let routes = RouteKind::ALL.map(|kind| RouteMetrics {
+            duration: request_duration.with_label_values(&[kind.as_str()]),
+            bytes: response_bytes.with_label_values(&[kind.as_str()]),
+            upstream: kind
+                .reaches_upstream()
+                .then(|| upstream_duration.with_label_values(&[kind.as_str()])),
+        });
+        Ok(RequestSeries {
+            routes,
+            requests,
+            request_duration,
+            upstream_duration,
+            response_bytes,
+            in_flight,
+        })
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut out = self.requests.collect();
+        out.extend(self.request_duration.collect());
+        out.extend(self.upstream_duration.collect());
+        out.extend(self.response_bytes.collect());
+        out.extend(self.in_flight.collect());
+        out
+    }
+}
+
+/// The registry's view of the per-request series: every copy, added up
+/// when scraped.
+#[derive(Debug)]
+struct Sum {
+    descs: Vec<Desc>,
+    copies: Vec<RequestSeries>,
+}
+
+impl Sum {
+    fn new(copies: Vec<RequestSeries>) -> Sum {
+        let first = &copies[0];
+        let descs = [
+            first.requests.desc(),
+            first.request_duration.desc(),
+            first.upstream_duration.desc(),
+            first.response_bytes.desc(),
+            first.in_flight.desc(),
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+        Sum { descs, copies }
+    }
+}
+
+impl Collector for Sum {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut copies = self.copies.iter().map(RequestSeries::collect);
+        let mut total = copies.next().unwrap_or_default();
+        for families in copies {
+            for (into, from) in total.iter_mut().zip(families) {
+                add_family(into, from);
+            }
+        }
+        total
+    }
+}
+
+/// Adds `from`'s series to `into`'s (the same family from another copy):
+/// series with the same labels are summed, others appended.
+fn add_family(into: &mut MetricFamily, mut from: MetricFamily) {
+    let labels = |m: &Metric| -> Vec<String> {
+        m.get_label().iter().map(|l| l.value().to_owned()).collect()
+    };
+    let mut index: HashMap<Vec<String>, usize> = into
+        .get_metric()
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (labels(m), i))
+        .collect();
+    let kind = into.get_field_type();
+    for m in from.take_metric() {
+        match index.get(&labels(&m)) {
+            Some(&i) => add_metric(&mut into.mut_metric()[i], &m, kind),
+            None => {
+                index.insert(labels(&m), into.get_metric().len());
+                into.mut_metric().push(m);
+            }
+        }
+    }
+}
+
+/// Adds `from`'s value (a counter, gauge or histogram: `kind`) to `into`'s.
+fn add_metric(into: &mut Metric, from: &Metric, kind: MetricType) {
+    match kind {
+        MetricType::COUNTER => {
+            let mut c = proto::Counter::default();
+            c.set_value(into.get_counter().get_value() + from.get_counter().get_value());
+            into.set_counter(c);
+        }
+        MetricType::GAUGE => {
+            let mut g = proto::Gauge::default();
+            g.set_value(into.get_gauge().get_value() + from.get_gauge().get_value());
+            into.set_gauge(g);
+        }
+        MetricType::HISTOGRAM => {
+            let (a, b) = (into.get_histogram(), from.get_histogram());
+            let mut h = proto::Histogram::default();
+            h.set_sample_count(a.get_sample_count() + b.get_sample_count());
+            h.set_sample_sum(a.get_sample_sum() + b.get_sample_sum());
+            // Every copy has the same buckets, in the same order.
+            h.set_bucket(
+                a.get_bucket()
+                    .iter()
+                    .zip(b.get_bucket())
+                    .map(|(x, y)| {
+                        let mut sum = x.clone();
+                        sum.set_cumulative_count(x.cumulative_count() + y.cumulative_count());
+                        sum
+                    })
+                    .collect(),
+            );
+            into.set_histogram(h);
+        }
+        // The per-request series are counters, gauges and histograms only.
+        MetricType::SUMMARY | MetricType::UNTYPED => {}
     }
 }
 
@@ -487,6 +653,74 @@ mod tests {
         assert!(text.contains("chime_gateway_build_info{version="));
         // A second registration into the same registry is refused, not silently shared.
         assert!(Metrics::register(&registry).is_err());
+    }
+
+    /// Lines of `text` (a scrape) that start with `prefix`.
+    fn lines<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+        text.lines().filter(|l| l.starts_with(prefix)).collect()
+    }
+
+    #[test]
+    fn workers_copies_are_added_up_when_scraped() {
+        let registry = Registry::new();
+        let m = Metrics::register_for_workers(&registry, 2).unwrap();
+        let (a, b) = (m.for_worker(0), m.for_worker(1));
+        let ok = ["report", "InboundVsAnsweredChats", "2xx", "ok"];
+        a.requests.with_label_values(&ok).inc();
+        b.requests.with_label_values(&ok).inc_by(2);
+        b.requests
+            .with_label_values(&["session", "-", "4xx", "session_forbidden"])
+            .inc();
+        a.route(RouteKind::Report).duration.observe(0.003);
+        b.route(RouteKind::Report).duration.observe(0.2);
+        b.route(RouteKind::Report).bytes.inc_by(10);
+        a.route(RouteKind::Report).bytes.inc_by(5);
+        // A request may start on one handle's copy and end on another's.
+        a.in_flight.inc();
+        a.in_flight.inc();
+        b.in_flight.dec();
+        // The copies are separate: each worker writes only its own.
+        assert_eq!(a.requests.with_label_values(&ok).get(), 1);
+        assert_eq!(b.requests.with_label_values(&ok).get(), 2);
+
+        let text = String::from_utf8(render(&registry)).unwrap();
+        assert_eq!(
+            lines(&text, "chime_gateway_requests_total{"),
+            [
+                r#"chime_gateway_requests_total{outcome="ok",report="InboundVsAnsweredChats",route="report",status_class="2xx"} 3"#,
+                r#"chime_gateway_requests_total{outcome="session_forbidden",report="-",route="session",status_class="4xx"} 1"#,
+            ],
+            "{text}"
+        );
+        let report = |name: &str| format!("chime_gateway_request_duration_seconds_{name}");
+        assert!(text.contains(&format!(
+            r#"{}{{route="report",le="0.005"}} 1"#,
+            report("bucket")
+        )));
+        assert!(text.contains(&format!(
+            r#"{}{{route="report",le="0.25"}} 2"#,
+            report("bucket")
+        )));
+        assert!(text.contains(&format!(
+            r#"{}{{route="report",le="+Inf"}} 2"#,
+            report("bucket")
+        )));
+        assert!(text.contains(&format!(r#"{}{{route="report"}} 2"#, report("count"))));
+        assert!(text.contains(&format!(r#"{}{{route="report"}} 0.203"#, report("sum"))));
+        assert!(text.contains(r#"chime_gateway_response_bytes_total{route="report"} 15"#));
+        assert_eq!(
+            lines(&text, "chime_gateway_in_flight_requests "),
+            ["chime_gateway_in_flight_requests 1"]
+        );
+        // Each family appears once, whatever the number of copies.
+        assert_eq!(
+            lines(&text, "# TYPE chime_gateway_requests_total ").len(),
+            1
+        );
+        // A worker beyond the count shares a copy rather than failing.
+        m.for_worker(5).requests.with_label_values(&ok).inc();
+        let text = String::from_utf8(render(&registry)).unwrap();
+        assert!(text.contains(r#"status_class="2xx"} 4"#), "{text}");
     }
 
     #[test]

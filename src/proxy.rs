@@ -216,9 +216,13 @@ impl Proxy {
     /// A proxy sharing this one's pools, breaker, flights and cache, whose
     /// handle on them is its own: the `Arc` every request clones is then
     /// touched by one worker only, instead of bouncing between cores.
-    pub fn for_worker(&self) -> Proxy {
+    /// `metrics` is that worker's handle ([`Metrics::for_worker`]).
+    pub fn for_worker(&self, metrics: Arc<Metrics>) -> Proxy {
         Proxy {
-            inner: Arc::new(Inner::clone(&self.inner)),
+            inner: Arc::new(Inner {
+                metrics,
+                ..Inner::clone(&self.inner)
+            }),
         }
     }
 }

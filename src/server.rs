@@ -248,7 +248,7 @@ impl Accept {
         };
         let worker = Worker {
             builders: Arc::new(Builders::new(&self.state.config.listen)),
-            svc: stack::build(&self.state),
+            svc: stack::build(&self.state, me),
         };
         let mut stop = self.stop.clone();
         loop {

@@ -38,14 +38,16 @@ use crate::state::AppState;
 /// The composed gateway service for requests with body type `B`.
 pub type GatewayService<B> = BoxCloneService<Request<B>, Response, Infallible>;
 
-/// Builds the stack over `state`.
-pub fn build<B>(state: &AppState) -> GatewayService<B>
+/// Builds worker `worker`'s stack over `state` (with that worker's copy of
+/// the per-request metrics).
+pub fn build<B>(state: &AppState, worker: usize) -> GatewayService<B>
 where
     B: http_body::Body + Send + 'static,
 {
+    let metrics = Arc::new(state.metrics.for_worker(worker));
     let svc = ServiceBuilder::new()
         .layer(ObserveLayer::new(
-            Arc::clone(&state.metrics),
+            Arc::clone(&metrics),
             state.audit.clone(),
             state.config.metrics.per_user,
         ))
@@ -54,7 +56,7 @@ where
         .layer(AuthLayer::new(
             Arc::clone(&state.keys),
             Arc::clone(&state.auth_throttle),
-            Arc::clone(&state.metrics),
+            Arc::clone(&metrics),
         ))
         .layer(GateLayer::new(Listing::new(Arc::clone(&state.catalog))))
         .layer(GateLayer::new(Parse::new(
@@ -62,8 +64,8 @@ where
             Arc::clone(&state.request_options),
             Arc::clone(&state.clock),
         )))
-        .layer(GateLayer::new(Acl::new(Arc::clone(&state.metrics))))
+        .layer(GateLayer::new(Acl::new(Arc::clone(&metrics))))
         .layer(RateLimitLayer::new(Arc::clone(&state.ratelimiter)))
-        .service(state.proxy.for_worker());
+        .service(state.proxy.for_worker(metrics));
     BoxCloneService::new(svc)
 }

@@ -130,7 +130,10 @@ impl AppState {
     /// Builds the state from `config`, loading keys and setting up the upstream client.
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
         let registry = Registry::new();
-        let metrics = Arc::new(Metrics::register(&registry)?);
+        let metrics = Arc::new(Metrics::register_for_workers(
+            &registry,
+            config.listen.workers,
+        )?);
         let readiness = Arc::new(Readiness::default());
         let tls = match &config.tls.files {
             None => None,

@@ -118,7 +118,9 @@ impl Entry {
 /// A validated, immutable index of a key file.
 #[derive(Debug, Default)]
 struct Index {
-    by_hash: HashMap<KeyHash, Entry>,
+    /// Keyed by hash with foldhash: a lookup's key is a SHA-256 digest, which
+    /// no client can steer, and only the operator's keys are ever inserted.
+    by_hash: HashMap<KeyHash, Entry, foldhash::fast::RandomState>,
 }
 
 impl KeyFile {
@@ -159,7 +161,7 @@ impl KeyFile {
                 return Err(err(format!("user `{}` is defined twice", u.name)));
             }
         }
-        let mut by_hash = HashMap::new();
+        let mut by_hash = HashMap::default();
         for (i, k) in self.keys.iter().enumerate() {
             let hash = KeyHash::from_hex(&k.sha256)
                 .ok_or_else(|| err(format!("key #{}: sha256 is not 64 hex characters", i + 1)))?;

@@ -8,13 +8,18 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
-use governor::state::keyed::DefaultKeyedStateStore;
+use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 
 use super::{Decision, Tier};
 
+/// User names hash with foldhash rather than the default SipHash, as the
+/// gateway's other maps on the request path do: the keys are the names of
+/// authenticated users, which a client cannot choose.
+type Hasher = foldhash::fast::RandomState;
+
 type Keyed<C> =
-    RateLimiter<Arc<str>, DefaultKeyedStateStore<Arc<str>>, C, StateInformationMiddleware>;
+    RateLimiter<Arc<str>, DashMapStateStore<Arc<str>, Hasher>, C, StateInformationMiddleware>;
 
 /// Per-tier governor limiters.
 #[derive(Debug)]
@@ -43,8 +48,12 @@ impl<C: Clock + Clone> LocalLimiter<C> {
         let tiers = tiers
             .iter()
             .map(|t| {
-                let limiter = RateLimiter::dashmap_with_clock(quota(t), clock.clone())
-                    .with_middleware::<StateInformationMiddleware>();
+                let limiter = RateLimiter::dashmap_with_clock_and_hasher(
+                    quota(t),
+                    clock.clone(),
+                    Hasher::default(),
+                )
+                .with_middleware::<StateInformationMiddleware>();
                 (Arc::clone(&t.name), limiter)
             })
             .collect();
