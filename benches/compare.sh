@@ -211,10 +211,15 @@ speed() { curl -s -o /dev/null -w '%{speed_download} %{size_download}\n' -H "$ke
 read -r dspeed dsize < <(speed "http://127.0.0.1:$big$target")
 before=$(rss "$m")
 echo 5 > "/proc/$m/clear_refs"   # resets VmHWM, the kernel's peak RSS, to the current RSS
+u0=$(cpu_ticks 14 "$m"); s0=$(cpu_ticks 15 "$m")
 read -r gspeed gsize < <(speed "http://127.0.0.1:${gwport[stream]}$target")
+u1=$(cpu_ticks 14 "$m"); s1=$(cpu_ticks 15 "$m")
 peak=$(awk '/VmHWM/ {print $2}' "/proc/$m/status")
 [ "$dsize" = 1073741824 ] && [ "$gsize" = 1073741824 ] || { echo "streamed $dsize / $gsize bytes, not 1 GiB" >&2; exit 1; }
 awk -v d="$dspeed" -v g="$gspeed" -v b="$before" -v p="$peak" 'BEGIN { printf "1 GiB CSV: direct %.0f MiB/s, gateway %.0f MiB/s (%.2f of direct); RSS %.1f MiB before, peak %.1f MiB (+%.1f MiB)\n", d/1048576, g/1048576, g/d, b/1024, p/1024, (p-b)/1024 }'
+# Where the gateway's CPU went while it streamed: its own code (user) or the
+# kernel's socket reads, writes and copies (system).
+awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$hz" 'BEGIN { printf "gateway CPU while streaming: %.2f s user, %.2f s system (%.0f%% in the kernel)\n", u/hz, s/hz, (u+s) ? 100*s/(u+s) : 0 }'
 read -r nspeed nsize < <(speed "http://127.0.0.1:$ngx_big$target")
 read -r hspeed hsize < <(speed "http://127.0.0.1:$hap_big$target")
 [ "$nsize" = 1073741824 ] && [ "$hsize" = 1073741824 ] || {
