@@ -395,8 +395,10 @@ impl ResponseCache {
         let metrics = Arc::clone(&self.metrics);
         async move {
             let found = entries.get(&key).await;
-            let result = if found.is_some() { "hit" } else { "miss" };
-            metrics.cache_lookups.with_label_values(&[result]).inc();
+            match found {
+                Some(_) => metrics.cache_hits.inc(),
+                None => metrics.cache_misses.inc(),
+            }
             found
         }
     }

@@ -5,7 +5,7 @@
 //! from the catalog (unknown names are labelled `unknown`). Never a key, a
 //! user-supplied path or a query.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, Metric, MetricFamily, MetricType};
@@ -51,11 +51,11 @@ pub struct Metrics {
     copies: Vec<RequestSeries>,
     /// `key_cache_lookups_total{result="hit"}`, counted on every request.
     pub key_cache_hits: IntCounter,
-    /// Requests by route kind, status class and outcome (`ok` or the refusal
-    /// code): this handle's copy.
-    pub requests: IntCounterVec,
-    /// Requests being handled: this handle's copy (the scrape shows the sum).
-    pub in_flight: IntGauge,
+    /// `cache_lookups_total{result="hit"}` and `{result="miss"}`, one of
+    /// which every cacheable request counts.
+    pub cache_hits: IntCounter,
+    /// See [`Metrics::cache_hits`].
+    pub cache_misses: IntCounter,
     /// Upstream failures by kind (`connect`, `timeout`, `protocol`, `bad_answer`).
     pub upstream_errors: IntCounterVec,
     /// Open client connections.
@@ -378,12 +378,11 @@ impl Metrics {
                 "chime_gateway",
             ),
         ))?;
-        let series = copies[0].clone();
         Ok(Metrics {
             key_cache_hits: key_cache.with_label_values(&["hit"]),
-            requests: series.requests.clone(),
-            in_flight: series.in_flight.clone(),
-            series,
+            cache_hits: cache_lookups.with_label_values(&["hit"]),
+            cache_misses: cache_lookups.with_label_values(&["miss"]),
+            series: copies[0].clone(),
             copies,
             upstream_errors,
             connections,
@@ -424,14 +423,22 @@ impl Metrics {
         &self.series.routes[kind as usize]
     }
 
+    /// Requests by route kind, status class and outcome (`ok` or the
+    /// refusal code): this handle's copy.
+    pub fn requests(&self) -> &IntCounterVec {
+        &self.series.requests
+    }
+
+    /// Requests being handled: this handle's copy (the scrape shows the sum).
+    pub fn in_flight(&self) -> &IntGauge {
+        &self.series.in_flight
+    }
+
     /// A handle for worker `worker` (of the count given at registration):
     /// the same metrics, with that worker's copy of the per-request series.
     pub fn for_worker(&self, worker: usize) -> Metrics {
-        let series = self.copies[worker % self.copies.len()].clone();
         Metrics {
-            requests: series.requests.clone(),
-            in_flight: series.in_flight.clone(),
-            series,
+            series: self.copies[worker % self.copies.len()].clone(),
             ..self.clone()
         }
     }
@@ -500,13 +507,19 @@ impl RequestSeries {
         })
     }
 
+    /// The families, in the order [`Sum`] relies on.
+    fn collectors(&self) -> [&dyn Collector; 5] {
+        [
+            &self.requests,
+            &self.request_duration,
+            &self.upstream_duration,
+            &self.response_bytes,
+            &self.in_flight,
+        ]
+    }
+
     fn collect(&self) -> Vec<MetricFamily> {
-        let mut out = self.requests.collect();
-        out.extend(self.request_duration.collect());
-        out.extend(self.upstream_duration.collect());
-        out.extend(self.response_bytes.collect());
-        out.extend(self.in_flight.collect());
-        out
+        self.collectors().iter().flat_map(|c| c.collect()).collect()
     }
 }
 
@@ -520,18 +533,12 @@ struct Sum {
 
 impl Sum {
     fn new(copies: Vec<RequestSeries>) -> Sum {
-        let first = &copies[0];
-        let descs = [
-            first.requests.desc(),
-            first.request_duration.desc(),
-            first.upstream_duration.desc(),
-            first.response_bytes.desc(),
-            first.in_flight.desc(),
-        ]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
+        let descs = copies[0]
+            .collectors()
+            .iter()
+            .flat_map(|c| c.desc())
+            .cloned()
+            .collect();
         Sum { descs, copies }
     }
 }
@@ -567,10 +574,10 @@ fn add_family(into: &mut MetricFamily, mut from: MetricFamily) {
         .collect();
     let kind = into.get_field_type();
     for m in from.take_metric() {
-        match index.get(&labels(&m)) {
-            Some(&i) => add_metric(&mut into.mut_metric()[i], &m, kind),
-            None => {
-                index.insert(labels(&m), into.get_metric().len());
+        match index.entry(labels(&m)) {
+            Entry::Occupied(i) => add_metric(&mut into.mut_metric()[*i.get()], &m, kind),
+            Entry::Vacant(slot) => {
+                slot.insert(into.get_metric().len());
                 into.mut_metric().push(m);
             }
         }
@@ -641,7 +648,7 @@ mod tests {
     fn registers_and_renders() {
         let registry = Registry::new();
         let m = Metrics::register(&registry).unwrap();
-        m.requests
+        m.requests()
             .with_label_values(&["report", "InboundVsAnsweredChats", "2xx", "ok"])
             .inc();
         let text = String::from_utf8(render(&registry)).unwrap();
@@ -666,22 +673,22 @@ mod tests {
         let m = Metrics::register_for_workers(&registry, 2).unwrap();
         let (a, b) = (m.for_worker(0), m.for_worker(1));
         let ok = ["report", "InboundVsAnsweredChats", "2xx", "ok"];
-        a.requests.with_label_values(&ok).inc();
-        b.requests.with_label_values(&ok).inc_by(2);
-        b.requests
+        a.requests().with_label_values(&ok).inc();
+        b.requests().with_label_values(&ok).inc_by(2);
+        b.requests()
             .with_label_values(&["session", "-", "4xx", "session_forbidden"])
             .inc();
         a.route(RouteKind::Report).duration.observe(0.003);
         b.route(RouteKind::Report).duration.observe(0.2);
         b.route(RouteKind::Report).bytes.inc_by(10);
         a.route(RouteKind::Report).bytes.inc_by(5);
-        // A request may start on one handle's copy and end on another's.
-        a.in_flight.inc();
-        a.in_flight.inc();
-        b.in_flight.dec();
+        // One copy of a gauge may go below zero; only the sum is shown.
+        a.in_flight().inc();
+        a.in_flight().inc();
+        b.in_flight().dec();
         // The copies are separate: each worker writes only its own.
-        assert_eq!(a.requests.with_label_values(&ok).get(), 1);
-        assert_eq!(b.requests.with_label_values(&ok).get(), 2);
+        assert_eq!(a.requests().with_label_values(&ok).get(), 1);
+        assert_eq!(b.requests().with_label_values(&ok).get(), 2);
 
         let text = String::from_utf8(render(&registry)).unwrap();
         assert_eq!(
@@ -718,7 +725,7 @@ mod tests {
             1
         );
         // A worker beyond the count shares a copy rather than failing.
-        m.for_worker(5).requests.with_label_values(&ok).inc();
+        m.for_worker(5).requests().with_label_values(&ok).inc();
         let text = String::from_utf8(render(&registry)).unwrap();
         assert!(text.contains(r#"status_class="2xx"} 4"#), "{text}");
     }

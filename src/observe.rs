@@ -232,7 +232,7 @@ struct Completion {
 impl Drop for Completion {
     fn drop(&mut self) {
         let m = &self.sinks.metrics;
-        m.in_flight.dec();
+        m.in_flight().dec();
         // The request is over: nothing fills the trace in any more.
         let t = self.trace.take();
         let kind = t.route.unwrap_or(RouteKind::Unmatched);
@@ -251,7 +251,7 @@ impl Drop for Completion {
             (Some(s), _) => (status_class(s), self.outcome),
         };
         let elapsed = self.start.elapsed().as_secs_f64();
-        m.requests
+        m.requests()
             .with_label_values(&[route, report, class, outcome])
             .inc();
         let by_route = m.route(kind);
@@ -342,7 +342,7 @@ where
             context: trace_context,
         });
         let client = req.extensions().get::<Forwarding>().cloned();
-        self.sinks.metrics.in_flight.inc();
+        self.sinks.metrics.in_flight().inc();
         let mut done = Completion {
             start: Instant::now(),
             id,

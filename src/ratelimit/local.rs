@@ -16,10 +16,10 @@ use super::{Decision, Tier};
 /// User names hash with foldhash rather than the default SipHash, as the
 /// gateway's other maps on the request path do: the keys are the names of
 /// authenticated users, which a client cannot choose.
-type Hasher = foldhash::fast::RandomState;
+type UserHash = foldhash::fast::RandomState;
 
 type Keyed<C> =
-    RateLimiter<Arc<str>, DashMapStateStore<Arc<str>, Hasher>, C, StateInformationMiddleware>;
+    RateLimiter<Arc<str>, DashMapStateStore<Arc<str>, UserHash>, C, StateInformationMiddleware>;
 
 /// Per-tier governor limiters.
 #[derive(Debug)]
@@ -51,7 +51,7 @@ impl<C: Clock + Clone> LocalLimiter<C> {
                 let limiter = RateLimiter::dashmap_with_clock_and_hasher(
                     quota(t),
                     clock.clone(),
-                    Hasher::default(),
+                    UserHash::default(),
                 )
                 .with_middleware::<StateInformationMiddleware>();
                 (Arc::clone(&t.name), limiter)
