@@ -18,7 +18,7 @@ rounds=${3:-8}; secs=${4:-5}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 GATEWAY_BIN=${build[A]}
 # shellcheck source=compare/common.sh
-. benches/compare/common.sh   # bin, work, port(), wait_ready(), keys.toml, key, target, gateway_config()
+. benches/compare/common.sh   # bin, work, port(), wait_ready(), cpu_ticks(), hz, keys.toml, key, target, gateway_config()
 up=$(port)
 "$bin" simulate --listen "127.0.0.1:$up" >/dev/null &
 declare -A gport gpid
@@ -29,12 +29,12 @@ for n in A B; do
   gpid[$n]=$!; gport[$n]=$p
   wait_ready "$a"
 done
-hz=$(getconf CLK_TCK)
 for r in $(seq "$rounds"); do
   for n in A B; do
-    read -r u0 s0 < <(awk '{print $14, $15}' "/proc/${gpid[$n]}/stat")
+    g=${gpid[$n]}
+    u0=$(cpu_ticks 14 "$g"); s0=$(cpu_ticks 15 "$g")
     out=$(wrk -t2 -c32 -d"${secs}s" -H "$key" "http://127.0.0.1:${gport[$n]}$target")
-    read -r u1 s1 < <(awk '{print $14, $15}' "/proc/${gpid[$n]}/stat")
+    u1=$(cpu_ticks 14 "$g"); s1=$(cpu_ticks 15 "$g")
     awk -v n="$n" -v r="$r" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$hz" \
       -v rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")" -v c="$(awk '/requests in/ {print $1}' <<<"$out")" \
       'BEGIN { printf "round %d %s: %8.0f req/s, user %.2f us, system %.2f us per request\n", r, n, rps, u/hz*1e6/c, s/hz*1e6/c }'

@@ -27,7 +27,7 @@ ulimit -n "$(ulimit -Hn)"   # 10,000 idle connections need more than the usual 1
 bash benches/pgo.sh
 pgo_bin=$PWD/target/pgo/release/chime-gateway
 # shellcheck source=compare/common.sh
-. benches/compare/common.sh   # bin, work, port(), keys.toml, key, target, gateway_config(), one_worker, fill()
+. benches/compare/common.sh   # bin, work, port(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), one_worker, fill()
 mkdir -p "$work/tmp"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }   # KiB
 up=$(port); slow=$(port); big=$(port); ngx=$(port); hap=$(port); ngx_big=$(port); hap_big=$(port)
@@ -65,9 +65,6 @@ sleep 2
 pids[gateway]=${gwpid[main]}
 pids[gateway-pgo]=${gwpid[pgo]}
 pids[nginx]="${pids[nginx]} $(pgrep -P "${pids[nginx]}" | tr '\n' ' ')"   # master and worker
-# cpu_ticks FIELD PID... -> user (14) or system (15) CPU time, in clock ticks, of those processes
-cpu_ticks() { local f=$1 t=0 p; shift; for p in "$@"; do t=$((t + $(awk -v f="$f" '{print $f}' "/proc/$p/stat"))); done; echo "$t"; }
-hz=$(getconf CLK_TCK)
 # worker_ns PID -> "THREAD-NAME NANOSECONDS" for each of the gateway's worker
 # threads (chime-gw-N): the CPU each has run for
 worker_ns() {

@@ -31,6 +31,11 @@ gateway_config() {
   [ "$5" = on ] || printf '[cache]\nenabled = false\ncoalesce = false\n'
 }
 
+# cpu_ticks FIELD PID... -> user (14) or system (15) CPU time, in clock ticks
+# (hz per second), of those processes
+cpu_ticks() { local f=$1 t=0 p; shift; for p in "$@"; do t=$((t + $(awk -v f="$f" '{print $f}' "/proc/$p/stat"))); done; echo "$t"; }
+hz=$(getconf CLK_TCK)
+
 # one_worker -> filters a gateway config to run one worker ([listen] workers = 1,
 # right after that table's header).
 one_worker() { awk '{ print } /^\[listen\]/ { print "workers = 1" }'; }
