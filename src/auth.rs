@@ -19,12 +19,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures_util::future::Either;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, Request};
 use serde::{Deserialize, Serialize};
 
 use crate::body::Response;
-use crate::keystore::KeyStore;
+use crate::gate::{decided, StepFuture};
+use crate::keystore::{KeyStore, StoreUnavailable};
 use crate::metrics::Metrics;
 use crate::observe::Trace;
 use crate::proxy::headers::Forwarding;
@@ -185,48 +187,77 @@ pub struct Authenticate<S> {
     shared: Arc<Shared>,
 }
 
+/// Where authentication stands once the key is read.
+enum Step {
+    /// Decided without waiting: refused, or answered by a store that holds
+    /// its keys in memory.
+    Done(Result<(Principal, ApiKey), AuthError>),
+    /// The store must be asked and awaited.
+    Lookup(ApiKey, KeyHash),
+}
+
 impl Shared {
-    async fn authenticate(
+    /// Checks the address's failure budget, reads the key and asks the
+    /// store for an answer it has at hand.
+    fn begin(&self, headers: &HeaderMap, ip: Option<IpAddr>) -> Step {
+        let presented = match ip.and_then(|ip| self.throttle.blocked_for(ip)) {
+            Some(wait) => Err(AuthError::Throttled { retry_after: wait }),
+            None => bearer_key(headers),
+        };
+        let key = match presented {
+            Ok(key) => key,
+            Err(e) => return Step::Done(self.failed(e, ip)),
+        };
+        let hash = key.hash();
+        match self.store.lookup_now(&hash) {
+            Some(answer) => Step::Done(self.conclude(key, &hash, answer, ip)),
+            None => Step::Lookup(key, hash),
+        }
+    }
+
+    /// The outcome of the store's `answer` for `key`.
+    fn conclude(
         &self,
-        headers: &HeaderMap,
+        key: ApiKey,
+        hash: &KeyHash,
+        answer: Result<Option<Principal>, StoreUnavailable>,
         ip: Option<IpAddr>,
     ) -> Result<(Principal, ApiKey), AuthError> {
-        if let Some(wait) = ip.and_then(|ip| self.throttle.blocked_for(ip)) {
-            self.metrics
-                .auth_failures
-                .with_label_values(&["throttled"])
-                .inc();
-            return Err(AuthError::Throttled { retry_after: wait });
-        }
-        let outcome: Result<(Principal, ApiKey), AuthError> = async {
-            let key = bearer_key(headers)?;
-            let hash = key.hash();
-            let principal = self
-                .store
-                .lookup(&hash)
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "key store lookup failed");
-                    AuthError::StoreUnavailable
-                })?
-                .ok_or(AuthError::Unknown)?;
-            self.store.touch(&hash);
-            Ok((principal, key))
-        }
-        .await;
-        if let Err(e) = &outcome {
-            self.metrics
-                .auth_failures
-                .with_label_values(&[e.reason()])
-                .inc();
-            if let (true, Some(ip)) = (e.counts_as_guess(), ip) {
-                if self.throttle.record_failure(ip).is_some() {
-                    tracing::warn!(client = %ip, "authentication failures over budget; address throttled");
-                }
+        match answer {
+            Ok(Some(principal)) => {
+                self.store.touch(hash);
+                Ok((principal, key))
+            }
+            Ok(None) => self.failed(AuthError::Unknown, ip),
+            Err(e) => {
+                tracing::error!(error = %e, "key store lookup failed");
+                self.failed(AuthError::StoreUnavailable, ip)
             }
         }
-        outcome
     }
+
+    /// Counts failure `e` and, for a guess, charges the address's budget.
+    fn failed<T>(&self, e: AuthError, ip: Option<IpAddr>) -> Result<T, AuthError> {
+        self.metrics
+            .auth_failures
+            .with_label_values(&[e.reason()])
+            .inc();
+        if let (true, Some(ip)) = (e.counts_as_guess(), ip) {
+            if self.throttle.record_failure(ip).is_some() {
+                tracing::warn!(client = %ip, "authentication failures over budget; address throttled");
+            }
+        }
+        Err(e)
+    }
+}
+
+/// Adds the authenticated principal and key to the request.
+fn annotate(req: &mut Request<()>, principal: Principal, key: ApiKey) {
+    if let Some(trace) = req.extensions().get::<Trace>() {
+        trace.set_principal(&principal);
+    }
+    req.extensions_mut().insert(principal);
+    req.extensions_mut().insert(key);
 }
 
 impl<S> tower::Service<Request<()>> for Authenticate<S>
@@ -236,27 +267,33 @@ where
 {
     type Response = Response;
     type Error = BoxError;
-    type Future = BoxFuture<Result<Response, BoxError>>;
+    /// Not boxed when the store answered at once (the key file always does).
+    type Future = Either<StepFuture<S::Future>, BoxFuture<Result<Response, BoxError>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<()>) -> Self::Future {
+        let ip = req.extensions().get::<Forwarding>().map(Forwarding::ip);
+        let (key, hash) = match self.shared.begin(req.headers(), ip) {
+            Step::Done(Ok((principal, key))) => {
+                annotate(&mut req, principal, key);
+                return Either::Left(Either::Left(self.inner.call(req)));
+            }
+            Step::Done(Err(e)) => return Either::Left(decided(Err(e.into()))),
+            Step::Lookup(key, hash) => (key, hash),
+        };
         let shared = Arc::clone(&self.shared);
         // Take the service that was driven to readiness; leave a fresh clone behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            let ip = req.extensions().get::<Forwarding>().map(Forwarding::ip);
-            let (principal, key) = shared.authenticate(req.headers(), ip).await?;
-            if let Some(trace) = req.extensions().get::<Trace>() {
-                trace.set_principal(&principal);
-            }
-            req.extensions_mut().insert(principal);
-            req.extensions_mut().insert(key);
+        Either::Right(Box::pin(async move {
+            let answer = shared.store.lookup(&hash).await;
+            let (principal, key) = shared.conclude(key, &hash, answer, ip)?;
+            annotate(&mut req, principal, key);
             inner.call(req).await
-        })
+        }))
     }
 }
 

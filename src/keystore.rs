@@ -30,6 +30,13 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug {
     /// expired, not-yet-valid or disabled one.
     fn lookup<'a>(&'a self, hash: &'a KeyHash) -> LookupFuture<'a>;
 
+    /// [`lookup`](Self::lookup)'s answer when the store has it without
+    /// waiting (the key file is in memory), so the request path neither
+    /// allocates nor suspends for it; `None` when only `lookup` can tell.
+    fn lookup_now(&self, _hash: &KeyHash) -> Option<Result<Option<Principal>, StoreUnavailable>> {
+        None
+    }
+
     /// How many keys are loaded (for readiness and metrics).
     fn key_count(&self) -> usize;
 

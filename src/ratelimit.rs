@@ -22,13 +22,16 @@ pub mod shared;
 pub mod slots;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use foldhash::fast::RandomState;
+use futures_util::future::Either;
 use http::header::{HeaderName, HeaderValue};
 use http::Request;
 use serde::Serialize;
@@ -36,6 +39,7 @@ use serde::Serialize;
 use crate::auth::Principal;
 use crate::body::{self, Response};
 use crate::clock::Clock;
+use crate::gate::{decided, StepFuture};
 use crate::header_number;
 use crate::metrics::Metrics;
 use crate::request::{GatewayRequest, Target};
@@ -381,48 +385,76 @@ impl RateLimiter {
         principal: &Principal,
         request: &GatewayRequest,
     ) -> Result<Admitted, Limited> {
-        let tier = self.tier(principal).ok_or(Limited::Overloaded)?;
-        let reject = |limit: &str, e: Limited| {
-            self.metrics
-                .ratelimit_rejections
-                .with_label_values(&[limit])
-                .inc();
-            e
+        let entry = self.enter(principal, request)?;
+        let decision = self
+            .backend
+            .check(entry.tier, &principal.user, entry.cost)
+            .await;
+        self.settle(decision, entry.slot)
+    }
+
+    /// [`admit`](Self::admit)'s answer when budgets live in this process,
+    /// so the request path does not suspend for it; `None` for the shared
+    /// backend, which only `admit` can ask.
+    pub fn admit_now(
+        &self,
+        principal: &Principal,
+        request: &GatewayRequest,
+    ) -> Option<Result<Admitted, Limited>> {
+        let Backend::Local(local) = &self.backend else {
+            return None;
         };
-        let user_slot = self
+        Some(self.enter(principal, request).and_then(|entry| {
+            let decision = local.check(entry.tier, &principal.user, entry.cost);
+            self.settle(decision, entry.slot)
+        }))
+    }
+
+    /// The checks before the budget's: a tier, and a free in-flight slot of
+    /// the user's.
+    fn enter(&self, principal: &Principal, request: &GatewayRequest) -> Result<Entry<'_>, Limited> {
+        let tier = self.tier(principal).ok_or(Limited::Overloaded)?;
+        let slot = self
             .users
             .acquire(&principal.user, tier.max_in_flight)
             .ok_or_else(|| {
-                reject(
+                self.rejected(
                     "concurrency",
                     Limited::Concurrency {
                         max: tier.max_in_flight,
                     },
                 )
             })?;
-        let decision = self
-            .backend
-            .check(tier, &principal.user, self.cost(request, tier))
-            .await;
-        if !decision.allowed {
-            return Err(reject("rate", Limited::Rate(Box::new(decision))));
-        }
-        Ok(Admitted {
-            decision,
-            slot: user_slot,
+        Ok(Entry {
+            tier,
+            slot,
+            cost: self.cost(request, tier),
         })
+    }
+
+    /// The budget's `decision`, with the user's `slot` held if it allows.
+    fn settle(&self, decision: Decision, slot: Slot) -> Result<Admitted, Limited> {
+        if !decision.allowed {
+            return Err(self.rejected("rate", Limited::Rate(Box::new(decision))));
+        }
+        Ok(Admitted { decision, slot })
+    }
+
+    /// Counts a rejection by `limit` and returns it.
+    fn rejected(&self, limit: &str, e: Limited) -> Limited {
+        self.metrics
+            .ratelimit_rejections
+            .with_label_values(&[limit])
+            .inc();
+        e
     }
 
     /// A slot for one upstream exchange (held by the request that calls
     /// Chime; requests sharing its answer need none), or 503 `overloaded`.
     pub fn upstream_slot(&self) -> Result<Slot, Limited> {
-        self.upstream.try_take().ok_or_else(|| {
-            self.metrics
-                .ratelimit_rejections
-                .with_label_values(&["upstream"])
-                .inc();
-            Limited::Overloaded
-        })
+        self.upstream
+            .try_take()
+            .ok_or_else(|| self.rejected("upstream", Limited::Overloaded))
     }
 
     /// Forgets users whose budgets and slots are idle.
@@ -437,6 +469,59 @@ impl RateLimiter {
 pub struct Admitted {
     decision: Decision,
     slot: Slot,
+}
+
+impl Admitted {
+    /// `resp` with this admission's headers, holding the user's slot until
+    /// its body ends or is dropped.
+    fn answer(self, mut resp: Response) -> Response {
+        for (name, value) in self.decision.headers() {
+            resp.headers_mut().insert(name, value);
+        }
+        resp.map(|b| body::with_guard(b, self.slot))
+    }
+}
+
+/// Who asks for what: the extensions authentication and parsing added.
+fn subject(req: &Request<()>) -> Result<(&Principal, &GatewayRequest), BoxError> {
+    let ext = req.extensions();
+    match (ext.get::<Principal>(), ext.get::<GatewayRequest>()) {
+        (Some(principal), Some(typed)) => Ok((principal, typed)),
+        _ => Err("rate limit reached without principal or typed request".into()),
+    }
+}
+
+/// A request past the checks that never wait (see [`RateLimiter::enter`]).
+struct Entry<'a> {
+    tier: &'a Tier,
+    slot: Slot,
+    cost: NonZeroU32,
+}
+
+pin_project_lite::pin_project! {
+    /// The next service's answer to an admitted request, finished by
+    /// [`Admitted::answer`].
+    pub struct Answering<F> {
+        #[pin]
+        inner: F,
+        admitted: Option<Admitted>,
+    }
+}
+
+impl<F> Future for Answering<F>
+where
+    F: Future<Output = Result<Response, BoxError>>,
+{
+    type Output = Result<Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let resp = std::task::ready!(this.inner.poll(cx))?;
+        match this.admitted.take() {
+            Some(admitted) => Poll::Ready(Ok(admitted.answer(resp))),
+            None => Poll::Ready(Err("rate-limited answer polled after it completed".into())),
+        }
+    }
 }
 
 /// Layer for [`RateLimit`].
@@ -486,31 +571,36 @@ where
 {
     type Response = Response;
     type Error = BoxError;
-    type Future = BoxFuture<Result<Response, BoxError>>;
+    /// Not boxed when budgets live in this process.
+    type Future = Either<StepFuture<Answering<S::Future>>, BoxFuture<Result<Response, BoxError>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<()>) -> Self::Future {
+        let (principal, typed) = match subject(&req) {
+            Ok(found) => found,
+            Err(e) => return Either::Left(decided(Err(e))),
+        };
+        match self.handle.limiter.admit_now(principal, typed) {
+            Some(Ok(admitted)) => {
+                return Either::Left(Either::Left(Answering {
+                    inner: self.inner.call(req),
+                    admitted: Some(admitted),
+                }))
+            }
+            Some(Err(e)) => return Either::Left(decided(Err(e.into()))),
+            None => {}
+        }
         let handle = Arc::clone(&self.handle);
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            let ext = req.extensions();
-            let (Some(principal), Some(typed)) =
-                (ext.get::<Principal>(), ext.get::<GatewayRequest>())
-            else {
-                return Err("rate limit reached without principal or typed request".into());
-            };
+        Either::Right(Box::pin(async move {
+            let (principal, typed) = subject(&req)?;
             let admitted = handle.limiter.admit(principal, typed).await?;
-            let mut resp = inner.call(req).await?;
-            for (name, value) in admitted.decision.headers() {
-                resp.headers_mut().insert(name, value);
-            }
-            // The slot is released when the response body ends or is dropped.
-            Ok(resp.map(|b| body::with_guard(b, admitted.slot)))
-        })
+            Ok(admitted.answer(inner.call(req).await?))
+        }))
     }
 }
 

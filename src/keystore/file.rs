@@ -28,7 +28,7 @@ use arc_swap::ArcSwap;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::{KeyStore, LookupFuture};
+use super::{KeyStore, LookupFuture, StoreUnavailable};
 use sha2::Digest;
 
 use crate::auth::{Fingerprint, KeyHash, Principal, Role};
@@ -326,6 +326,16 @@ impl FileKeyStore {
     fn current(&self) -> arc_swap::Guard<Arc<Index>> {
         self.index.load()
     }
+
+    /// The principal for `hash` if its key is valid now.
+    fn find(&self, hash: &KeyHash) -> Option<Principal> {
+        let now = self.clock.now();
+        self.current()
+            .by_hash
+            .get(hash)
+            .filter(|e| e.valid_at(now))
+            .map(|e| e.principal.clone())
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -349,14 +359,11 @@ fn read_index(path: &Path) -> Result<(Index, Stamp), KeyFileError> {
 
 impl KeyStore for FileKeyStore {
     fn lookup<'a>(&'a self, hash: &'a KeyHash) -> LookupFuture<'a> {
-        let now = self.clock.now();
-        let found = self
-            .current()
-            .by_hash
-            .get(hash)
-            .filter(|e| e.valid_at(now))
-            .map(|e| e.principal.clone());
-        Box::pin(std::future::ready(Ok(found)))
+        Box::pin(std::future::ready(Ok(self.find(hash))))
+    }
+
+    fn lookup_now(&self, hash: &KeyHash) -> Option<Result<Option<Principal>, StoreUnavailable>> {
+        Some(Ok(self.find(hash)))
     }
 
     fn key_count(&self) -> usize {
