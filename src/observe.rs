@@ -10,6 +10,7 @@
 //! the raw query.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -28,7 +29,7 @@ use crate::request::{GatewayRequest, Target};
 use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::route::{RouteKind, RouteMatch};
 use crate::trace_context::TraceContext;
-use crate::{BoxError, BoxFuture};
+use crate::BoxError;
 
 /// How the request is known outside the gateway: its id and its trace,
 /// as sent upstream ([`Trace::correlation`]).
@@ -323,7 +324,8 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = BoxFuture<Result<Response, Infallible>>;
+    /// Not boxed: the layers' futures nest into the one the stack boxes.
+    type Future = Observing<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // Inner layers are always ready (they shed load by refusing, not by waiting).
@@ -343,7 +345,7 @@ where
         });
         let client = req.extensions().get::<Forwarding>().cloned();
         self.sinks.metrics.in_flight().inc();
-        let mut done = Completion {
+        let done = Completion {
             start: Instant::now(),
             id,
             trace_id,
@@ -357,24 +359,57 @@ where
             body: BodyEnd::Open,
         };
         req.extensions_mut().insert(trace);
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut resp = match fut.await {
-                Ok(resp) => resp,
-                Err(err) => {
-                    let c = error::classify(err.as_ref());
-                    if c.is_internal() {
-                        tracing::error!(request_id = %done.id, error = %err, "internal error");
-                    }
-                    done.outcome = c.code;
-                    error::render(&c, &done.id)
+        Observing {
+            inner: self.inner.call(req),
+            done: Some(done),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner service's answer (an error rendered as its JSON refusal),
+    /// with the request id header and a body that finishes the request's
+    /// bookkeeping. Dropped unfinished (the client left), it finishes it
+    /// at once.
+    pub struct Observing<F> {
+        #[pin]
+        inner: F,
+        done: Option<Completion>,
+    }
+}
+
+impl<F> Future for Observing<F>
+where
+    F: Future<Output = Result<Response, BoxError>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let answer = std::task::ready!(this.inner.poll(cx));
+        let Some(mut done) = this.done.take() else {
+            return Poll::Ready(Ok(error::render(
+                &error::classify(&*BoxError::from(
+                    "observed request polled after it completed",
+                )),
+                &RequestId::generate(),
+            )));
+        };
+        let mut resp = match answer {
+            Ok(resp) => resp,
+            Err(err) => {
+                let c = error::classify(err.as_ref());
+                if c.is_internal() {
+                    tracing::error!(request_id = %done.id, error = %err, "internal error");
                 }
-            };
-            resp.headers_mut()
-                .insert(&X_REQUEST_ID, done.id.header_value());
-            done.status = Some(resp.status());
-            Ok(resp.map(|body| count_into(body, done)))
-        })
+                done.outcome = c.code;
+                error::render(&c, &done.id)
+            }
+        };
+        resp.headers_mut()
+            .insert(&X_REQUEST_ID, done.id.header_value());
+        done.status = Some(resp.status());
+        Poll::Ready(Ok(resp.map(|body| count_into(body, done))))
     }
 }
 
