@@ -122,7 +122,7 @@ impl Trace {
         self.update(|t| {
             t.user = Some(Arc::clone(&p.user));
             t.role = Some(p.role.as_str());
-            t.fingerprint = Some(p.fingerprint.clone());
+            t.fingerprint = Some(p.fingerprint);
         });
     }
 

@@ -97,7 +97,12 @@ impl KeyHash {
 
     /// The short, public identifier of the key.
     pub fn fingerprint(&self) -> Fingerprint {
-        Fingerprint(hex::encode(&self.0[..4]))
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 8];
+        for (pair, byte) in text.chunks_exact_mut(2).zip(self.0) {
+            pair.copy_from_slice(&[HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]]);
+        }
+        Fingerprint(text)
     }
 }
 
@@ -107,20 +112,29 @@ impl std::fmt::Debug for KeyHash {
     }
 }
 
-/// First 8 hex characters of a key's hash: safe to log and display.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Fingerprint(String);
+/// First 8 hex characters of a key's hash: safe to log and display. Held
+/// inline, so the principal and the request's trace copy it without
+/// allocating.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fingerprint([u8; 8]);
 
 impl Fingerprint {
     /// As text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only `KeyHash::fingerprint` makes one, of ASCII hex digits.
+        std::str::from_utf8(&self.0).unwrap_or("????????")
     }
 }
 
 impl std::fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fingerprint({})", self.as_str())
     }
 }
 
@@ -177,7 +191,14 @@ mod tests {
     fn hash_round_trips_through_hex() {
         let h = ApiKey::parse(DOC_KEY).unwrap().hash();
         assert_eq!(KeyHash::from_hex(&h.to_hex()), Some(h));
-        assert_eq!(h.fingerprint().as_str().len(), 8);
+        assert_eq!(h.fingerprint().as_str(), &h.to_hex()[..8]);
+        let all_digits = KeyHash(
+            [0x01, 0x23, 0xab, 0xef, 0xff, 0, 0, 0]
+                .repeat(4)
+                .try_into()
+                .unwrap(),
+        );
+        assert_eq!(all_digits.fingerprint().to_string(), "0123abef");
         assert!(KeyHash::from_hex("zz").is_none());
     }
 }
