@@ -79,7 +79,7 @@ fn full_stack(c: &mut Criterion) {
         let state = AppState::build(config, Arc::new(SystemClock))
             .await
             .unwrap();
-        (chime_gateway::stack::build::<Empty<Bytes>>(&state, 0), sim)
+        (chime_gateway::stack::build(&state, 0), sim)
     });
     c.bench_function("full stack, report via simulated Chime", |b| {
         b.to_async(&rt).iter(|| {

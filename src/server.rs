@@ -30,7 +30,7 @@ use crate::admin::Admin;
 use crate::body;
 use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::stack::{self, GatewayService};
+use crate::stack::{self, Stack};
 use crate::state::{AppState, StartError};
 use crate::workers::Workers;
 use balance::{Balance, Handoff, Inbox, Open};
@@ -213,7 +213,7 @@ struct Seat {
 /// What a worker's connections share.
 struct Worker {
     builders: Arc<Builders>,
-    svc: GatewayService<Incoming>,
+    svc: Stack,
 }
 
 /// Resolves once `stop` is true (or its sender is gone).

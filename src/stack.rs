@@ -16,36 +16,36 @@
 //!
 //! Each layer refuses without calling the next one.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
-use http::Request;
-use tower::util::BoxCloneService;
 use tower::ServiceBuilder;
 
 use crate::acl::Acl;
-use crate::auth::AuthLayer;
-use crate::body::Response;
-use crate::gate::GateLayer;
-use crate::limits::LimitsLayer;
+use crate::auth::{AuthLayer, Authenticate};
+use crate::gate::{GateLayer, Gated};
+use crate::limits::{Limits, LimitsLayer};
 use crate::listing::Listing;
-use crate::observe::ObserveLayer;
-use crate::ratelimit::RateLimitLayer;
+use crate::observe::{Observe, ObserveLayer};
+use crate::proxy::Proxy;
+use crate::ratelimit::{RateLimit, RateLimitLayer};
 use crate::request::Parse;
 use crate::route::Route;
 use crate::state::AppState;
 
-/// The composed gateway service for requests with body type `B`.
-pub type GatewayService<B> = BoxCloneService<Request<B>, Response, Infallible>;
+/// The composed gateway service, named layer by layer as listed above. A
+/// service for requests with any body type (the limits layer refuses a
+/// body and drops it), never failing (errors are rendered as responses).
+/// Named rather than boxed: a worker clones its stack per request without
+/// allocating, and the layers' futures nest into one.
+pub type Stack = Observe<
+    Limits<Gated<Route, Authenticate<Gated<Listing, Gated<Parse, Gated<Acl, RateLimit<Proxy>>>>>>>,
+>;
 
 /// Builds worker `worker`'s stack over `state` (with that worker's copy of
 /// the per-request metrics).
-pub fn build<B>(state: &AppState, worker: usize) -> GatewayService<B>
-where
-    B: http_body::Body + Send + 'static,
-{
+pub fn build(state: &AppState, worker: usize) -> Stack {
     let metrics = Arc::new(state.metrics.for_worker(worker));
-    let svc = ServiceBuilder::new()
+    ServiceBuilder::new()
         .layer(ObserveLayer::new(
             Arc::clone(&metrics),
             state.audit.clone(),
@@ -66,6 +66,5 @@ where
         )))
         .layer(GateLayer::new(Acl::new(Arc::clone(&metrics))))
         .layer(RateLimitLayer::new(Arc::clone(&state.ratelimiter)))
-        .service(state.proxy.for_worker(metrics));
-    BoxCloneService::new(svc)
+        .service(state.proxy.for_worker(metrics))
 }

@@ -41,7 +41,7 @@ use super::watchdog::{Alarm, Watchdog, Woke};
 use crate::body;
 use crate::config::ListenConfig;
 use crate::proxy::headers::Forwarding;
-use crate::stack::GatewayService;
+use crate::stack::Stack;
 
 /// One year, the usual HSTS lifetime.
 static HSTS: http::HeaderValue = http::HeaderValue::from_static("max-age=31536000");
@@ -90,7 +90,7 @@ impl Builders {
 /// A connection about to be served.
 pub(super) struct Conn {
     pub(super) builders: Arc<Builders>,
-    pub(super) svc: GatewayService<Incoming>,
+    pub(super) svc: Stack,
     pub(super) peer: SocketAddr,
     /// `listen.idle_timeout`, `stall_timeout` and `header_read_timeout`.
     pub(super) limits: Limits,
@@ -119,7 +119,7 @@ type Answer = Pin<Box<dyn std::future::Future<Output = Result<body::Response, In
 /// marks TLS answers with HSTS.
 #[derive(Clone)]
 struct ConnService {
-    svc: GatewayService<Incoming>,
+    svc: Stack,
     forwarding: Forwarding,
     tracker: Arc<Activity>,
     tls: bool,
