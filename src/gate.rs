@@ -18,7 +18,7 @@ use crate::BoxError;
 
 /// The future of a step that decides at once: the next service's answer,
 /// or the step's own answer or refusal, ready without waiting. Not boxed:
-/// the steps' futures nest into one, allocated once for the whole stack.
+/// the steps' futures nest into one, allocated once per request.
 pub type StepFuture<F> = Either<F, Ready<Result<Response, BoxError>>>;
 
 /// A [`StepFuture`] that is already decided.

@@ -46,5 +46,6 @@ pub mod workers;
 /// The error type every layer returns; [`error::classify`] turns it into a response.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A boxed, `Send` future, as returned by every layer's service.
+/// A boxed, `Send` future: the proxy's, and authentication's and the rate
+/// limit's when they must wait for a remote store.
 pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;

@@ -324,7 +324,8 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    /// Not boxed: the layers' futures nest into the one the stack boxes.
+    /// Not boxed: the layers' futures nest into the one the connection
+    /// service boxes.
     type Future = Observing<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
