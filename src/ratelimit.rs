@@ -696,6 +696,44 @@ mod tests {
         crate::request::parse_with(&route, Some(query), &catalog, &ctx).unwrap()
     }
 
+    /// Local budgets are decided without waiting, and the same way as
+    /// `admit` decides them: the burst is spent, the user's in-flight cap
+    /// holds, and a refusal is a rate refusal.
+    #[tokio::test]
+    async fn local_budgets_are_decided_at_once() {
+        let l = limiter(0);
+        let (p, r) = (
+            principal("default"),
+            typed(
+                "/Chime/Report/InboundVsAnsweredChats",
+                "queueId=1&start=2020-12-01",
+            ),
+        );
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(
+                l.admit_now(&p, &r)
+                    .expect("local: decided at once")
+                    .unwrap(),
+            );
+        }
+        assert!(
+            matches!(
+                l.admit_now(&p, &r),
+                Some(Err(Limited::Concurrency { max: 4 }))
+            ),
+            "the fifth in flight is refused"
+        );
+        drop(held);
+        for _ in 4..20 {
+            drop(l.admit(&p, &r).await.unwrap());
+        }
+        assert!(
+            matches!(l.admit_now(&p, &r), Some(Err(Limited::Rate(_)))),
+            "the burst of 20 is spent, by either path"
+        );
+    }
+
     #[test]
     fn tier_selection() {
         let l = limiter(0);

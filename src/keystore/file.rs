@@ -418,7 +418,11 @@ mod tests {
 
     async fn lookup(store: &FileKeyStore, key: &str) -> Option<Principal> {
         let hash = ApiKey::parse(key).unwrap().hash();
-        store.lookup(&hash).await.unwrap()
+        let found = store.lookup(&hash).await.unwrap();
+        // The request path asks without waiting; the key file always has
+        // the answer at hand, and it is the same.
+        assert_eq!(store.lookup_now(&hash).unwrap().unwrap(), found);
+        found
     }
 
     #[tokio::test]
