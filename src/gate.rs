@@ -5,8 +5,11 @@
 //! whose service runs the gate and then either calls the next service,
 //! answers itself, or fails with the gate's error — without calling the
 //! next service. One mechanism, so each step's module holds only its rule.
+//! A step that also finishes the next service's answer keeps what it needs
+//! for that in a [`Finish`] and returns a [`Finishing`] future.
 
-use std::future::Ready;
+use std::future::{Future, Ready};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -20,6 +23,56 @@ use crate::BoxError;
 /// or the step's own answer or refusal, ready without waiting. Not boxed:
 /// the steps' futures nest into one, allocated once per request.
 pub type StepFuture<F> = Either<F, Ready<Result<Response, BoxError>>>;
+
+/// What a step does with the next service's answer once it has it: the
+/// state the step keeps for then (the request's bookkeeping, a rate-limit
+/// admission), consumed by [`finish`](Finish::finish).
+pub trait Finish {
+    /// The step's own answer.
+    type Output;
+    /// Turns the next service's `answer` into the step's.
+    fn finish(self, answer: Result<Response, BoxError>) -> Self::Output;
+    /// The answer to a poll after the answer was given, which neither
+    /// tower nor hyper makes: an error response rather than a panic.
+    fn spent() -> Self::Output;
+}
+
+pin_project_lite::pin_project! {
+    /// The next service's future, its answer finished by a [`Finish`]. Not
+    /// boxed, like [`StepFuture`]: it nests into the request's one future.
+    pub struct Finishing<F, S> {
+        #[pin]
+        inner: F,
+        finish: Option<S>,
+    }
+}
+
+impl<F, S> Finishing<F, S> {
+    /// `inner`, to be finished by `finish`.
+    pub fn new(inner: F, finish: S) -> Self {
+        Finishing {
+            inner,
+            finish: Some(finish),
+        }
+    }
+}
+
+impl<F, S> Future for Finishing<F, S>
+where
+    F: Future<Output = Result<Response, BoxError>>,
+    S: Finish,
+{
+    type Output = S::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<S::Output> {
+        let this = self.project();
+        let answer = std::task::ready!(this.inner.poll(cx));
+        Poll::Ready(match this.finish.take() {
+            Some(finish) => finish.finish(answer),
+            None => S::spent(),
+        })
+    }
+}
 
 /// A [`StepFuture`] that is already decided.
 pub fn decided<F>(result: Result<Response, BoxError>) -> StepFuture<F> {

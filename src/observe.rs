@@ -10,7 +10,6 @@
 //! the raw query.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -23,6 +22,7 @@ use crate::audit::{AuditLog, AuditRecord};
 use crate::auth::{Fingerprint, Principal};
 use crate::body::{Body, Response};
 use crate::error;
+use crate::gate::{Finish, Finishing};
 use crate::metrics::{status_class, Metrics};
 use crate::proxy::headers::Forwarding;
 use crate::request::{GatewayRequest, Target};
@@ -216,7 +216,8 @@ pub struct Observe<S> {
 
 /// Finishes a request's bookkeeping when dropped: with the response body,
 /// or with the request future if the client went away first.
-struct Completion {
+#[derive(Debug)]
+pub struct Completion {
     start: Instant,
     id: RequestId,
     trace_id: crate::trace_context::TraceId,
@@ -326,7 +327,7 @@ where
     type Error = Infallible;
     /// Not boxed: the layers' futures nest into the one the connection
     /// service boxes.
-    type Future = Observing<S::Future>;
+    type Future = Finishing<S::Future, Completion>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // Inner layers are always ready (they shed load by refusing, not by waiting).
@@ -360,57 +361,41 @@ where
             body: BodyEnd::Open,
         };
         req.extensions_mut().insert(trace);
-        Observing {
-            inner: self.inner.call(req),
-            done: Some(done),
-        }
+        Finishing::new(self.inner.call(req), done)
     }
 }
 
-pin_project_lite::pin_project! {
-    /// The inner service's answer (an error rendered as its JSON refusal),
-    /// with the request id header and a body that finishes the request's
-    /// bookkeeping. Dropped unfinished (the client left), it finishes it
-    /// at once.
-    pub struct Observing<F> {
-        #[pin]
-        inner: F,
-        done: Option<Completion>,
-    }
-}
-
-impl<F> Future for Observing<F>
-where
-    F: Future<Output = Result<Response, BoxError>>,
-{
+/// The inner service's answer (an error rendered as its JSON refusal), with
+/// the request id header and a body that finishes the request's
+/// bookkeeping. Dropped before the answer (the client left), the
+/// bookkeeping is finished at once.
+impl Finish for Completion {
     type Output = Result<Response, Infallible>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let answer = std::task::ready!(this.inner.poll(cx));
-        let Some(mut done) = this.done.take() else {
-            return Poll::Ready(Ok(error::render(
-                &error::classify(&*BoxError::from(
-                    "observed request polled after it completed",
-                )),
-                &RequestId::generate(),
-            )));
-        };
+    fn finish(mut self, answer: Result<Response, BoxError>) -> Self::Output {
         let mut resp = match answer {
             Ok(resp) => resp,
             Err(err) => {
                 let c = error::classify(err.as_ref());
                 if c.is_internal() {
-                    tracing::error!(request_id = %done.id, error = %err, "internal error");
+                    tracing::error!(request_id = %self.id, error = %err, "internal error");
                 }
-                done.outcome = c.code;
-                error::render(&c, &done.id)
+                self.outcome = c.code;
+                error::render(&c, &self.id)
             }
         };
         resp.headers_mut()
-            .insert(&X_REQUEST_ID, done.id.header_value());
-        done.status = Some(resp.status());
-        Poll::Ready(Ok(resp.map(|body| count_into(body, done))))
+            .insert(&X_REQUEST_ID, self.id.header_value());
+        self.status = Some(resp.status());
+        Ok(resp.map(|body| count_into(body, self)))
+    }
+
+    fn spent() -> Self::Output {
+        let err = BoxError::from("observed request polled after it completed");
+        Ok(error::render(
+            &error::classify(&*err),
+            &RequestId::generate(),
+        ))
     }
 }
 

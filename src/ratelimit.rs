@@ -22,9 +22,7 @@ pub mod shared;
 pub mod slots;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::num::NonZeroU32;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -39,7 +37,7 @@ use serde::Serialize;
 use crate::auth::Principal;
 use crate::body::{self, Response};
 use crate::clock::Clock;
-use crate::gate::{decided, StepFuture};
+use crate::gate::{decided, Finish, Finishing, StepFuture};
 use crate::header_number;
 use crate::metrics::Metrics;
 use crate::request::{GatewayRequest, Target};
@@ -471,17 +469,6 @@ pub struct Admitted {
     slot: Slot,
 }
 
-impl Admitted {
-    /// `resp` with this admission's headers, holding the user's slot until
-    /// its body ends or is dropped.
-    fn answer(self, mut resp: Response) -> Response {
-        for (name, value) in self.decision.headers() {
-            resp.headers_mut().insert(name, value);
-        }
-        resp.map(|b| body::with_guard(b, self.slot))
-    }
-}
-
 /// Who asks for what: the extensions authentication and parsing added.
 fn subject(req: &Request<()>) -> Result<(&Principal, &GatewayRequest), BoxError> {
     let ext = req.extensions();
@@ -498,29 +485,21 @@ struct Entry<'a> {
     cost: NonZeroU32,
 }
 
-pin_project_lite::pin_project! {
-    /// The next service's answer to an admitted request, finished by
-    /// [`Admitted::answer`].
-    pub struct Answering<F> {
-        #[pin]
-        inner: F,
-        admitted: Option<Admitted>,
-    }
-}
-
-impl<F> Future for Answering<F>
-where
-    F: Future<Output = Result<Response, BoxError>>,
-{
+/// An admitted request's answer gets the admission's headers, and its body
+/// holds the user's slot until it ends or is dropped.
+impl Finish for Admitted {
     type Output = Result<Response, BoxError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let resp = std::task::ready!(this.inner.poll(cx))?;
-        match this.admitted.take() {
-            Some(admitted) => Poll::Ready(Ok(admitted.answer(resp))),
-            None => Poll::Ready(Err("rate-limited answer polled after it completed".into())),
+    fn finish(self, answer: Result<Response, BoxError>) -> Self::Output {
+        let mut resp = answer?;
+        for (name, value) in self.decision.headers() {
+            resp.headers_mut().insert(name, value);
         }
+        Ok(resp.map(|b| body::with_guard(b, self.slot)))
+    }
+
+    fn spent() -> Self::Output {
+        Err("rate-limited answer polled after it completed".into())
     }
 }
 
@@ -572,7 +551,8 @@ where
     type Response = Response;
     type Error = BoxError;
     /// Not boxed when budgets live in this process.
-    type Future = Either<StepFuture<Answering<S::Future>>, BoxFuture<Result<Response, BoxError>>>;
+    type Future =
+        Either<StepFuture<Finishing<S::Future, Admitted>>, BoxFuture<Result<Response, BoxError>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
@@ -585,10 +565,7 @@ where
         };
         match self.handle.limiter.admit_now(principal, typed) {
             Some(Ok(admitted)) => {
-                return Either::Left(Either::Left(Answering {
-                    inner: self.inner.call(req),
-                    admitted: Some(admitted),
-                }))
+                return Either::Left(Either::Left(Finishing::new(self.inner.call(req), admitted)))
             }
             Some(Err(e)) => return Either::Left(decided(Err(e.into()))),
             None => {}
@@ -599,7 +576,7 @@ where
         Either::Right(Box::pin(async move {
             let (principal, typed) = subject(&req)?;
             let admitted = handle.limiter.admit(principal, typed).await?;
-            Ok(admitted.answer(inner.call(req).await?))
+            admitted.finish(inner.call(req).await)
         }))
     }
 }
