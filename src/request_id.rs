@@ -98,4 +98,26 @@ mod tests {
         let id = RequestId::from_headers(&h);
         assert!(id.as_str() != "one" && id.as_str() != "two");
     }
+
+    proptest::proptest! {
+        /// Kept exactly when 1 to 64 characters of `A-Z a-z 0-9 . _ : -`,
+        /// and then byte for byte; anything else (control characters, header
+        /// and JSON syntax, non-ASCII, too long) gives a fresh UUID.
+        #[test]
+        fn keeps_exactly_the_safe_alphabet(raw in "[-A-Za-z0-9._:]{0,70}|.{0,70}|[a-z]{0,10}[\\x00-\\x1f\"\\\\;, <>]{1,2}[a-z]{0,10}") {
+            let safe = (1..=64).contains(&raw.len())
+                && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b));
+            proptest::prop_assert_eq!(RequestId::parse(&raw).map(|id| id.to_string()), safe.then(|| raw.clone()));
+            if let Ok(value) = HeaderValue::from_str(&raw) {
+                let mut h = http::HeaderMap::new();
+                h.insert(&X_REQUEST_ID, value);
+                let id = RequestId::from_headers(&h);
+                if safe {
+                    proptest::prop_assert_eq!(id.as_str(), raw.as_str());
+                } else {
+                    proptest::prop_assert!(uuid::Uuid::parse_str(id.as_str()).is_ok(), "{}", id);
+                }
+            }
+        }
+    }
 }

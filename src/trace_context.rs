@@ -32,13 +32,19 @@ fn random<const N: usize>() -> [u8; N] {
     out
 }
 
-fn hex_field<const N: usize>(s: &str) -> Option<[u8; N]> {
+/// Exactly `2 * N` lower-case hex digits, as W3C Trace Context writes them.
+fn hex_digits<const N: usize>(s: &str) -> Option<[u8; N]> {
     if s.len() != N * 2 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
     let mut out = [0u8; N];
     hex::decode_to_slice(s, &mut out).ok()?;
-    (out != [0u8; N]).then_some(out)
+    Some(out)
+}
+
+/// An id field: hex digits, not all zero (the spec's invalid id).
+fn hex_field<const N: usize>(s: &str) -> Option<[u8; N]> {
+    hex_digits::<N>(s).filter(|out| *out != [0u8; N])
 }
 
 impl TraceContext {
@@ -54,10 +60,12 @@ impl TraceContext {
         ) else {
             return None;
         };
-        if version != "00" || flags.len() != 2 {
+        if version != "00" {
             return None;
         }
-        let flags = u8::from_str_radix(flags, 16).ok()?;
+        // Two lower-case hex digits: not `u8::from_str_radix`, which takes
+        // `+1` and upper case too.
+        let [flags] = hex_digits::<1>(flags)?;
         let trace_id = hex_field::<16>(trace)?;
         let parent = hex_field::<8>(parent)?;
         Some((
@@ -148,6 +156,9 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
             "00-xyz-00f067aa0ba902b7-01",
+            // Flags as `u8::from_str_radix` would read them, not as the spec writes them.
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-+1",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0A",
         ] {
             assert!(TraceContext::parse(bad).is_none(), "{bad}");
         }
@@ -158,5 +169,51 @@ mod tests {
             t.trace_id(),
             TraceContext::from_headers(&HeaderMap::new()).trace_id()
         );
+    }
+
+    /// The spec's grammar: version `00`, then 32, 16 and 2 lower-case hex
+    /// digits joined by `-`, the two ids not all zero.
+    fn w3c(value: &str) -> bool {
+        let lhex = |s: &str, n: usize| {
+            s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        let parts: Vec<&str> = value.split('-').collect();
+        parts.len() == 4
+            && parts[0] == "00"
+            && lhex(parts[1], 32)
+            && parts[1].bytes().any(|b| b != b'0')
+            && lhex(parts[2], 16)
+            && parts[2].bytes().any(|b| b != b'0')
+            && lhex(parts[3], 2)
+    }
+
+    /// A valid header with one character replaced, inserted or removed, or
+    /// arbitrary text: the shapes an attacker probes with.
+    fn candidates() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let mutated =
+            (0..INCOMING.len(), "[-+0-9a-fA-F xz_]{0,2}", 0usize..3).prop_map(|(at, with, cut)| {
+                let mut s = INCOMING.to_string();
+                s.replace_range(at..(at + cut).min(INCOMING.len()), &with);
+                s
+            });
+        prop_oneof![mutated, "[-+0-9a-fA-F]{0,60}", ".{0,60}"]
+    }
+
+    proptest::proptest! {
+        /// Accepted exactly when the spec's grammar holds, and what is sent
+        /// upstream is again such a header, keeping the trace and flags.
+        #[test]
+        fn accepts_exactly_the_w3c_grammar(value in candidates()) {
+            let parsed = TraceContext::parse(&value);
+            proptest::prop_assert_eq!(parsed.is_some(), w3c(&value), "{:?}", value);
+            if let Some((t, _)) = parsed {
+                let out = t.header_value();
+                let out = out.to_str().unwrap();
+                proptest::prop_assert!(w3c(out), "{}", out);
+                proptest::prop_assert_eq!(&out[..35], &value[..35]);
+                proptest::prop_assert_eq!(&out[52..], &value[52..]);
+            }
+        }
     }
 }

@@ -201,4 +201,49 @@ mod tests {
         assert_eq!(all_digits.fingerprint().to_string(), "0123abef");
         assert!(KeyHash::from_hex("zz").is_none());
     }
+
+    /// The accepted shape, written independently of `parse`: 8-4-4-4-12 hex
+    /// digits, bare or in one pair of braces.
+    fn guid(s: &str) -> bool {
+        let inner = s
+            .strip_prefix('{')
+            .and_then(|r| r.strip_suffix('}'))
+            .unwrap_or(s);
+        let groups: Vec<&str> = inner.split('-').collect();
+        groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+            && groups
+                .iter()
+                .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+
+    proptest::proptest! {
+        /// A key with one stretch replaced (including by non-ASCII text),
+        /// in braces or not: accepted exactly when it is still a GUID, and
+        /// then canonical (lower case, no braces) whatever its spelling.
+        #[test]
+        fn accepts_exactly_guids_and_canonicalises_them(
+            at in 0..DOC_KEY.len(),
+            cut in 0usize..3,
+            with in "[-0-9a-fA-F{}g é]{0,2}",
+            braces: bool,
+            upper: bool,
+        ) {
+            let mut raw = if upper { DOC_KEY.to_uppercase() } else { DOC_KEY.to_string() };
+            raw.replace_range(at..(at + cut).min(raw.len()), &with);
+            if braces {
+                raw = format!("{{{raw}}}");
+            }
+            let parsed = ApiKey::parse(&raw);
+            proptest::prop_assert_eq!(parsed.is_some(), guid(&raw), "{:?}", raw);
+            if let Some(key) = parsed {
+                let canonical = key.expose();
+                proptest::prop_assert_eq!(canonical.len(), 36);
+                proptest::prop_assert_eq!(canonical, canonical.to_ascii_lowercase());
+                proptest::prop_assert_eq!(canonical, raw.trim_matches(['{', '}']).to_ascii_lowercase());
+                proptest::prop_assert_eq!(ApiKey::parse(canonical), Some(key.clone()));
+                let shown = format!("{key:?}");
+                proptest::prop_assert!(!shown.contains(&canonical[..8]), "{}", shown);
+            }
+        }
+    }
 }

@@ -390,3 +390,186 @@ fn instants_format_like_strftime() {
         assert_eq!(super::format_instant(ts), slow(ts), "{edge}");
     }
 }
+
+mod canonical_form {
+    //! Whatever a client sends, what reaches the upstream is the gateway's
+    //! own canonical spelling: read back by the same parser it means the
+    //! same request and is spelled the same (a fixpoint), so nothing a
+    //! client wrote survives except through a typed value.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Parameter names as clients spell them, right or wrong.
+    fn name() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "queueId",
+            "QUEUEID",
+            "queueid",
+            "queue%49d",
+            "start",
+            "Start",
+            "stop",
+            "end",
+            "END",
+            "csv",
+            "Csv",
+            "zone",
+            "ZONE",
+            "bogus",
+            "",
+            "start%00",
+            "queueId[]",
+        ])
+    }
+
+    const QUEUE_IDS: &[&str] = &["1", "42", "4294967295"];
+    const STARTS: &[&str] = &[
+        "2020-11-01",
+        "2020-12-01T04:59:59.999Z",
+        "2020-11-01T04:00:00Z",
+        "2020-12-15T07:00:00-05:00",
+        "2020-12-15T07:00:00%2B05:30",
+        "today-7d",
+        "today",
+        "now-2h",
+        "startOfMonth-1M",
+        "yesterday",
+    ];
+    const STOPS: &[&str] = &[
+        "2020-12-14",
+        "2020-12-15T11:59:59.999Z",
+        "today",
+        "now",
+        "startOfMonth",
+    ];
+    const CSVS: &[&str] = &["true", "TRUE", "yes", "1", "no", "false", "0"];
+    const ZONES: &[&str] = &[
+        "America/New_York",
+        "europe/london",
+        "Asia/Kolkata",
+        "UTC",
+        "Etc/GMT%2B5",
+        "Etc/GMT-14",
+        "asia/kathmandu",
+    ];
+    /// Values no parameter takes.
+    const NEAR_MISSES: &[&str] = &[
+        "01",
+        "4294967296",
+        "-1",
+        "+1",
+        "1%20",
+        "0x1",
+        "2019-01-01",
+        "Mars/Olympus",
+        "..%2F..%2Fetc%2Fpasswd",
+        "%",
+        "%zz",
+        "%C3%A9",
+        "%26",
+        "%3D",
+    ];
+
+    /// Values: the right shapes for each parameter, near misses, and text
+    /// full of the characters a query or an upstream might read specially.
+    fn value() -> impl Strategy<Value = String> {
+        let known = [QUEUE_IDS, STARTS, STOPS, CSVS, ZONES, NEAR_MISSES].concat();
+        prop_oneof![
+            4 => prop::sample::select(known).prop_map(str::to_owned),
+            1 => "[-%+&=;/:._~ a-zA-Z0-9]{0,12}",
+            1 => ".{0,8}",
+        ]
+    }
+
+    /// One parameter, as `name=value`, under one of its spellings and with
+    /// one of its valid values (absent a third of the time).
+    fn valid(names: &[&'static str], values: &[&'static str]) -> BoxedStrategy<Option<String>> {
+        let pair = (
+            prop::sample::select(names.to_vec()),
+            prop::sample::select(values.to_vec()),
+        )
+            .prop_map(|(n, v)| format!("{n}={v}"));
+        prop::option::weighted(0.7, pair).boxed()
+    }
+
+    /// Mostly requests that should pass (each parameter validly spelled,
+    /// in any order), some with a pair from [`name`] and [`value`] mixed
+    /// in, and some arbitrary text.
+    fn query() -> impl Strategy<Value = String> {
+        let params = (
+            valid(&["queueId", "QUEUEID", "queueid", "queue%49d"], QUEUE_IDS),
+            valid(&["start", "Start", "START"], STARTS),
+            valid(&["stop", "end", "END"], STOPS),
+            valid(&["csv", "Csv", "CSV"], CSVS),
+            valid(&["zone", "Zone"], ZONES),
+        );
+        let junk = (name(), prop::option::weighted(0.9, value()))
+            .prop_map(|(n, v)| v.map_or(n.to_owned(), |v| format!("{n}={v}")));
+        let request = (params, prop::option::weighted(0.2, junk))
+            .prop_map(|((q, s, e, c, z), junk)| {
+                [q, s, e, c, z, junk]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+            })
+            .prop_shuffle();
+        prop_oneof![
+            9 => (request, prop::sample::select(vec!["&", "&", "&", "&&", ";"]))
+                .prop_map(|(pairs, sep)| pairs.join(sep)),
+            1 => ".{0,60}",
+        ]
+    }
+
+    fn path() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            R,
+            "/chime/report/INBOUNDVSANSWEREDCHATS",
+            G,
+            DAY,
+            "/Chime/Report/GetQueueBasicReports",
+            "/Chime/Session/SessionDetails/42",
+        ])
+    }
+
+    /// What may appear in the upstream query: the encoder's safe set, the
+    /// separators it writes, and `%` only before two upper-case hex digits.
+    fn canonical_bytes(query: &str) -> bool {
+        let b = query.as_bytes();
+        b.iter().enumerate().all(|(i, &c)| match c {
+            b'%' => b.get(i + 1..i + 3).is_some_and(|h| {
+                h.iter()
+                    .all(|d| d.is_ascii_digit() || (b'A'..=b'F').contains(d))
+            }),
+            b'&' | b'=' | b'-' | b'.' | b'_' | b'~' | b':' | b'/' => true,
+            c => c.is_ascii_alphanumeric(),
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn the_upstream_request_is_a_canonical_fixpoint(
+            path in path(),
+            query in query(),
+            accept_csv: bool,
+        ) {
+            let d = RequestOptions::default();
+            // Refusals are fine (the tables above say which); panics are not.
+            let Ok(first) = parse_opts(path, &query, accept_csv, &d) else {
+                return Ok(());
+            };
+            let sent = first.upstream_path_and_query("/Chime");
+            let (sent_path, sent_query) = sent.split_once('?').unwrap_or((&sent, ""));
+            prop_assert!(canonical_bytes(sent_query), "{} -> {}", query, sent);
+            let again = parse_opts(sent_path, sent_query, false, &d)
+                .unwrap_or_else(|e| panic!("{query} -> {sent}: refused on reading back: {e}"));
+            prop_assert_eq!(&again.target, &first.target, "{} -> {}", query, sent);
+            prop_assert_eq!(&again.params, &first.params, "{} -> {}", query, sent);
+            prop_assert!(again.ignored.is_empty(), "{} -> {}", query, sent);
+            prop_assert_eq!(again.upstream_path_and_query("/Chime"), sent);
+        }
+    }
+}
