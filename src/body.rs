@@ -1,6 +1,10 @@
 //! The one response body type of the gateway, and constructors for it.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 
 use crate::BoxError;
@@ -33,10 +37,77 @@ where
 }
 
 /// Keeps `guard` alive until `body` is finished or dropped (permits, gauges).
-pub fn with_guard<G: Send + 'static>(body: Body, guard: G) -> Body {
-    body.map_frame(move |frame| {
-        let _held = &guard;
-        frame
-    })
+/// The body's size still shows, so a gateway-made document goes out with
+/// `Content-Length` rather than chunked.
+pub fn with_guard<G: Send + Unpin + 'static>(body: Body, guard: G) -> Body {
+    Guarded {
+        inner: body,
+        _guard: guard,
+    }
     .boxed_unsync()
+}
+
+/// [`with_guard`]'s body. (`map_frame` would do the holding, but hides the
+/// size: it cannot know what the mapping does to it.)
+struct Guarded<G> {
+    inner: Body,
+    _guard: G,
+}
+
+impl<G: Unpin> http_body::Body for Guarded<G> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use http_body::Body as _;
+
+    use super::*;
+
+    /// Sets its flag when dropped.
+    struct Flag(Arc<AtomicBool>);
+
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_guarded_body_keeps_its_size_and_holds_the_guard_to_the_end() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let body = with_guard(full("{\"error\":1}"), Flag(Arc::clone(&dropped)));
+        // An exact size is what lets hyper write Content-Length.
+        assert_eq!(body.size_hint().exact(), Some(11));
+        assert!(!body.is_end_stream());
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"{\"error\":1}");
+        assert!(dropped.load(Ordering::SeqCst), "released with the body");
+
+        let dropped = Arc::new(AtomicBool::new(false));
+        let body = with_guard(empty(), Flag(Arc::clone(&dropped)));
+        assert!(body.is_end_stream());
+        assert!(!dropped.load(Ordering::SeqCst), "held until the body goes");
+        drop(body);
+        assert!(dropped.load(Ordering::SeqCst));
+    }
 }

@@ -65,6 +65,9 @@ async fn every_refusal_is_explained_and_nothing_is_forwarded() {
             "{values:?}"
         );
         assert!(!a.text().contains("b5c38d85"), "key echoed: {}", a.text());
+        // A document of known size: sent with its length, not chunked.
+        assert_eq!(a.headers["content-length"], a.text().len().to_string());
+        assert!(a.headers.get("transfer-encoding").is_none());
     }
     // Two Authorization headers (even two valid ones) are a 400.
     let raw = format!(
@@ -74,6 +77,8 @@ async fn every_refusal_is_explained_and_nothing_is_forwarded() {
     let out = h.raw(raw.as_bytes()).await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     assert!(out.contains("multiple_credentials"), "{out}");
+    assert!(out.contains("content-length: "), "{out}");
+    assert!(!out.contains("transfer-encoding"), "{out}");
     assert!(h.sim.recorded().is_empty());
     let m = h.metrics_text();
     assert!(
