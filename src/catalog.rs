@@ -144,6 +144,10 @@ pub fn by_report_name<'m, V, S: std::hash::BuildHasher>(
     map: &'m HashMap<String, V, S>,
     name: &str,
 ) -> Option<&'m V> {
+    // Per-report settings are usually empty: then there is nothing to fold.
+    if map.is_empty() {
+        return None;
+    }
     let mut buf = [0u8; 128];
     let Some(lower) = buf.get_mut(..name.len()) else {
         return map.get(&name.to_ascii_lowercase());

@@ -39,7 +39,7 @@ mod upstream_request;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, IF_NONE_MATCH};
@@ -482,8 +482,15 @@ impl Inner {
         req: UpstreamRequest,
         kind: RouteKind,
     ) -> Result<(Head, UpstreamBody), UpstreamError> {
-        let started = Instant::now();
-        let sent = tokio::time::timeout(self.response_timeout, self.clients.get().send(&req)).await;
+        // tokio's clock (the same one, except in tests with time paused),
+        // so the deadline needs no second reading of it.
+        let started = tokio::time::Instant::now();
+        // A timeout too long to add (humantime parses "1000000years") is
+        // as good as none: tokio's own `timeout` uses 30 years then.
+        let deadline = started
+            .checked_add(self.response_timeout)
+            .unwrap_or(started + Duration::from_secs(30 * 365 * 86_400));
+        let sent = tokio::time::timeout_at(deadline, self.clients.get().send(&req)).await;
         let resp = match sent {
             Err(_elapsed) => {
                 self.metrics

@@ -412,6 +412,15 @@ async fn upstream_slower_than_the_timeout_is_504() {
     assert_eq!(h.sim.recorded().len(), 1);
 }
 
+/// A response timeout too long to add to a clock reading (humantime takes
+/// "1000000years") means no timeout in practice, not a panic per request.
+#[tokio::test]
+async fn an_unaddably_long_timeout_is_no_timeout() {
+    let h = Harness::start_with(|c| c.upstream.response_timeout = std::time::Duration::MAX).await;
+    let a = h.get_as(MANAGER, &report()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+}
+
 #[tokio::test]
 async fn upstream_errors_pass_through_with_their_status() {
     for (path, tweak) in ANSWER_PATHS {

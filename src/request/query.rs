@@ -23,6 +23,7 @@ pub(crate) enum Name {
 }
 
 impl Name {
+    /// Every name.
     const ALL: [Name; 6] = [
         Name::QueueId,
         Name::Start,
@@ -50,18 +51,14 @@ impl Name {
     }
 }
 
-/// Decoded `(name, value)` pairs, names canonical and unique.
+/// Decoded values by canonical name, each name at most once: a slot per
+/// [`Name`], so a query costs no allocation and no search.
 #[derive(Debug, Default)]
-pub(crate) struct Pairs<'a>(Vec<(Name, Cow<'a, str>)>);
+pub(crate) struct Pairs<'a>([Option<Cow<'a, str>>; Name::ALL.len()]);
 
 impl<'a> Pairs<'a> {
     pub(crate) fn take(&mut self, name: Name) -> Option<Cow<'a, str>> {
-        let i = self.0.iter().position(|(n, _)| *n == name)?;
-        Some(self.0.swap_remove(i).1)
-    }
-
-    pub(crate) fn names(&self) -> impl Iterator<Item = Name> + '_ {
-        self.0.iter().map(|(n, _)| *n)
+        self.0[name as usize].take()
     }
 }
 
@@ -88,12 +85,13 @@ pub(crate) fn parse(raw: &str) -> Result<Pairs<'_>, QueryError> {
                 example: example(canonical),
             });
         }
-        if pairs.names().any(|n| n == canonical) {
+        let slot = &mut pairs.0[canonical as usize];
+        if slot.is_some() {
             return Err(QueryError::DuplicateParameter {
                 name: canonical.as_str(),
             });
         }
-        pairs.0.push((canonical, value));
+        *slot = Some(value);
     }
     Ok(pairs)
 }
@@ -147,12 +145,12 @@ fn printable(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The parsed pairs, in `Name` order.
     fn names(raw: &str) -> Vec<(&'static str, String)> {
-        parse(raw)
-            .unwrap()
-            .0
+        let mut pairs = parse(raw).unwrap();
+        Name::ALL
             .into_iter()
-            .map(|(n, v)| (n.as_str(), v.into_owned()))
+            .filter_map(|n| Some((n.as_str(), pairs.take(n)?.into_owned())))
             .collect()
     }
 
@@ -170,7 +168,7 @@ mod tests {
         // Empty segments are skipped; a value keeps any further `=`.
         assert_eq!(
             names("&&zone=a=b&&queueId=2&"),
-            vec![("zone", "a=b".into()), ("queueId", "2".into())]
+            vec![("queueId", "2".into()), ("zone", "a=b".into())]
         );
         assert_eq!(names(""), vec![]);
         assert_eq!(names("&"), vec![]);
