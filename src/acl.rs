@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use http::Request;
 
-use crate::auth::{Principal, Role};
+use crate::auth::{Authenticated, Principal, Role};
 use crate::catalog::Category;
 use crate::gate::{Gate, Passed};
 use crate::metrics::Metrics;
@@ -95,8 +95,8 @@ impl Denied {
 
 impl Gate for Acl {
     fn pass(&self, req: &mut Request<()>) -> Result<Passed, BoxError> {
-        let ext = req.extensions();
-        let check = match (ext.get::<Principal>(), ext.get::<GatewayRequest>()) {
+        let typed = req.extensions().get::<GatewayRequest>();
+        let check = match (Authenticated::principal(req), typed) {
             (Some(p), Some(r)) => decide(p, r).inspect_err(|d| {
                 self.metrics
                     .acl_denials

@@ -8,8 +8,9 @@
 //! unreachable key store with 503 (never 401, so a partner does not think
 //! their key is wrong). Failed attempts count against the client address's
 //! budget ([`throttle`]); over it, 429 `auth_throttled` + `Retry-After`.
-//! Adds the [`Principal`] and the canonical [`ApiKey`] (for upstream
-//! pass-through) to the request's extensions and records the key's last use.
+//! Adds [`Authenticated`] (the [`Principal`] and the canonical [`ApiKey`],
+//! for upstream pass-through) to the request's extensions and records the
+//! key's last use.
 
 pub mod key;
 pub mod throttle;
@@ -115,6 +116,26 @@ pub struct Principal {
     pub tier: Arc<str>,
     /// Fingerprint of the key used.
     pub fingerprint: Fingerprint,
+}
+
+/// What authentication establishes, as one extension of the request: who
+/// asks, and with which key.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// The user behind the key.
+    pub principal: Principal,
+    /// The canonical key, for passing through upstream; `None` where a
+    /// request is judged without one (the admin API's `explain`).
+    pub key: Option<ApiKey>,
+}
+
+impl Authenticated {
+    /// The principal authentication added to `req`, if it did.
+    pub fn principal<B>(req: &Request<B>) -> Option<&Principal> {
+        req.extensions()
+            .get::<Authenticated>()
+            .map(|a| &a.principal)
+    }
 }
 
 impl Principal {
@@ -256,8 +277,10 @@ fn annotate(req: &mut Request<()>, principal: Principal, key: ApiKey) {
     if let Some(trace) = req.extensions().get::<Trace>() {
         trace.set_principal(&principal);
     }
-    req.extensions_mut().insert(principal);
-    req.extensions_mut().insert(key);
+    req.extensions_mut().insert(Authenticated {
+        principal,
+        key: Some(key),
+    });
 }
 
 impl<S> tower::Service<Request<()>> for Authenticate<S>
@@ -275,7 +298,11 @@ where
     }
 
     fn call(&mut self, mut req: Request<()>) -> Self::Future {
-        let ip = req.extensions().get::<Forwarding>().map(Forwarding::ip);
+        let ip = req
+            .extensions()
+            .get::<Trace>()
+            .and_then(|t| t.correlation().client.as_ref())
+            .map(Forwarding::ip);
         let (key, hash) = match self.shared.begin(req.headers(), ip) {
             Step::Done(Ok((principal, key))) => {
                 annotate(&mut req, principal, key);

@@ -13,7 +13,7 @@ use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::Request;
 use serde_json::json;
 
-use crate::auth::{Principal, Role};
+use crate::auth::{Authenticated, Principal, Role};
 use crate::body::{self, Response};
 use crate::catalog::{CatalogHandle, Category};
 use crate::gate::{Gate, Passed};
@@ -79,10 +79,8 @@ impl Gate for Listing {
             }
             .into());
         }
-        let principal = req
-            .extensions()
-            .get::<Principal>()
-            .ok_or("listing reached without a principal")?;
+        let principal =
+            Authenticated::principal(req).ok_or("listing reached without a principal")?;
         let doc = document(principal, &self.catalog);
         let mut resp = Response::new(body::full(serde_json::to_vec(&doc)?));
         resp.headers_mut()

@@ -39,6 +39,9 @@ pub struct Correlation {
     pub id: RequestId,
     /// The W3C trace, with the gateway's own span.
     pub context: TraceContext,
+    /// The client as its connection shows it (`None` outside a server
+    /// connection, as in tests that call the stack directly).
+    pub client: Option<Forwarding>,
 }
 
 /// What inner layers learned about a request, for metrics and logs, and
@@ -203,6 +206,7 @@ impl<S> tower::Layer<S> for ObserveLayer {
         Observe {
             inner,
             sinks: Arc::clone(&self.sinks),
+            client: None,
         }
     }
 }
@@ -212,6 +216,17 @@ impl<S> tower::Layer<S> for ObserveLayer {
 pub struct Observe<S> {
     inner: S,
     sinks: Arc<Sinks>,
+    client: Option<Forwarding>,
+}
+
+impl<S> Observe<S> {
+    /// The same service for one connection's requests: each request's
+    /// trace names `client` (for the auth throttle, the audit log and the
+    /// forwarding headers), worked out once per connection.
+    pub fn for_client(mut self, client: Forwarding) -> Self {
+        self.client = Some(client);
+        self
+    }
 }
 
 /// Finishes a request's bookkeeping when dropped: with the response body,
@@ -219,9 +234,7 @@ pub struct Observe<S> {
 #[derive(Debug)]
 pub struct Completion {
     start: Instant,
-    id: RequestId,
     trace_id: crate::trace_context::TraceId,
-    client: Option<Forwarding>,
     method: Method,
     trace: Trace,
     sinks: Arc<Sinks>,
@@ -237,6 +250,7 @@ impl Drop for Completion {
         m.in_flight().dec();
         // The request is over: nothing fills the trace in any more.
         let t = self.trace.take();
+        let correlation = self.trace.correlation();
         let kind = t.route.unwrap_or(RouteKind::Unmatched);
         let route = kind.as_str();
         let report = t.report.as_deref().unwrap_or("-");
@@ -273,9 +287,9 @@ impl Drop for Completion {
         if self.sinks.audit.is_on() {
             self.sinks.audit.record(&AuditRecord {
                 time: jiff::Timestamp::now(),
-                request_id: self.id.as_str(),
+                request_id: correlation.id.as_str(),
                 trace_id: self.trace_id.as_str(),
-                client: self.client.as_ref().map(Forwarding::client_ip),
+                client: correlation.client.as_ref().map(Forwarding::client_ip),
                 user: t.user.as_deref(),
                 key: t.fingerprint.as_ref().map(Fingerprint::as_str),
                 role: t.role,
@@ -297,14 +311,14 @@ impl Drop for Completion {
                 upstream_request_id: match &t.answered_by {
                     Some(id) => Some(id.as_str()),
                     None => (t.served == Some(crate::cache::Served::Upstream.as_str()))
-                        .then(|| self.id.as_str()),
+                        .then(|| correlation.id.as_str()),
                 },
                 seconds: elapsed,
             });
         }
         tracing::debug!(
             target: "chime_gateway::access",
-            request_id = %self.id,
+            request_id = %correlation.id,
             route,
             report,
             user = t.user.as_deref(),
@@ -342,16 +356,14 @@ where
         let trace_context = TraceContext::from_headers(req.headers());
         let trace_id = trace_context.trace_id();
         let trace = Trace::new(Correlation {
-            id: id.clone(),
+            id,
             context: trace_context,
+            client: self.client.clone(),
         });
-        let client = req.extensions().get::<Forwarding>().cloned();
         self.sinks.metrics.in_flight().inc();
         let done = Completion {
             start: Instant::now(),
-            id,
             trace_id,
-            client,
             method: req.method().clone(),
             trace: trace.clone(),
             sinks: Arc::clone(&self.sinks),
@@ -373,19 +385,19 @@ impl Finish for Completion {
     type Output = Result<Response, Infallible>;
 
     fn finish(mut self, answer: Result<Response, BoxError>) -> Self::Output {
+        let id = &self.trace.correlation().id;
         let mut resp = match answer {
             Ok(resp) => resp,
             Err(err) => {
                 let c = error::classify(err.as_ref());
                 if c.is_internal() {
-                    tracing::error!(request_id = %self.id, error = %err, "internal error");
+                    tracing::error!(request_id = %id, error = %err, "internal error");
                 }
                 self.outcome = c.code;
-                error::render(&c, &self.id)
+                error::render(&c, id)
             }
         };
-        resp.headers_mut()
-            .insert(&X_REQUEST_ID, self.id.header_value());
+        resp.headers_mut().insert(&X_REQUEST_ID, id.header_value());
         self.status = Some(resp.status());
         Ok(resp.map(|body| count_into(body, self)))
     }

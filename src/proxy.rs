@@ -47,7 +47,7 @@ use http::{HeaderName, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
 use crate::acl::{Denied, SessionQueueCheck};
-use crate::auth::ApiKey;
+use crate::auth::Authenticated;
 use crate::body::{self, Body, Response};
 use crate::cache::{
     self, BodyCopy, CacheConfig, Head, ResponseCache, Served, UpstreamKey, X_CACHE,
@@ -241,15 +241,17 @@ impl Inner {
         )?;
         headers::copy_request_headers(req.headers(), &mut out);
         let ext = req.extensions();
-        if let Some(c) = ext.get::<Trace>().map(Trace::correlation) {
+        let correlation = ext.get::<Trace>().map(Trace::correlation);
+        if let Some(c) = correlation {
             out.push(X_REQUEST_ID.clone(), c.id.header_value());
             out.push(TRACEPARENT.clone(), c.context.header_value());
         }
-        headers::Forwarding::apply(ext.get::<headers::Forwarding>(), &mut out);
+        headers::Forwarding::apply(correlation.and_then(|c| c.client.as_ref()), &mut out);
         let value = match &self.service_bearer {
             Some(value) => value.clone(),
             None => bearer(
-                ext.get::<ApiKey>()
+                ext.get::<Authenticated>()
+                    .and_then(|a| a.key.as_ref())
                     .ok_or("proxy reached without an authenticated key")?
                     .expose(),
             )?,

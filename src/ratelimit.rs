@@ -34,7 +34,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::Request;
 use serde::Serialize;
 
-use crate::auth::Principal;
+use crate::auth::{Authenticated, Principal};
 use crate::body::{self, Response};
 use crate::clock::Clock;
 use crate::gate::{decided, Finish, Finishing, StepFuture};
@@ -471,8 +471,10 @@ pub struct Admitted {
 
 /// Who asks for what: the extensions authentication and parsing added.
 fn subject(req: &Request<()>) -> Result<(&Principal, &GatewayRequest), BoxError> {
-    let ext = req.extensions();
-    match (ext.get::<Principal>(), ext.get::<GatewayRequest>()) {
+    match (
+        Authenticated::principal(req),
+        req.extensions().get::<GatewayRequest>(),
+    ) {
         (Some(principal), Some(typed)) => Ok((principal, typed)),
         _ => Err("rate limit reached without principal or typed request".into()),
     }

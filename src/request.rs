@@ -665,16 +665,19 @@ impl Parse {
 
 impl Gate for Parse {
     fn pass(&self, req: &mut Request<()>) -> Result<Passed, BoxError> {
+        // Taken, not read: nothing after parsing looks at the route, and the
+        // typed request then takes its place in the extensions' map (which
+        // would otherwise grow past its first three slots).
         let route = req
-            .extensions()
-            .get::<RouteMatch>()
+            .extensions_mut()
+            .remove::<RouteMatch>()
             .ok_or("parse reached without a route")?;
         let ctx = ParseContext {
             now: self.clock.now(),
             accept_csv: accepts_csv(req.headers()),
             options: &self.options,
         };
-        let typed = parse_with(route, req.uri().query(), &self.catalog.current(), &ctx)?;
+        let typed = parse_with(&route, req.uri().query(), &self.catalog.current(), &ctx)?;
         if let Some(trace) = req.extensions().get::<Trace>() {
             trace.set_request(&typed);
         }

@@ -153,7 +153,8 @@ fn parse_session_id(s: &str) -> Option<u64> {
     s.parse::<u64>().ok().filter(|&n| n <= i64::MAX as u64)
 }
 
-/// The route gate: refuses requests outside the allowlist; inserts [`RouteMatch`].
+/// The route gate: refuses requests outside the allowlist; inserts [`RouteMatch`]
+/// (which parsing takes out again).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Route;
 

@@ -28,7 +28,7 @@ use serde::Deserialize;
 
 use super::guard::Guard;
 use crate::acl;
-use crate::auth::{Fingerprint, KeyHash, Principal, Role};
+use crate::auth::{Authenticated, Fingerprint, KeyHash, Principal, Role};
 use crate::body::Response;
 use crate::error;
 use crate::gate::{Gate, Passed};
@@ -430,7 +430,10 @@ impl AdminApi {
             .into());
         }
         let mut req = Request::get(uri).body(())?;
-        req.extensions_mut().insert(principal.clone());
+        req.extensions_mut().insert(Authenticated {
+            principal: principal.clone(),
+            key: None,
+        });
         let mut steps = Vec::new();
         let refused = |step: &str, steps: &mut Vec<serde_json::Value>, err: BoxError| {
             let c = error::classify(&*err);

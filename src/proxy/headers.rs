@@ -19,7 +19,8 @@ static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// The client as its connection shows it (never as its headers claim):
 /// its address, for the auth throttle and the audit log, and what the
 /// upstream is told (`X-Forwarded-For`, `X-Forwarded-Proto`, `Forwarded`),
-/// worked out once per connection and put into each request's extensions.
+/// worked out once per connection and carried in each request's trace
+/// ([`crate::observe::Correlation`]).
 #[derive(Debug, Clone)]
 pub struct Forwarding {
     ip: IpAddr,

@@ -120,7 +120,6 @@ type Answer = Pin<Box<dyn std::future::Future<Output = Result<body::Response, In
 #[derive(Clone)]
 struct ConnService {
     svc: Stack,
-    forwarding: Forwarding,
     tracker: Arc<Activity>,
     tls: bool,
 }
@@ -130,8 +129,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     type Error = Infallible;
     type Future = Answer;
 
-    fn call(&self, mut req: Request<Incoming>) -> Answer {
-        req.extensions_mut().insert(self.forwarding.clone());
+    fn call(&self, req: Request<Incoming>) -> Answer {
         let busy = self.tracker.begin_request();
         let fut = self.svc.clone().oneshot(req);
         let tls = self.tls;
@@ -205,8 +203,10 @@ impl Conn {
     /// The hyper service for this connection's requests.
     fn service(&self, activity: &Arc<Activity>) -> ConnService {
         ConnService {
-            svc: self.svc.clone(),
-            forwarding: Forwarding::new(self.peer.ip(), if self.tls { "https" } else { "http" }),
+            svc: self.svc.clone().for_client(Forwarding::new(
+                self.peer.ip(),
+                if self.tls { "https" } else { "http" },
+            )),
             tracker: Arc::clone(activity),
             tls: self.tls,
         }
