@@ -154,7 +154,7 @@ pub fn bearer_key(headers: &HeaderMap) -> Result<ApiKey, AuthError> {
         (Some(v), None) => v,
     };
     let text = value.to_str().map_err(|_| AuthError::Malformed)?;
-    let (scheme, key) = text.split_once(' ').ok_or(AuthError::Malformed)?;
+    let (scheme, key) = crate::split::once(text, b' ').ok_or(AuthError::Malformed)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(AuthError::Malformed);
     }

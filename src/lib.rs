@@ -37,6 +37,7 @@ pub mod request_id;
 pub mod route;
 pub mod server;
 pub mod simulator;
+mod split;
 pub mod stack;
 pub mod state;
 pub mod tls;

@@ -109,7 +109,7 @@ pub enum RouteError {
 /// Matches a path (no query) against the allowlist.
 pub fn match_path(path: &str) -> Result<RouteMatch, RouteError> {
     let rest = path.strip_prefix('/').ok_or(RouteError::NotFound)?;
-    let mut segs = rest.split('/');
+    let mut segs = crate::split::all(rest, b'/');
     let (Some(root), Some(area)) = (segs.next(), segs.next()) else {
         return Err(RouteError::NotFound);
     };

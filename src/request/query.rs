@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 
 use super::QueryError;
+use crate::split;
 
 /// The parameters the gateway understands, in their canonical spelling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,11 +69,11 @@ pub(crate) fn parse(raw: &str) -> Result<Pairs<'_>, QueryError> {
     let mut rest = raw;
     while !rest.is_empty() {
         let segment;
-        (segment, rest) = split_at_byte(rest, b'&').unwrap_or((rest, ""));
+        (segment, rest) = split::once(rest, b'&').unwrap_or((rest, ""));
         if segment.is_empty() {
             continue;
         }
-        let (raw_name, raw_value) = split_at_byte(segment, b'=').unwrap_or((segment, ""));
+        let (raw_name, raw_value) = split::once(segment, b'=').unwrap_or((segment, ""));
         let name = decode(raw_name)?;
         let canonical = Name::from_folded(&name).ok_or_else(|| QueryError::UnknownParameter {
             name: printable(&name),
@@ -94,14 +95,6 @@ pub(crate) fn parse(raw: &str) -> Result<Pairs<'_>, QueryError> {
         *slot = Some(value);
     }
     Ok(pairs)
-}
-
-/// `s` before and after the first `sep` (ASCII). A byte scan: the query's
-/// segments are short, and `str::split`'s searcher cost more to set up
-/// than to run.
-fn split_at_byte(s: &str, sep: u8) -> Option<(&str, &str)> {
-    let i = s.bytes().position(|b| b == sep)?;
-    Some((s.get(..i)?, s.get(i + 1..)?))
 }
 
 /// An example of a valid value, for error messages.
