@@ -25,7 +25,7 @@ use crate::error;
 use crate::gate::{Finish, Finishing};
 use crate::metrics::{status_class, Metrics};
 use crate::proxy::headers::Forwarding;
-use crate::request::{GatewayRequest, Target};
+use crate::request::{GatewayRequest, Target, Zone};
 use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::route::{RouteKind, RouteMatch};
 use crate::trace_context::TraceContext;
@@ -62,8 +62,10 @@ struct TraceShared {
 pub struct TraceFields {
     /// Route kind, `None` until routed.
     pub route: Option<RouteKind>,
-    /// Canonical report or discovery route name.
-    pub report: Option<String>,
+    /// What the request was for (its report, discovery route or session);
+    /// [`Target::name`] is the label. Held, not copied: the name is the
+    /// catalog's own.
+    pub report: Option<Target>,
     /// `queueId`.
     pub queue: Option<u32>,
     /// User.
@@ -87,7 +89,7 @@ pub struct TraceFields {
     /// Normalised window end.
     pub stop: Option<jiff::Timestamp>,
     /// Canonical zone.
-    pub zone: Option<String>,
+    pub zone: Option<Zone>,
     /// CSV requested.
     pub csv: Option<bool>,
 }
@@ -132,15 +134,11 @@ impl Trace {
     /// Records the typed request.
     pub fn set_request(&self, r: &GatewayRequest) {
         self.update(|t| {
-            t.report = Some(match &r.target {
-                Target::Report(def) => def.name.clone(),
-                Target::Discovery(c) => c.discovery_route().to_owned(),
-                Target::SessionDetails(_) => "SessionDetails".to_owned(),
-            });
+            t.report = Some(r.target.clone());
             t.queue = r.params.queue_id;
             t.start = r.params.start;
             t.stop = r.params.stop;
-            t.zone = r.params.zone.as_ref().map(|z| z.name().to_owned());
+            t.zone = r.params.zone.clone();
             t.csv = Some(r.params.csv);
         });
     }
@@ -253,7 +251,7 @@ impl Drop for Completion {
         let correlation = self.trace.correlation();
         let kind = t.route.unwrap_or(RouteKind::Unmatched);
         let route = kind.as_str();
-        let report = t.report.as_deref().unwrap_or("-");
+        let report = t.report.as_ref().map_or("-", Target::name);
         let (class, outcome) = match (self.status, self.body) {
             (None, _) => ("none", "client_closed"),
             (Some(s), BodyEnd::Failed) => {
@@ -295,11 +293,11 @@ impl Drop for Completion {
                 role: t.role,
                 method: self.method.as_str(),
                 route,
-                report: t.report.as_deref(),
+                report: t.report.as_ref().map(Target::name),
                 queue: t.queue,
                 start: t.start,
                 stop: t.stop,
-                zone: t.zone.as_deref(),
+                zone: t.zone.as_ref().map(Zone::name),
                 csv: t.csv,
                 decision,
                 reason: outcome,

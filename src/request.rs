@@ -133,6 +133,16 @@ pub enum Target {
 }
 
 impl Target {
+    /// Its name for metrics and logs: the report's canonical name, the
+    /// discovery route, or `SessionDetails`.
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Report(def) => &def.name,
+            Target::Discovery(c) => c.discovery_route(),
+            Target::SessionDetails(_) => "SessionDetails",
+        }
+    }
+
     /// The route kind, as in [`RouteMatch::kind`] (a bounded metric label).
     pub fn kind(&self) -> RouteKind {
         match self {

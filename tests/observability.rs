@@ -140,6 +140,8 @@ async fn one_audit_line_per_request_with_its_decision() {
     assert_eq!(first["role"], "manager");
     assert_eq!(first["key"].as_str().unwrap().len(), 8);
     assert_eq!(first["client"], "127.0.0.1");
+    assert_eq!(first["report"], "InboundVsAnsweredChats");
+    assert!(first["zone"].is_null(), "no zone sent");
     assert_eq!(first["queue"], 1);
     assert_eq!(first["start"], "2020-11-01T04:00:00.000Z");
     assert_eq!(first["stop"], "2020-12-01T04:59:59.999Z");

@@ -65,6 +65,27 @@ fn docs_example_passes_byte_identical() {
     );
 }
 
+/// The names metrics and the audit log give each target.
+#[test]
+fn targets_are_named_for_metrics_and_logs() {
+    let name = |path: &str, query: &str| upstream_target(path, query).name().to_owned();
+    assert_eq!(name(&R.to_lowercase(), DOC_QUERY), "InboundVsAnsweredChats");
+    assert_eq!(
+        name("/Chime/Report/GetQueueBasicReports", "queueId=1"),
+        "GetQueueBasicReports"
+    );
+    assert_eq!(
+        name("/Chime/Session/SessionDetails/42", ""),
+        "SessionDetails"
+    );
+}
+
+fn upstream_target(path: &str, query: &str) -> Target {
+    parse_opts(path, query, false, &RequestOptions::default())
+        .unwrap()
+        .target
+}
+
 #[test]
 fn canonicalises_spelling_order_and_instants() {
     assert_eq!(
