@@ -232,7 +232,6 @@ impl<S> Observe<S> {
 #[derive(Debug)]
 pub struct Completion {
     start: Instant,
-    trace_id: crate::trace_context::TraceId,
     method: Method,
     trace: Trace,
     sinks: Arc<Sinks>,
@@ -286,7 +285,7 @@ impl Drop for Completion {
             self.sinks.audit.record(&AuditRecord {
                 time: jiff::Timestamp::now(),
                 request_id: correlation.id.as_str(),
-                trace_id: self.trace_id.as_str(),
+                trace_id: correlation.context.trace_id().as_str(),
                 client: correlation.client.as_ref().map(Forwarding::client_ip),
                 user: t.user.as_deref(),
                 key: t.fingerprint.as_ref().map(Fingerprint::as_str),
@@ -351,17 +350,14 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let id = RequestId::from_headers(req.headers());
-        let trace_context = TraceContext::from_headers(req.headers());
-        let trace_id = trace_context.trace_id();
         let trace = Trace::new(Correlation {
             id,
-            context: trace_context,
+            context: TraceContext::from_headers(req.headers()),
             client: self.client.clone(),
         });
         self.sinks.metrics.in_flight().inc();
         let done = Completion {
             start: Instant::now(),
-            trace_id,
             method: req.method().clone(),
             trace: trace.clone(),
             sinks: Arc::clone(&self.sinks),

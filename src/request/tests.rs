@@ -68,7 +68,7 @@ fn docs_example_passes_byte_identical() {
 /// The names metrics and the audit log give each target.
 #[test]
 fn targets_are_named_for_metrics_and_logs() {
-    let name = |path: &str, query: &str| upstream_target(path, query).name().to_owned();
+    let name = |path: &str, query: &str| target_of(path, query).name().to_owned();
     assert_eq!(name(&R.to_lowercase(), DOC_QUERY), "InboundVsAnsweredChats");
     assert_eq!(
         name("/Chime/Report/GetQueueBasicReports", "queueId=1"),
@@ -80,7 +80,8 @@ fn targets_are_named_for_metrics_and_logs() {
     );
 }
 
-fn upstream_target(path: &str, query: &str) -> Target {
+/// The target a request for `path?query` parses to.
+fn target_of(path: &str, query: &str) -> Target {
     parse_opts(path, query, false, &RequestOptions::default())
         .unwrap()
         .target
