@@ -27,9 +27,8 @@ ulimit -n "$(ulimit -Hn)"   # 10,000 idle connections need more than the usual 1
 bash benches/pgo.sh
 pgo_bin=$PWD/target/pgo/release/chime-gateway
 # shellcheck source=compare/common.sh
-. benches/compare/common.sh   # bin, work, port(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), one_worker, fill()
+. benches/compare/common.sh   # bin, work, port(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), one_worker, fill(), rss(), idle_rss()
 mkdir -p "$work/tmp"
-rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }   # KiB
 up=$(port); slow=$(port); big=$(port); ngx=$(port); hap=$(port); ngx_big=$(port); hap_big=$(port)
 
 "$bin" simulate --listen "127.0.0.1:$up" >/dev/null &
@@ -187,21 +186,8 @@ done
 
 echo
 echo "== 4. memory"
-m=${gwpid[mem]}
-base=$(rss "$m")
-mkfifo "$work/idle.in"
-python3 benches/compare/idle.py "${gwport[mem]}" 10000 "$key" '/Chime/Report/GetQueueBasicReports?queueId=1' \
-  < "$work/idle.in" > "$work/idle.out" &
-idle=$!
-exec 9>"$work/idle.in"
-until grep -q ready "$work/idle.out" 2>/dev/null; do kill -0 "$idle" || { echo "idle client failed" >&2; exit 1; }; sleep 0.2; done
-busy=$(rss "$m")
-sleep 3   # idle: longer than listen.park_after (1 s) since the last answer
-held=$(rss "$m")
-gauges=$(curl -s "http://127.0.0.1:${gwadmin[mem]}/metrics")
-echo "idle: RSS $((base / 1024)) MiB before, $((busy / 1024)) MiB right after the last answer, $((held / 1024)) MiB 3 s later with $(awk '/^chime_gateway_open_connections / {print $2}' <<<"$gauges") open connections ($(awk '/^chime_gateway_parked_connections / {print $2}' <<<"$gauges") parked)"
-exec 9>&-
-wait "$idle" || true
+read -r base busy held open parked < <(idle_rss "${gwpid[mem]}" "${gwport[mem]}" "${gwadmin[mem]}")
+echo "idle: RSS $((base / 1024)) MiB before, $((busy / 1024)) MiB right after the last answer, $((held / 1024)) MiB 3 s later with $open open connections ($parked parked)"
 # Streaming on a gateway of its own, so its RSS is not the idle test's.
 m=${gwpid[stream]}
 speed() { curl -s -o /dev/null -w '%{speed_download} %{size_download}\n' -H "$key" "$1"; }

@@ -43,3 +43,32 @@ one_worker() { awk '{ print } /^\[listen\]/ { print "workers = 1" }'; }
 # fill FILE PORT UPSTREAM-PORT [DIR] -> benches/compare/FILE (a peer's config)
 # filled in
 fill() { sed -e "s#__UPSTREAM__#127.0.0.1:$3#" -e "s#__PORT__#$2#" -e "s#__DIR__#${4:-$work}#" "benches/compare/$1"; }
+
+# rss PID -> that process's resident memory, in KiB
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# idle_rss PID PORT ADMIN-PORT -> "BASE BUSY HELD OPEN PARKED": the gateway
+# PID's resident memory (KiB) before, right after 10,000 keep-alive
+# connections to PORT have had one answer each, and 3 s later (longer than
+# listen.park_after, 1 s) with all of them still open; then its open and
+# parked connections by its metrics at ADMIN-PORT. The connections are
+# closed before it returns. Needs `ulimit -n` above 10,000.
+idle_rss() {
+  local base busy held idle gauges
+  base=$(rss "$1")
+  rm -f "$work/idle.in" "$work/idle.out"
+  mkfifo "$work/idle.in"
+  python3 benches/compare/idle.py "$2" 10000 "$key" '/Chime/Report/GetQueueBasicReports?queueId=1' \
+    < "$work/idle.in" > "$work/idle.out" &
+  idle=$!
+  exec 9>"$work/idle.in"
+  until grep -q ready "$work/idle.out" 2>/dev/null; do kill -0 "$idle" || { echo "idle client failed" >&2; exit 1; }; sleep 0.2; done
+  busy=$(rss "$1")
+  sleep 3
+  held=$(rss "$1")
+  gauges=$(curl -s "http://127.0.0.1:$3/metrics")
+  exec 9>&-
+  wait "$idle" || true
+  echo "$base $busy $held $(awk '/^chime_gateway_open_connections / {print $2}' <<<"$gauges")" \
+    "$(awk '/^chime_gateway_parked_connections / {print $2}' <<<"$gauges")"
+}

@@ -183,8 +183,9 @@ impl Conn {
                 }
             }
             first = false;
-            match self
-                .serve_http1(Prefixed::new(pending, io), svc.clone(), &activity)
+            // Boxed, so a parked connection's task keeps no room for
+            // serving (its watchdog and timers).
+            match Box::pin(self.serve_http1(Prefixed::new(pending, io), svc.clone(), &activity))
                 .await
             {
                 Some((back, unread)) => {
