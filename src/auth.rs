@@ -231,7 +231,7 @@ impl Shared {
         };
         let hash = key.hash();
         match self.store.lookup_now(&hash) {
-            Some(answer) => Step::Done(self.conclude(key, &hash, answer, ip)),
+            Some(answer) => Step::Done(self.conclude(key, answer, ip)),
             None => Step::Lookup(key, hash),
         }
     }
@@ -240,15 +240,12 @@ impl Shared {
     fn conclude(
         &self,
         key: ApiKey,
-        hash: &KeyHash,
         answer: Result<Option<Principal>, StoreUnavailable>,
         ip: Option<IpAddr>,
     ) -> Result<(Principal, ApiKey), AuthError> {
         match answer {
-            Ok(Some(principal)) => {
-                self.store.touch(hash);
-                Ok((principal, key))
-            }
+            // The store recorded the key's use.
+            Ok(Some(principal)) => Ok((principal, key)),
             Ok(None) => self.failed(AuthError::Unknown, ip),
             Err(e) => {
                 tracing::error!(error = %e, "key store lookup failed");
@@ -317,7 +314,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Either::Right(Box::pin(async move {
             let answer = shared.store.lookup(&hash).await;
-            let (principal, key) = shared.conclude(key, &hash, answer, ip)?;
+            let (principal, key) = shared.conclude(key, answer, ip)?;
             annotate(&mut req, principal, key);
             inner.call(req).await
         }))

@@ -27,7 +27,9 @@ pub type LookupFuture<'a> = std::pin::Pin<
 /// Looks up keys by hash.
 pub trait KeyStore: Send + Sync + std::fmt::Debug {
     /// The principal for a currently valid key, `None` for an unknown,
-    /// expired, not-yet-valid or disabled one.
+    /// expired, not-yet-valid or disabled one. A lookup is an
+    /// authentication: a key found valid is recorded as used
+    /// ([`last_used`](Self::last_used)).
     fn lookup<'a>(&'a self, hash: &'a KeyHash) -> LookupFuture<'a>;
 
     /// [`lookup`](Self::lookup)'s answer when the store has it without
@@ -40,7 +42,9 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug {
     /// How many keys are loaded (for readiness and metrics).
     fn key_count(&self) -> usize;
 
-    /// Records that a key was just used (cheap; called on every authenticated request).
+    /// Records that a key was just used (cheap). Lookups record their own
+    /// uses; this is for a cache in front of the store, whose hits the
+    /// store does not see.
     fn touch(&self, hash: &KeyHash);
 
     /// When each key was last used by this instance, by fingerprint.

@@ -98,46 +98,59 @@ impl CachedKeyStore {
     }
 }
 
+impl CachedKeyStore {
+    /// The answer from the cache, the backend, or (the backend failing)
+    /// the last good answer within `resurrect_ttl`.
+    async fn find(&self, hash: &KeyHash) -> Result<Option<Principal>, StoreUnavailable> {
+        if let Some(v) = self.cache.get(hash).await {
+            if self.fresh(&v) {
+                self.metrics.key_cache_hits.inc();
+                return Ok(v.principal);
+            }
+            self.cache.invalidate(hash).await;
+        }
+        self.metrics.key_cache.with_label_values(&["miss"]).inc();
+        let backend = Arc::clone(&self.backend);
+        let key = *hash;
+        let fetched = self
+            .cache
+            .try_get_with(key, async move {
+                let principal = backend.lookup(&key).await?;
+                Ok::<_, StoreUnavailable>(Verdict {
+                    principal,
+                    at: Instant::now(),
+                })
+            })
+            .await;
+        match fetched {
+            Ok(verdict) => {
+                if verdict.principal.is_some() {
+                    self.last_good.insert(key, verdict.clone()).await;
+                } else {
+                    self.last_good.invalidate(&key).await;
+                }
+                Ok(verdict.principal)
+            }
+            Err(e) => match self.last_good.get(&key).await {
+                Some(v) if v.at.elapsed() < self.ttl + self.resurrect_ttl => {
+                    self.metrics.key_store_stale_served.inc();
+                    Ok(v.principal)
+                }
+                _ => Err((*e).clone()),
+            },
+        }
+    }
+}
+
 impl KeyStore for CachedKeyStore {
+    /// Records each key found with the backend, whichever answered.
     fn lookup<'a>(&'a self, hash: &'a KeyHash) -> LookupFuture<'a> {
         Box::pin(async move {
-            if let Some(v) = self.cache.get(hash).await {
-                if self.fresh(&v) {
-                    self.metrics.key_cache_hits.inc();
-                    return Ok(v.principal);
-                }
-                self.cache.invalidate(hash).await;
+            let answer = self.find(hash).await;
+            if let Ok(Some(_)) = answer {
+                self.backend.touch(hash);
             }
-            self.metrics.key_cache.with_label_values(&["miss"]).inc();
-            let backend = Arc::clone(&self.backend);
-            let key = *hash;
-            let fetched = self
-                .cache
-                .try_get_with(key, async move {
-                    let principal = backend.lookup(&key).await?;
-                    Ok::<_, StoreUnavailable>(Verdict {
-                        principal,
-                        at: Instant::now(),
-                    })
-                })
-                .await;
-            match fetched {
-                Ok(verdict) => {
-                    if verdict.principal.is_some() {
-                        self.last_good.insert(key, verdict.clone()).await;
-                    } else {
-                        self.last_good.invalidate(&key).await;
-                    }
-                    Ok(verdict.principal)
-                }
-                Err(e) => match self.last_good.get(&key).await {
-                    Some(v) if v.at.elapsed() < self.ttl + self.resurrect_ttl => {
-                        self.metrics.key_store_stale_served.inc();
-                        Ok(v.principal)
-                    }
-                    _ => Err((*e).clone()),
-                },
-            }
+            answer
         })
     }
 
@@ -164,6 +177,7 @@ mod tests {
     #[derive(Debug, Default)]
     struct Remote {
         calls: AtomicUsize,
+        touched: AtomicUsize,
         known: std::sync::Mutex<Option<KeyHash>>,
         down: std::sync::atomic::AtomicBool,
     }
@@ -189,7 +203,9 @@ mod tests {
         fn key_count(&self) -> usize {
             1
         }
-        fn touch(&self, _: &KeyHash) {}
+        fn touch(&self, _: &KeyHash) {
+            self.touched.fetch_add(1, Ordering::SeqCst);
+        }
         fn last_used(&self) -> Vec<(Fingerprint, Timestamp)> {
             Vec::new()
         }
@@ -223,6 +239,26 @@ mod tests {
             assert!(l.await.unwrap().is_some());
         }
         assert_eq!(remote.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_key_found_is_recorded_with_the_backend_hit_or_miss() {
+        let (remote, cached, hash) = setup();
+        assert!(cached.lookup(&hash).await.unwrap().is_some());
+        assert!(cached.lookup(&hash).await.unwrap().is_some());
+        assert_eq!(
+            remote.calls.load(Ordering::SeqCst),
+            1,
+            "the second was a hit"
+        );
+        assert_eq!(remote.touched.load(Ordering::SeqCst), 2);
+        let unknown = ApiKey::generate().hash();
+        assert!(cached.lookup(&unknown).await.unwrap().is_none());
+        assert_eq!(
+            remote.touched.load(Ordering::SeqCst),
+            2,
+            "not for an unknown key"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -113,6 +113,16 @@ impl Entry {
             && self.not_before.is_none_or(|t| now >= t)
             && self.expires_at.is_none_or(|t| now < t)
     }
+
+    /// Records a use at `now`. Written only when the second changed: the
+    /// workers' requests with one key do not take turns owning its cache
+    /// line.
+    fn mark_used(&self, now: Timestamp) {
+        let secs = now.as_second();
+        if self.last_used.load(Ordering::Relaxed) != secs {
+            self.last_used.store(secs, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A validated, immutable index of a key file.
@@ -327,14 +337,14 @@ impl FileKeyStore {
         self.index.load()
     }
 
-    /// The principal for `hash` if its key is valid now.
+    /// The principal for `hash` if its key is valid now, recording the use
+    /// (one clock reading and one index lookup for both).
     fn find(&self, hash: &KeyHash) -> Option<Principal> {
         let now = self.clock.now();
-        self.current()
-            .by_hash
-            .get(hash)
-            .filter(|e| e.valid_at(now))
-            .map(|e| e.principal.clone())
+        let index = self.current();
+        let entry = index.by_hash.get(hash).filter(|e| e.valid_at(now))?;
+        entry.mark_used(now);
+        Some(entry.principal.clone())
     }
 }
 
@@ -372,12 +382,7 @@ impl KeyStore for FileKeyStore {
 
     fn touch(&self, hash: &KeyHash) {
         if let Some(e) = self.current().by_hash.get(hash) {
-            // Written only when the second changed: the workers' requests
-            // with one key do not take turns owning its cache line.
-            let now = self.clock.now().as_second();
-            if e.last_used.load(Ordering::Relaxed) != now {
-                e.last_used.store(now, Ordering::Relaxed);
-            }
+            e.mark_used(self.clock.now());
         }
     }
 
@@ -454,6 +459,28 @@ mod tests {
         assert!(lookup(&store, DOC_KEY).await.is_none(), "at expiry");
         let store = FileKeyStore::embedded(&file_for(DOC_KEY, "disabled = true\n"), c).unwrap();
         assert!(lookup(&store, DOC_KEY).await.is_none(), "disabled");
+    }
+
+    #[tokio::test]
+    async fn a_lookup_records_the_use_of_a_valid_key_only() {
+        let text = file_for(DOC_KEY, "expires_at = \"2026-03-01T00:00:00Z\"\n");
+        let c = clock("2026-02-01T00:00:00Z");
+        let store = FileKeyStore::embedded(&text, c.clone()).unwrap();
+        let fingerprint = ApiKey::parse(DOC_KEY).unwrap().hash().fingerprint();
+        assert!(lookup(&store, "00000000-0000-0000-0000-000000000000")
+            .await
+            .is_none());
+        assert!(store.last_used().is_empty(), "an unknown key is no use");
+        assert!(lookup(&store, DOC_KEY).await.is_some());
+        let at: Timestamp = "2026-02-01T00:00:00Z".parse().unwrap();
+        assert_eq!(store.last_used(), vec![(fingerprint, at)]);
+        c.set("2026-03-01T00:00:00Z".parse().unwrap());
+        assert!(lookup(&store, DOC_KEY).await.is_none());
+        assert_eq!(
+            store.last_used(),
+            vec![(fingerprint, at)],
+            "an expired key's refusal is not a use"
+        );
     }
 
     #[test]
