@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -328,7 +329,6 @@ impl Accept {
         let state = &self.state;
         let conn = Conn {
             builders: Arc::clone(&worker.builders),
-            svc: worker.svc.clone(),
             peer,
             limits: Limits {
                 idle: state.config.listen.idle_timeout,
@@ -340,22 +340,31 @@ impl Accept {
             stop: self.stop.clone(),
             tls: self.tls.is_some(),
         };
+        let svc = worker.svc.clone();
         let metrics = Arc::clone(&state.metrics);
-        let acceptor = self.tls.clone();
         let handshake_timeout = state.config.listen.header_read_timeout;
         metrics.connections.inc();
-        tokio::spawn(async move {
-            match acceptor {
-                None => conn.serve(stream, false).await,
-                // Boxed: the handshake's state takes no room in plain
-                // connections' tasks.
-                Some(acceptor) => {
+        let closed = move || {
+            metrics.connections.dec();
+            drop((slot, open));
+        };
+        match self.tls.clone() {
+            // Not an async block around `conn.serve(..).await`: that keeps
+            // room for what it captured (the connection, its socket) beside
+            // the future made of them, for the connection's whole life.
+            None => {
+                tokio::spawn(conn.serve(svc, stream, false).map(move |()| closed()));
+            }
+            // Boxed: the handshake's state takes no room in plain
+            // connections' tasks.
+            Some(acceptor) => {
+                tokio::spawn(async move {
                     Box::pin(async move {
                         match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
                         {
                             Ok(Ok(tls)) => {
                                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                                conn.serve(tls, h2).await
+                                conn.serve(svc, tls, h2).await
                             }
                             Ok(Err(e)) => {
                                 tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
@@ -363,12 +372,11 @@ impl Accept {
                             Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
                         }
                     })
-                    .await
-                }
+                    .await;
+                    closed();
+                });
             }
-            metrics.connections.dec();
-            drop((slot, open));
-        });
+        }
     }
 }
 

@@ -90,7 +90,6 @@ impl Builders {
 /// A connection about to be served.
 pub(super) struct Conn {
     pub(super) builders: Arc<Builders>,
-    pub(super) svc: Stack,
     pub(super) peer: SocketAddr,
     /// `listen.idle_timeout`, `stall_timeout` and `header_read_timeout`.
     pub(super) limits: Limits,
@@ -152,14 +151,24 @@ async fn close<T: AsyncWrite + Unpin>(io: &mut T) {
 }
 
 impl Conn {
-    /// Serves the connection; `h2` when TLS negotiated HTTP/2.
-    pub(super) async fn serve<T>(mut self, stream: T, h2: bool)
+    /// Serves the connection with the worker's stack `svc`; `h2` when TLS
+    /// negotiated HTTP/2. Not an `async fn`: the stack becomes the
+    /// connection's service before the future is made, so the future does
+    /// not also keep room for it as an argument for its whole life.
+    pub(super) fn serve<T>(self, svc: Stack, stream: T, h2: bool) -> impl Future<Output = ()> + Send
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let activity = Arc::new(Activity::new());
+        let svc = self.service(svc, &activity);
+        self.serve_with(svc, activity, stream, h2)
+    }
+
+    async fn serve_with<T>(mut self, svc: ConnService, activity: Arc<Activity>, stream: T, h2: bool)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let mut io = ActivityIo::new(stream, Arc::clone(&activity));
-        let svc = self.service(&activity);
         // The auto server's state is boxed (here and below), so it takes no
         // room in the tasks of HTTP/1 connections, which never use it.
         if h2 {
@@ -201,10 +210,10 @@ impl Conn {
         }
     }
 
-    /// The hyper service for this connection's requests.
-    fn service(&self, activity: &Arc<Activity>) -> ConnService {
+    /// The hyper service for this connection's requests, over `svc`.
+    fn service(&self, svc: Stack, activity: &Arc<Activity>) -> ConnService {
         ConnService {
-            svc: self.svc.clone().for_client(Forwarding::new(
+            svc: svc.for_client(Forwarding::new(
                 self.peer.ip(),
                 if self.tls { "https" } else { "http" },
             )),
