@@ -18,7 +18,7 @@ rounds=${3:-8}; secs=${4:-5}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 GATEWAY_BIN=${build[A]}
 # shellcheck source=compare/common.sh
-. benches/compare/common.sh   # bin, work, port(), wait_ready(), cpu_ticks(), hz, keys.toml, key, target, gateway_config()
+. benches/compare/common.sh   # bin, work, port(), wait_ready(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), median()
 up=$(port)
 "$bin" simulate --listen "127.0.0.1:$up" >/dev/null &
 declare -A gport gpid
@@ -40,10 +40,9 @@ for r in $(seq "$rounds"); do
       'BEGIN { printf "round %d %s: %8.0f req/s, user %.2f us, system %.2f us per request\n", r, n, rps, u/hz*1e6/c, s/hz*1e6/c }'
   done
 done | tee "$work/rounds"
-# median COLUMN BUILD -> the median of that column over BUILD's rounds
-median() { awk -v n="$2:" -v c="$1" '$3 == n {print $c}' "$work/rounds" | sort -n |
-  awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
-awk -v ra="$(median 4 A)" -v rb="$(median 4 B)" -v ua="$(median 7 A)" -v ub="$(median 7 B)" \
-  -v sa="$(median 10 A)" -v sb="$(median 10 B)" 'BEGIN {
+# of COLUMN BUILD -> the median of that column over BUILD's rounds
+of() { awk -v n="$2:" -v c="$1" '$3 == n {print $c}' "$work/rounds" | median; }
+awk -v ra="$(of 4 A)" -v rb="$(of 4 B)" -v ua="$(of 7 A)" -v ub="$(of 7 B)" \
+  -v sa="$(of 10 A)" -v sb="$(of 10 B)" 'BEGIN {
   printf "medians: A %.0f req/s, user %.2f, system %.2f us; B %.0f req/s, user %.2f, system %.2f us\n", ra, ua, sa, rb, ub, sb
   printf "B/A: throughput %.3f, user CPU per request %.3f, system %.3f\n", rb/ra, ub/ua, sb/sa }'

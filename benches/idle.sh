@@ -15,7 +15,7 @@ rounds=${3:-5}
 ulimit -n "$(ulimit -Hn)"   # 10,000 idle connections need more than the usual 1024
 GATEWAY_BIN=${build[A]}
 # shellcheck source=compare/common.sh
-. benches/compare/common.sh   # bin, work, port(), wait_ready(), keys.toml, key, gateway_config(), idle_rss()
+. benches/compare/common.sh   # bin, work, port(), wait_ready(), keys.toml, key, gateway_config(), idle_rss(), median()
 big=$(port)
 "$bin" simulate --listen "127.0.0.1:$big" --report-bytes 1073741824 >/dev/null &
 declare -A held
@@ -32,5 +32,6 @@ for round in $(seq "$rounds"); do
     held[$n]+="$kib "
   done
 done
-median() { tr ' ' '\n' | grep . | sort -n | awk '{v[NR] = $1} END {print int(v[int((NR + 1) / 2)] / 1024)}'; }
-echo "medians: A $(median <<<"${held[A]}") MiB, B $(median <<<"${held[B]}") MiB"
+# mib BUILD -> the median of BUILD's rounds, in MiB
+mib() { tr ' ' '\n' <<<"${held[$1]}" | grep . | median | awk '{printf "%d", $1 / 1024}'; }
+echo "medians: A $(mib A) MiB, B $(mib B) MiB"

@@ -358,23 +358,19 @@ impl Accept {
             // Boxed: the handshake's state takes no room in plain
             // connections' tasks.
             Some(acceptor) => {
-                tokio::spawn(async move {
-                    Box::pin(async move {
-                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
-                        {
-                            Ok(Ok(tls)) => {
-                                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                                conn.serve(svc, tls, h2).await
-                            }
-                            Ok(Err(e)) => {
-                                tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
-                            }
-                            Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+                let handshake_then_serve = Box::pin(async move {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                            conn.serve(svc, tls, h2).await
                         }
-                    })
-                    .await;
-                    closed();
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+                    }
                 });
+                tokio::spawn(handshake_then_serve.map(move |()| closed()));
             }
         }
     }

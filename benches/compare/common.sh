@@ -44,6 +44,10 @@ one_worker() { awk '{ print } /^\[listen\]/ { print "workers = 1" }'; }
 # filled in
 fill() { sed -e "s#__UPSTREAM__#127.0.0.1:$3#" -e "s#__PORT__#$2#" -e "s#__DIR__#${4:-$work}#" "benches/compare/$1"; }
 
+# median -> the median of the numbers on stdin, one per line (for an even
+# count, the mean of the middle two)
+median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+
 # rss PID -> that process's resident memory, in KiB
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
