@@ -201,7 +201,13 @@ fn relative(raw: &str, now: Timestamp, tz: &TimeZone) -> Result<Value, String> {
         if offsets > MAX_OFFSETS {
             return Err(format!("has more than {MAX_OFFSETS} offsets"));
         }
-        let sign: i64 = if rest.starts_with('-') { -1 } else { 1 };
+        // Each offset starts with its sign (the first one is where `rest`
+        // was split off; the others follow a unit, which could be anything).
+        let sign: i64 = match rest.as_bytes().first() {
+            Some(b'-') => -1,
+            Some(b'+') => 1,
+            _ => return Err(unknown()),
+        };
         let body = &rest[1..];
         let digits = body.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 || digits > 6 {

@@ -309,6 +309,12 @@ fn table() {
         err("today+999999y"),
         err("lastweek"),
         err("now-1d-1d-1d-1d-1d"),
+        // An offset without its sign, after another (found by fuzzing:
+        // the character was taken for a sign, and a multi-byte one panicked).
+        err("today-3dx5d"),
+        err("today-3d5d"),
+        err("today-3d\u{545}one"),
+        err("now+1hé"),
         err("now - 2h"),
         err("1969-12-31"),
         err("10000-01-01"),
