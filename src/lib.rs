@@ -21,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod fuzz;
 pub mod gate;
 pub mod header_number;
 pub mod keystore;

@@ -32,7 +32,7 @@ mod answer;
 pub mod breaker;
 pub mod client;
 pub mod flight;
-mod h1;
+pub(crate) mod h1;
 pub mod headers;
 pub mod pool;
 mod upstream_request;

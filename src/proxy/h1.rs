@@ -33,7 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use super::upstream_request::UpstreamRequest;
 
 /// What an upstream connection is read and written through.
-pub(super) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// Room made in the read buffer before each read: a fixed size, so a
@@ -53,7 +53,7 @@ const MAX_TRAILERS: usize = 16 * 1024;
 
 /// Why an exchange or a body failed.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum Error {
+pub(crate) enum Error {
     /// Reading or writing the connection failed.
     #[error("upstream connection error: {0}")]
     Io(#[from] std::io::Error),
@@ -78,13 +78,13 @@ pub(super) enum Error {
 /// only when not one byte of an answer arrived, on a connection the
 /// upstream may have closed while it was idle.
 #[derive(Debug)]
-pub(super) struct Failed {
-    pub(super) error: Error,
-    pub(super) nothing_received: bool,
+pub(crate) struct Failed {
+    pub(crate) error: Error,
+    pub(crate) nothing_received: bool,
 }
 
 /// One HTTP/1.1 connection to the upstream, idle between exchanges.
-pub(super) struct Conn {
+pub(crate) struct Conn {
     io: Box<dyn Io>,
     /// Bytes read and not yet consumed; empty whenever the connection is
     /// idle.
@@ -100,7 +100,7 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    pub(super) fn new(io: impl Io + 'static) -> Conn {
+    pub(crate) fn new(io: impl Io + 'static) -> Conn {
         Conn {
             io: Box::new(io),
             buf: BytesMut::new(),
@@ -110,7 +110,7 @@ impl Conn {
     /// Whether an idle connection looks usable: it has neither been closed
     /// nor sent anything unasked. Costs no system call while the socket
     /// has not become readable (the runtime's readiness says so).
-    pub(super) fn is_open(&mut self) -> bool {
+    pub(crate) fn is_open(&mut self) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         matches!(self.poll_fill(&mut cx), Poll::Pending)
     }
@@ -129,7 +129,7 @@ impl Conn {
 
     /// Writes `req` (with `host` as its `Host`) and reads the answer's
     /// head; the body is read from the returned response's [`Body`].
-    pub(super) async fn send(
+    pub(crate) async fn send(
         mut self,
         req: &UpstreamRequest,
         host: &HeaderValue,
@@ -379,8 +379,8 @@ enum Chunk {
     Data(u64),
     /// The CRLF after a chunk's data is next.
     DataEnd,
-    /// Trailer fields (ignored) until an empty line; this many seen.
-    Trailers(usize),
+    /// Trailer fields (checked, then ignored) until an empty line.
+    Trailers,
     /// The empty line after the trailers has been read: the body ended.
     End,
 }
@@ -388,7 +388,7 @@ enum Chunk {
 /// An answer's body, read from its connection. The connection is handed
 /// back by [`Body::reusable`] once the body has ended cleanly.
 #[derive(Debug)]
-pub(super) struct Body {
+pub(crate) struct Body {
     /// `None` once the body failed (the connection is closed).
     conn: Option<Conn>,
     framing: Framing,
@@ -405,7 +405,7 @@ enum Step {
 impl Body {
     /// The connection, if the body has ended and it can carry another
     /// exchange: kept alive, and nothing beyond the answer arrived.
-    pub(super) fn reusable(&mut self) -> Option<Conn> {
+    pub(crate) fn reusable(&mut self) -> Option<Conn> {
         let clean = self.framing == Framing::Done
             && self.keep_alive
             && self.conn.as_ref().is_some_and(|c| c.buf.is_empty());
@@ -480,20 +480,19 @@ fn skip_framing(chunk: &mut Chunk, buf: &mut BytesMut) -> Result<(), Error> {
     loop {
         match *chunk {
             Chunk::Data(_) => return Ok(()),
-            Chunk::Size => match httparse::parse_chunk_size(buf) {
-                Ok(httparse::Status::Complete((used, size))) => {
+            Chunk::Size => match chunk_size_line(buf)? {
+                Some((used, size)) => {
                     buf.advance(used);
                     *chunk = if size == 0 {
-                        Chunk::Trailers(0)
+                        Chunk::Trailers
                     } else {
                         Chunk::Data(size)
                     };
                 }
-                Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                None if buf.len() > MAX_CHUNK_LINE => {
                     return Err(Error::Chunked("chunk-size line too long"))
                 }
-                Ok(httparse::Status::Partial) => return Ok(()),
-                Err(_) => return Err(Error::Chunked("invalid chunk size")),
+                None => return Ok(()),
             },
             Chunk::DataEnd => {
                 if buf.len() < 2 {
@@ -509,24 +508,92 @@ fn skip_framing(chunk: &mut Chunk, buf: &mut BytesMut) -> Result<(), Error> {
                 *chunk = Chunk::Size;
             }
             Chunk::End => return Ok(()),
-            Chunk::Trailers(seen) => {
-                let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
-                    if seen + buf.len() > MAX_TRAILERS {
+            Chunk::Trailers => {
+                // Taken whole once it is all buffered, so its fields are
+                // checked as the head's are: the answer ends where hyper,
+                // or any strict reader, would end it, or not at all.
+                let Some(len) = trailer_section(buf) else {
+                    if buf.len() > MAX_TRAILERS {
                         return Err(Error::Chunked("trailers too long"));
                     }
                     return Ok(());
                 };
-                buf.advance(end + 2);
-                *chunk = if end == 0 {
-                    Chunk::End
-                } else if seen + end + 2 > MAX_TRAILERS {
+                if len > MAX_TRAILERS {
                     return Err(Error::Chunked("trailers too long"));
-                } else {
-                    Chunk::Trailers(seen + end + 2)
-                };
+                }
+                let section = &buf[..len];
+                // Lines end in CRLF only (httparse also ends them at LF).
+                let bare_lf = section
+                    .iter()
+                    .enumerate()
+                    .any(|(i, &b)| b == b'\n' && (i == 0 || section[i - 1] != b'\r'));
+                let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                match httparse::parse_headers(section, &mut fields) {
+                    _ if bare_lf => return Err(Error::Chunked("invalid trailer fields")),
+                    Ok(httparse::Status::Complete((used, _))) if used == len => {}
+                    Ok(_) | Err(_) => return Err(Error::Chunked("invalid trailer fields")),
+                }
+                buf.advance(len);
+                *chunk = Chunk::End;
             }
         }
     }
+}
+
+/// The chunk-size line at the start of `buf`: its length and the size, or
+/// `None` while it is incomplete. At least one hex digit, then optional
+/// spaces and tabs, then optional extensions (`;`, then visible
+/// characters, spaces and tabs; ignored), then CRLF. httparse's reader is
+/// laxer: it takes a line without digits as size 0, and any byte but CR in
+/// an extension, a bare LF included, where a reader that ends lines at LF
+/// would see the line end.
+fn chunk_size_line(buf: &[u8]) -> Result<Option<(usize, u64)>, Error> {
+    let invalid = || Error::Chunked("invalid chunk size");
+    let digits = buf.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
+        return if buf.is_empty() {
+            Ok(None)
+        } else {
+            Err(invalid())
+        };
+    }
+    let mut size = 0u64;
+    for &b in &buf[..digits] {
+        let digit = char::from(b).to_digit(16).map_or(0, u64::from);
+        size = size
+            .checked_mul(16)
+            .and_then(|s| s.checked_add(digit))
+            .ok_or(Error::Chunked("chunk size too large"))?;
+    }
+    let rest = &buf[digits..];
+    let mut in_extension = false;
+    for (i, &b) in rest.iter().enumerate() {
+        match b {
+            b'\r' => {
+                return match rest.get(i + 1) {
+                    None => Ok(None),
+                    Some(b'\n') => Ok(Some((digits + i + 2, size))),
+                    Some(_) => Err(invalid()),
+                }
+            }
+            b' ' | b'\t' => {}
+            b';' => in_extension = true,
+            b'!'..=b'~' | 0x80..=0xff if in_extension => {}
+            _ => return Err(invalid()),
+        }
+    }
+    Ok(None)
+}
+
+/// The length of the trailer section at the start of `buf` (its fields
+/// and the empty line ending it), once that empty line is buffered.
+fn trailer_section(buf: &[u8]) -> Option<usize> {
+    if buf.starts_with(b"\r\n") {
+        return Some(2);
+    }
+    buf.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| at + 4)
 }
 
 impl http_body::Body for Body {
@@ -579,7 +646,6 @@ impl http_body::Body for Body {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::collections::VecDeque;
     use std::sync::{Arc, Mutex};
 
     use http_body_util::BodyExt;
@@ -587,54 +653,9 @@ mod tests {
 
     use super::*;
 
-    /// An upstream that answers with `segments`, one per read (so the
-    /// answer arrives split exactly there), then closes; what is written
-    /// to it is kept.
-    struct Script {
-        segments: VecDeque<Vec<u8>>,
-        written: Arc<Mutex<Vec<u8>>>,
-    }
-
-    impl AsyncRead for Script {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &mut tokio::io::ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            if let Some(mut segment) = self.segments.pop_front() {
-                let n = segment.len().min(buf.remaining());
-                buf.put_slice(&segment[..n]);
-                if n < segment.len() {
-                    self.segments.push_front(segment.split_off(n));
-                }
-            }
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    impl AsyncWrite for Script {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            data: &[u8],
-        ) -> Poll<std::io::Result<usize>> {
-            self.written.lock().unwrap().extend_from_slice(data);
-            Poll::Ready(Ok(data.len()))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
     fn conn(segments: &[&[u8]]) -> (Conn, Arc<Mutex<Vec<u8>>>) {
-        let written = Arc::new(Mutex::new(Vec::new()));
-        let script = Script {
-            segments: segments.iter().map(|s| s.to_vec()).collect(),
-            written: Arc::clone(&written),
-        };
+        let (script, written) =
+            crate::fuzz::Script::new(segments.iter().map(|s| s.to_vec()).collect());
         (Conn::new(script), written)
     }
 
@@ -649,22 +670,16 @@ mod tests {
     /// The answer to a GET arriving in `segments`: its response (body
     /// read to the end) and whether the connection could be reused.
     async fn exchange(segments: &[&[u8]]) -> Result<(Response<Bytes>, bool), Error> {
-        exchange_as(get(), segments).await
+        exchange_as(Method::GET, segments).await
     }
 
     async fn exchange_as(
-        req: UpstreamRequest,
+        method: Method,
         segments: &[&[u8]],
     ) -> Result<(Response<Bytes>, bool), Error> {
         let (conn, _) = conn(segments);
-        let resp = conn.send(&req, &host()).await.map_err(|f| f.error)?;
-        let (parts, mut body) = resp.into_parts();
-        let mut data = BytesMut::new();
-        while let Some(frame) = body.frame().await {
-            data.extend_from_slice(&frame?.into_data().unwrap());
-        }
-        let reusable = body.reusable().is_some();
-        Ok((Response::from_parts(parts, data.freeze()), reusable))
+        let (resp, reusable) = crate::fuzz::read_with_ours(&method, conn).await?;
+        Ok((resp, reusable.is_some()))
     }
 
     const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n\
@@ -752,8 +767,7 @@ mod tests {
     #[tokio::test]
     async fn answers_without_a_body_end_at_their_head() {
         let with_length = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
-        let head = UpstreamRequest::new(Method::HEAD, "/x".into(), 0).unwrap();
-        let (resp, reusable) = exchange_as(head, &[with_length]).await.unwrap();
+        let (resp, reusable) = exchange_as(Method::HEAD, &[with_length]).await.unwrap();
         assert_eq!(resp.headers()["content-length"], "100");
         assert!(resp.body().is_empty() && reusable);
         for status in ["204 No Content", "304 Not Modified"] {
@@ -878,7 +892,19 @@ mod tests {
         for (body, why) in [
             ("zz\r\nhello\r\n0\r\n\r\n", "invalid chunk size"),
             ("5\r\nhelloXX0\r\n\r\n", "no CRLF"),
-            ("ffffffffffffffffff\r\n", "invalid chunk size"),
+            ("ffffffffffffffffff\r\n", "chunk size too large"),
+            // No digits: httparse's reader took these as the last chunk.
+            ("\r\n\r\n", "invalid chunk size"),
+            (";x\r\n\r\n", "invalid chunk size"),
+            // A bare LF or a control character in an extension.
+            ("5;a\nb\r\nhello\r\n0\r\n\r\n", "invalid chunk size"),
+            ("5;a\0\r\nhello\r\n0\r\n\r\n", "invalid chunk size"),
+            ("5 5\r\nhello\r\n0\r\n\r\n", "invalid chunk size"),
+            ("5\rX\nhello\r\n0\r\n\r\n", "invalid chunk size"),
+            // Trailer fields are checked as header fields are.
+            ("0\r\nX-T\x01: 1\r\n\r\n", "invalid trailer fields"),
+            ("0\r\nnot a field\r\n\r\n", "invalid trailer fields"),
+            ("0\r\nX: a\nY: b\r\n\r\n", "invalid trailer fields"),
             ("5\r\nhel", "closed"),
             ("5\r\nhello\r\n", "closed"),
             ("0\r\nX-T: 1\r\n", "closed"),

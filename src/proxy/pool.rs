@@ -602,59 +602,12 @@ mod tests {
         assert_eq!(retried.get(), 0, "no connect failed");
     }
 
-    /// A connection that looks open when taken from the pool, and whose
-    /// upstream then answers `answer` to whatever is written (and closes).
-    struct Scripted {
-        answer: &'static [u8],
-        written: Arc<Mutex<Vec<u8>>>,
-        waker: Option<std::task::Waker>,
-    }
-
-    impl tokio::io::AsyncRead for Scripted {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut tokio::io::ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            if self.written.lock().unwrap().is_empty() {
-                self.waker = Some(cx.waker().clone());
-                return Poll::Pending;
-            }
-            let n = self.answer.len().min(buf.remaining());
-            buf.put_slice(&self.answer[..n]);
-            self.answer = &self.answer[n..];
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    impl tokio::io::AsyncWrite for Scripted {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            data: &[u8],
-        ) -> Poll<std::io::Result<usize>> {
-            self.written.lock().unwrap().extend_from_slice(data);
-            if let Some(w) = self.waker.take() {
-                w.wake();
-            }
-            Poll::Ready(Ok(data.len()))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    /// Pools a [`Scripted`] connection; what is written to it.
+    /// Pools a connection that looks open when taken, whose upstream
+    /// then answers `answer` to whatever is written (and closes); what is
+    /// written to it.
     fn pool_scripted(pool: &Pool, answer: &'static [u8]) -> Arc<Mutex<Vec<u8>>> {
-        let written = Arc::new(Mutex::new(Vec::new()));
-        pool.shared.put(h1::Conn::new(Scripted {
-            answer,
-            written: Arc::clone(&written),
-            waker: None,
-        }));
+        let (script, written) = crate::fuzz::Script::new(vec![answer.to_vec()]);
+        pool.shared.put(h1::Conn::new(script));
         assert_eq!(pool.idle(), 1);
         written
     }

@@ -559,20 +559,6 @@ mod canonical_form {
         ])
     }
 
-    /// What may appear in the upstream query: the encoder's safe set, the
-    /// separators it writes, and `%` only before two upper-case hex digits.
-    fn canonical_bytes(query: &str) -> bool {
-        let b = query.as_bytes();
-        b.iter().enumerate().all(|(i, &c)| match c {
-            b'%' => b.get(i + 1..i + 3).is_some_and(|h| {
-                h.iter()
-                    .all(|d| d.is_ascii_digit() || (b'A'..=b'F').contains(d))
-            }),
-            b'&' | b'=' | b'-' | b'.' | b'_' | b'~' | b':' | b'/' => true,
-            c => c.is_ascii_alphanumeric(),
-        })
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2048))]
 
@@ -581,21 +567,10 @@ mod canonical_form {
             path in path(),
             query in query(),
             accept_csv: bool,
+            flags in 0u8..16,
         ) {
-            let d = RequestOptions::default();
-            // Refusals are fine (the tables above say which); panics are not.
-            let Ok(first) = parse_opts(path, &query, accept_csv, &d) else {
-                return Ok(());
-            };
-            let sent = first.upstream_path_and_query("/Chime");
-            let (sent_path, sent_query) = sent.split_once('?').unwrap_or((&sent, ""));
-            prop_assert!(canonical_bytes(sent_query), "{} -> {}", query, sent);
-            let again = parse_opts(sent_path, sent_query, false, &d)
-                .unwrap_or_else(|e| panic!("{query} -> {sent}: refused on reading back: {e}"));
-            prop_assert_eq!(&again.target, &first.target, "{} -> {}", query, sent);
-            prop_assert_eq!(&again.params, &first.params, "{} -> {}", query, sent);
-            prop_assert!(again.ignored.is_empty(), "{} -> {}", query, sent);
-            prop_assert_eq!(again.upstream_path_and_query("/Chime"), sent);
+            let options = crate::fuzz::options(flags);
+            crate::fuzz::request_target(path, Some(&query), accept_csv, &options);
         }
     }
 }

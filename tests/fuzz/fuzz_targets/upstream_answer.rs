@@ -1,0 +1,4 @@
+//! What Chime sends, in pieces: see `chime_gateway::fuzz::upstream_answer`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| chime_gateway::fuzz::upstream_answer(data));
