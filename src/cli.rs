@@ -96,7 +96,8 @@ pub enum Command {
     },
 }
 
-/// Installs the tracing subscriber; `RUST_LOG` overrides the configured level.
+/// Installs the tracing subscriber (`RUST_LOG` overrides the configured
+/// level) and the hook that logs panics through it.
 pub fn init_tracing(log: &LogConfig) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
@@ -109,6 +110,7 @@ pub fn init_tracing(log: &LogConfig) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    crate::unwind::log_panics();
 }
 
 /// Resolves on SIGTERM or SIGINT.

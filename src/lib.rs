@@ -43,6 +43,7 @@ pub mod stack;
 pub mod state;
 pub mod tls;
 pub mod trace_context;
+pub mod unwind;
 pub mod workers;
 
 /// The error type every layer returns; [`error::classify`] turns it into a response.

@@ -29,6 +29,7 @@ use crate::request::{GatewayRequest, Target, Zone};
 use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::route::{RouteKind, RouteMatch};
 use crate::trace_context::TraceContext;
+use crate::unwind::Contained;
 use crate::BoxError;
 
 /// How the request is known outside the gateway: its id and its trace,
@@ -338,7 +339,7 @@ where
     type Error = Infallible;
     /// Not boxed: the layers' futures nest into the one the connection
     /// service boxes.
-    type Future = Finishing<S::Future, Completion>;
+    type Future = Finishing<Contained<S::Future>, Completion>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // Inner layers are always ready (they shed load by refusing, not by waiting).
@@ -367,7 +368,8 @@ where
             body: BodyEnd::Open,
         };
         req.extensions_mut().insert(trace);
-        Finishing::new(self.inner.call(req), done)
+        let inner = &mut self.inner;
+        Finishing::new(Contained::call(|| inner.call(req)), done)
     }
 }
 
@@ -468,4 +470,50 @@ impl http_body::Body for Tracked {
 
 fn count_into(body: Body, done: Completion) -> Body {
     Tracked { inner: body, done }.boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use tower::{Layer, ServiceExt};
+
+    use super::*;
+
+    /// A panic in the request path (found once by fuzzing, in the time
+    /// parser) is answered with the JSON 500 and counted, not a cut
+    /// connection.
+    #[tokio::test]
+    async fn a_request_whose_handling_panics_gets_the_json_500() {
+        let metrics = Arc::new(Metrics::register(&prometheus::Registry::new()).unwrap());
+        let layer = ObserveLayer::new(
+            Arc::clone(&metrics),
+            AuditLog::off(Arc::clone(&metrics)),
+            false,
+        );
+        let in_call = layer.layer(tower::service_fn(
+            |_: Request<()>| -> std::future::Ready<Result<Response, BoxError>> {
+                panic!("while deciding")
+            },
+        ));
+        let in_poll = layer.layer(tower::service_fn(|_: Request<()>| async {
+            if true {
+                panic!("while waiting");
+            }
+            Ok::<Response, BoxError>(Response::new(crate::body::empty()))
+        }));
+        let answers = [
+            in_call.oneshot(Request::new(())).await.unwrap(),
+            in_poll.oneshot(Request::new(())).await.unwrap(),
+        ];
+        for resp in answers {
+            assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            let id = resp.headers()[&X_REQUEST_ID].to_str().unwrap().to_owned();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(doc["error"]["code"], "internal");
+            assert_eq!(doc["error"]["request_id"], id.as_str());
+        }
+        assert_eq!(metrics.in_flight().get(), 0);
+    }
 }
