@@ -10,6 +10,7 @@
 //! the raw query.
 
 use std::convert::Infallible;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -29,7 +30,7 @@ use crate::request::{GatewayRequest, Target, Zone};
 use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::route::{RouteKind, RouteMatch};
 use crate::trace_context::TraceContext;
-use crate::unwind::Contained;
+use crate::unwind::{Contained, Panicked};
 use crate::BoxError;
 
 /// How the request is known outside the gateway: its id and its trace,
@@ -444,8 +445,13 @@ impl http_body::Body for Tracked {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        if this.done.body == BodyEnd::Failed {
+            // Not polled again after an error (it may have been a panic).
+            return Poll::Ready(None);
+        }
+        let polled = catch_unwind(AssertUnwindSafe(|| this.inner.as_mut().poll_frame(cx)))
+            .unwrap_or_else(|_| Poll::Ready(Some(Err(Panicked.into()))));
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -514,6 +520,44 @@ mod tests {
             assert_eq!(doc["error"]["code"], "internal");
             assert_eq!(doc["error"]["request_id"], id.as_str());
         }
+        assert_eq!(metrics.in_flight().get(), 0);
+    }
+
+    /// A body that panics when polled.
+    struct Bomb;
+
+    impl http_body::Body for Bomb {
+        type Data = bytes::Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+            panic!("while streaming")
+        }
+    }
+
+    /// A panic while the answer streams aborts that answer, as an upstream
+    /// breaking off does, instead of unwinding through the connection.
+    #[tokio::test]
+    async fn a_body_that_panics_aborts_its_answer() {
+        let metrics = Arc::new(Metrics::register(&prometheus::Registry::new()).unwrap());
+        let layer = ObserveLayer::new(
+            Arc::clone(&metrics),
+            AuditLog::off(Arc::clone(&metrics)),
+            false,
+        );
+        let svc = layer.layer(tower::service_fn(|_: Request<()>| async {
+            Ok::<Response, BoxError>(Response::new(Bomb.boxed_unsync()))
+        }));
+        let resp = svc.oneshot(Request::new(())).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let mut body = resp.into_body();
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(err.is::<Panicked>(), "{err}");
+        assert!(body.frame().await.is_none(), "not polled again");
+        drop(body);
         assert_eq!(metrics.in_flight().get(), 0);
     }
 }

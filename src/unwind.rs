@@ -8,7 +8,9 @@
 //! run under [`std::panic::catch_unwind`]: a panic becomes [`Panicked`],
 //! which the one place that maps errors to responses renders as the 500
 //! `internal` refusal with the request id. The future that panicked is
-//! dropped and never polled again.
+//! dropped and never polled again. Once the answer streams, the observe
+//! layer polls its body the same way: a panic there aborts that answer,
+//! as an upstream breaking off does.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
