@@ -27,7 +27,7 @@ ulimit -n "$(ulimit -Hn)"   # 10,000 idle connections need more than the usual 1
 bash benches/pgo.sh
 pgo_bin=$PWD/target/pgo/release/chime-gateway
 # shellcheck source=compare/common.sh
-. benches/compare/common.sh   # bin, work, port(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), one_worker, fill(), rss(), idle_rss()
+. benches/compare/common.sh   # bin, work, port(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), one_worker, fill(), rss(), idle_rss(), median()
 mkdir -p "$work/tmp"
 up=$(port); slow=$(port); big=$(port); ngx=$(port); hap=$(port); ngx_big=$(port); hap_big=$(port)
 
@@ -81,8 +81,8 @@ for name in direct gateway gateway-pgo nginx haproxy; do
   [ "$code" = 200 ] || { echo "$name answered $code, not 200" >&2; exit 1; }
 done
 
-ms() { awk '{ for (i=1;i<=NF;i++) { v=$i; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v } }' <<<"$1" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-med() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+ms() { awk '{ for (i=1;i<=NF;i++) { v=$i; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v } }' <<<"$1" | median; }
+med() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
 # run_wrk THREADS CONNECTIONS URL [LUA-SCRIPT] -> sets r l50 l99
 run_wrk() {
   local out non2xx script=()
