@@ -489,14 +489,19 @@ mod tests {
     /// A panic in the request path (found once by fuzzing, in the time
     /// parser) is answered with the JSON 500 and counted, not a cut
     /// connection.
+    /// The layer under test (audit off), and the metrics it counts into.
+    fn layer() -> (ObserveLayer, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::register(&prometheus::Registry::new()).unwrap());
+        let audit = AuditLog::off(Arc::clone(&metrics));
+        (
+            ObserveLayer::new(Arc::clone(&metrics), audit, false),
+            metrics,
+        )
+    }
+
     #[tokio::test]
     async fn a_request_whose_handling_panics_gets_the_json_500() {
-        let metrics = Arc::new(Metrics::register(&prometheus::Registry::new()).unwrap());
-        let layer = ObserveLayer::new(
-            Arc::clone(&metrics),
-            AuditLog::off(Arc::clone(&metrics)),
-            false,
-        );
+        let (layer, metrics) = layer();
         let in_call = layer.layer(tower::service_fn(
             |_: Request<()>| -> std::future::Ready<Result<Response, BoxError>> {
                 panic!("while deciding")
@@ -542,12 +547,7 @@ mod tests {
     /// breaking off does, instead of unwinding through the connection.
     #[tokio::test]
     async fn a_body_that_panics_aborts_its_answer() {
-        let metrics = Arc::new(Metrics::register(&prometheus::Registry::new()).unwrap());
-        let layer = ObserveLayer::new(
-            Arc::clone(&metrics),
-            AuditLog::off(Arc::clone(&metrics)),
-            false,
-        );
+        let (layer, metrics) = layer();
         let svc = layer.layer(tower::service_fn(|_: Request<()>| async {
             Ok::<Response, BoxError>(Response::new(Bomb.boxed_unsync()))
         }));

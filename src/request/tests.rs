@@ -1,25 +1,15 @@
 use super::*;
-use crate::catalog::{builtin, UnknownReport};
+use crate::catalog::UnknownReport;
 
-const NOW: &str = "2020-12-15T12:00:00Z";
-
-fn cat() -> Catalog {
-    Catalog::new(&builtin())
-}
-
+/// The request as the gateway parses it, at 2020-12-15T12:00:00Z with the
+/// built-in catalog (the fuzz checks' parse).
 fn parse_opts(
     path: &str,
     query: &str,
     accept_csv: bool,
     options: &RequestOptions,
 ) -> Result<GatewayRequest, BoxError> {
-    let route = crate::route::match_path(path).unwrap();
-    let ctx = ParseContext {
-        now: NOW.parse().unwrap(),
-        accept_csv,
-        options,
-    };
-    parse_with(&route, Some(query), &cat(), &ctx)
+    crate::fuzz::parse(path, Some(query), accept_csv, options)
 }
 
 fn upstream_opts(
