@@ -241,6 +241,34 @@ async fn manager_session_details_checked_before_release() {
             h.sim.recorded()[2].target,
             "/Chime/Session/SessionDetails/5?zone=America/New_York"
         );
+        // HEAD: the gateway asks Chime with GET, checks the body, answers
+        // without it. It was a 502 when Chime was asked with HEAD.
+        let head_as = |key: &str, path: &'static str| {
+            let auth = format!("Bearer {key}");
+            let h = &h;
+            async move {
+                h.send(Method::HEAD, path, &[("authorization", &auth)])
+                    .await
+            }
+        };
+        let full = h.get_as(MANAGER, "/Chime/Session/SessionDetails/4").await;
+        let a = head_as(MANAGER, "/Chime/Session/SessionDetails/4").await;
+        assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.text());
+        assert!(a.body.is_empty(), "{path}");
+        assert_eq!(
+            a.headers["content-length"],
+            full.body.len().to_string().as_str(),
+            "{path}"
+        );
+        let last = h.sim.recorded().pop().unwrap();
+        assert_eq!(last.method, Method::GET, "{path}");
+        let a = head_as(MANAGER, "/Chime/Session/SessionDetails/5").await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{path}");
+        assert_eq!(a.headers["x-request-id"].len(), 36, "{path}");
+        // An admin's HEAD needs no check and stays a HEAD.
+        let a = head_as(ADMIN, "/Chime/Session/SessionDetails/5").await;
+        assert_eq!(a.status, StatusCode::OK, "{path}");
+        assert_eq!(h.sim.recorded().pop().unwrap().method, Method::HEAD);
     }
 }
 

@@ -24,7 +24,7 @@ pub(super) enum Answer {
 
 impl Answer {
     /// The response body; `length` is the answer's `Content-Length` unless
-    /// the request was `HEAD`.
+    /// Chime was asked with `HEAD`.
     pub(super) fn into_body(self, length: Option<u64>) -> crate::body::Body {
         match self {
             Answer::Flight { reader, pump } => reader.into_body(length, pump),
