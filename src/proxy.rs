@@ -276,12 +276,14 @@ impl Inner {
         let if_none_match = req.headers().get(IF_NONE_MATCH);
         let upstream_req = self.build(&req, typed)?;
         let bodiless = upstream_req.method() == Method::HEAD;
+        // An answer to HEAD has no body, so it is never kept: a later
+        // request would be served an empty resource.
         let store = match &self.cache {
-            Some(cache) => self
+            Some(cache) if !bodiless => self
                 .cache_config
                 .ttl_for(typed, self.clock.now())
                 .map(|ttl| (cache.clone(), ttl)),
-            None => None,
+            _ => None,
         };
         // Only coalescing and the cache need the request's identity.
         let key =

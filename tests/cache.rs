@@ -11,7 +11,7 @@ use std::sync::Arc;
 use chime_gateway::config::{Config, Secret, UpstreamAuth};
 use chime_gateway::simulator::Behavior;
 use harness::{Answer, Harness, ADMIN, DOC_QUERY, MANAGER};
-use http::StatusCode;
+use http::{Method, StatusCode};
 
 const REPORT: &str = "/Chime/Report/InboundVsAnsweredChats";
 
@@ -138,6 +138,28 @@ async fn followers_are_served_when_the_leading_client_leaves() {
     assert_eq!(a.status, StatusCode::OK);
     assert!(a.body.starts_with(b"Date,"));
     assert_eq!(h.sim.recorded().len(), 1);
+}
+
+#[tokio::test]
+async fn head_answers_are_never_kept() {
+    // Kept, HEAD's empty answer was served to the next HEAD with
+    // `Content-Length: 0`, and its digest was the answer's ETag.
+    let h = Harness::start_with(caching).await;
+    let auth = format!("Bearer {MANAGER}");
+    let target = past(1);
+    let headers = [("authorization", auth.as_str())];
+    let head = || h.send(Method::HEAD, &target, &headers);
+    let full = h.get_as(MANAGER, &past(1)).await;
+    let length = full.body.len().to_string();
+    for _ in 0..2 {
+        let a = head().await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.headers["content-length"], length.as_str());
+        assert_eq!(served(&a), "miss");
+    }
+    assert_eq!(served(&h.get_as(MANAGER, &past(1)).await), "hit");
+    let methods: Vec<_> = h.sim.recorded().into_iter().map(|r| r.method).collect();
+    assert_eq!(methods, [Method::GET, Method::HEAD, Method::HEAD]);
 }
 
 #[tokio::test]
