@@ -36,6 +36,34 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
+/// Whether the answer to `req` must go without its body: `HEAD` over
+/// HTTP/2. hyper's HTTP/1 server leaves the body out of an answer to
+/// `HEAD` itself; its HTTP/2 server sends it, and a client takes DATA on
+/// such a stream as a protocol error.
+pub fn headers_only<B>(req: &http::Request<B>) -> bool {
+    req.method() == http::Method::HEAD && req.version() == http::Version::HTTP_2
+}
+
+/// `resp` as it must go out: as it is, or for a [`headers_only`] request
+/// without its body: the same head, with the `Content-Length` the body
+/// would have had when the body knows it. The body is then dropped unread,
+/// as when a client leaves.
+pub fn fit(mut resp: Response, headers_only: bool) -> Response {
+    if !headers_only {
+        return resp;
+    }
+    let known = http_body::Body::size_hint(resp.body())
+        .exact()
+        .filter(|&n| n > 0);
+    if let Some(n) = known {
+        resp.headers_mut()
+            .entry(http::header::CONTENT_LENGTH)
+            .or_insert_with(|| crate::header_number::number(n));
+    }
+    *resp.body_mut() = empty();
+    resp
+}
+
 /// Keeps `guard` alive until `body` is finished or dropped (permits, gauges).
 /// The body's size still shows, so a gateway-made document goes out with
 /// `Content-Length` rather than chunked.

@@ -457,7 +457,8 @@ fn self_redirect(
             };
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
-                    Ok::<_, Infallible>(redirect_to_https(&req, port))
+                    let resp = redirect_to_https(&req, port);
+                    Ok::<_, Infallible>(body::fit(resp, body::headers_only(&req)))
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
@@ -473,6 +474,8 @@ fn redirect_to_https<B>(req: &Request<B>, https_port: u16) -> body::Response {
         .headers()
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
+        // HTTP/2 names the host in the target's authority instead.
+        .or_else(|| req.uri().authority().map(http::uri::Authority::as_str))
         .map(|h| {
             h.rsplit_once(':')
                 .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
@@ -515,7 +518,10 @@ async fn serve_admin(listener: TcpListener, admin: Admin) {
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let admin = Arc::clone(&admin);
-                async move { Ok::<_, Infallible>(admin.handle(req).await) }
+                async move {
+                    let headers_only = body::headers_only(&req);
+                    Ok::<_, Infallible>(body::fit(admin.handle(req).await, headers_only))
+                }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)

@@ -607,3 +607,59 @@ async fn windows_are_normalised_before_chime_sees_them() {
         .contains("366 days"));
     assert_eq!(h.sim.recorded().len(), 2);
 }
+
+/// Answers to HEAD over HTTP/2 carry no DATA: hyper's HTTP/2 server sends
+/// what the body holds (its HTTP/1 server leaves it out), and a client
+/// must treat DATA on such a stream as a protocol error (curl does).
+#[tokio::test]
+async fn head_over_http2_gets_headers_only() {
+    use http_body_util::BodyExt;
+
+    let h = Harness::start().await;
+    let cases = [
+        // gateway-made: the listing, a refusal
+        (MANAGER, "/Chime/Gateway/Reports".to_owned(), StatusCode::OK),
+        (
+            MANAGER,
+            report().replace("queueId=1", "queueId=2"),
+            StatusCode::FORBIDDEN,
+        ),
+        // held and checked: a manager's session
+        (
+            MANAGER,
+            "/Chime/Session/SessionDetails/4".to_owned(),
+            StatusCode::OK,
+        ),
+        // streamed from Chime
+        (ADMIN, report(), StatusCode::OK),
+        // the admin listener
+        ("", "/healthz".to_owned(), StatusCode::OK),
+    ];
+    for (key, target, status) in cases {
+        let addr = if key.is_empty() { h.admin } else { h.addr };
+        let mut send = Harness::h2(addr).await;
+        let request = |method| {
+            http::Request::builder()
+                .method(method)
+                .uri(format!("http://{addr}{target}"))
+                .header("authorization", format!("Bearer {key}"))
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap()
+        };
+        let get = send.send_request(request(Method::GET)).await.unwrap();
+        assert_eq!(get.status(), status, "{target}");
+        let full = get.into_body().collect().await.unwrap().to_bytes();
+        let head = send.send_request(request(Method::HEAD)).await.unwrap();
+        assert_eq!(head.status(), status, "{target}");
+        assert_eq!(
+            head.headers()["content-length"],
+            full.len().to_string().as_str(),
+            "{target}"
+        );
+        let body = head.into_body().collect().await.map(|b| b.to_bytes());
+        assert!(
+            body.as_ref().is_ok_and(bytes::Bytes::is_empty),
+            "{target}: {body:?}"
+        );
+    }
+}

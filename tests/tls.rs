@@ -258,6 +258,33 @@ async fn plain_http_listener_only_redirects() {
         )),
         "{out}"
     );
+    // HTTP/2 (prior knowledge): the host is the target's authority, and
+    // an answer to HEAD carries no DATA.
+    let mut send = Harness::h2(free).await;
+    for method in [http::Method::GET, http::Method::HEAD] {
+        let req = Request::builder()
+            .method(method)
+            .uri("http://gw.example.com/Chime/Report/X?queueId=1")
+            .body(Empty::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(
+            resp.headers()["location"],
+            format!(
+                "https://gw.example.com:{}/Chime/Report/X?queueId=1",
+                h.addr.port()
+            )
+            .as_str()
+        );
+        assert!(resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .is_empty());
+    }
     assert!(h.sim.recorded().is_empty());
 }
 

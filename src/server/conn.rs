@@ -130,10 +130,11 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
 
     fn call(&self, req: Request<Incoming>) -> Answer {
         let busy = self.tracker.begin_request();
+        let headers_only = body::headers_only(&req);
         let fut = self.svc.clone().oneshot(req);
         let tls = self.tls;
         Box::pin(async move {
-            let mut resp = fut.await?;
+            let mut resp = body::fit(fut.await?, headers_only);
             if tls {
                 resp.headers_mut()
                     .insert(http::header::STRICT_TRANSPORT_SECURITY, HSTS.clone());

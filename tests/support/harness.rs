@@ -239,6 +239,19 @@ impl Harness {
         }
     }
 
+    /// An HTTP/2 connection (prior knowledge) to `addr`, for requests with
+    /// absolute targets.
+    pub async fn h2(
+        addr: std::net::SocketAddr,
+    ) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+        let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+        let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        send
+    }
+
     /// Writes raw bytes on a fresh connection and reads until the server closes it.
     pub async fn raw(&self, request: &[u8]) -> String {
         let mut s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
