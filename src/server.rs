@@ -11,9 +11,9 @@
 mod balance;
 mod conn;
 mod idle;
+mod side;
 mod watchdog;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,9 +21,6 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use http::Request;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
@@ -449,23 +446,13 @@ fn self_redirect(
         .unwrap_or_else(|p| p.into_inner())
         .take()?;
     let port = https.map_or(443, |a| a.port());
-    Some(tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
-                    let resp = redirect_to_https(&req, port);
-                    Ok::<_, Infallible>(body::fit(resp, body::headers_only(&req)))
-                });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    }))
+    let handler: side::Handler =
+        Arc::new(move |req| Box::pin(std::future::ready(redirect_to_https(&req, port))));
+    Some(tokio::spawn(side::serve(
+        listener,
+        side::Bounds::REDIRECT,
+        handler,
+    )))
 }
 
 /// 308 to the same host and target over HTTPS; a malformed Host gets 400.
@@ -509,25 +496,11 @@ fn redirect_to_https<B>(req: &Request<B>, https_port: u16) -> body::Response {
 
 async fn serve_admin(listener: TcpListener, admin: Admin) {
     let admin = Arc::new(admin);
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
+    let handler: side::Handler = Arc::new(move |req| {
         let admin = Arc::clone(&admin);
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let admin = Arc::clone(&admin);
-                async move {
-                    let headers_only = body::headers_only(&req);
-                    Ok::<_, Infallible>(body::fit(admin.handle(req).await, headers_only))
-                }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+        Box::pin(async move { admin.handle(req).await })
+    });
+    side::serve(listener, side::Bounds::ADMIN, handler).await;
 }
 
 #[cfg(test)]
