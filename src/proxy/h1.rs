@@ -50,6 +50,9 @@ const ADDED_HEADERS: usize = 12;
 /// The longest chunk-size line, and the most trailer bytes, accepted.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
+/// Chunk-extension bytes (after each line's `;`) in one body, over all its
+/// chunks: fewer than this, as hyper allows.
+const MAX_EXTENSIONS: usize = 16 * 1024;
 
 /// Why an exchange or a body failed.
 #[derive(Debug, thiserror::Error)]
@@ -218,7 +221,7 @@ impl Conn {
             || parsed.status == StatusCode::NOT_MODIFIED;
         let framing = match (no_body, parsed.chunked, parsed.length) {
             (true, _, _) | (false, false, Some(0)) => Framing::Done,
-            (false, true, _) => Framing::Chunked(Chunk::Size),
+            (false, true, _) => Framing::Chunked(Chunk::Size, 0),
             (false, false, Some(n)) => Framing::Length(n),
             (false, false, None) => Framing::Close,
         };
@@ -363,8 +366,9 @@ fn encode(req: &UpstreamRequest, host: &HeaderValue) -> Vec<u8> {
 enum Framing {
     /// This many bytes are still to come.
     Length(u64),
-    /// Chunked, at this point of a chunk.
-    Chunked(Chunk),
+    /// Chunked, at this point of a chunk, with this many bytes of chunk
+    /// extensions read so far.
+    Chunked(Chunk, usize),
     /// Everything until the upstream closes the connection.
     Close,
     /// The body has ended.
@@ -436,8 +440,8 @@ impl Body {
                 Ok(Step::Data(buf.split_to(take).freeze()))
             }
             Framing::Close => Ok(Step::Data(buf.split().freeze())),
-            Framing::Chunked(chunk) => {
-                skip_framing(chunk, buf)?;
+            Framing::Chunked(chunk, extensions) => {
+                skip_framing(chunk, extensions, buf)?;
                 let Chunk::Data(left) = chunk else {
                     return Ok(if *chunk == Chunk::End {
                         self.framing = Framing::Done;
@@ -458,7 +462,7 @@ impl Body {
                 // Read on to the body's end if it is buffered already, so
                 // the connection is free as soon as the last data is
                 // handed out. An error here is met again on the next poll.
-                if skip_framing(chunk, buf).is_ok() && *chunk == Chunk::End {
+                if skip_framing(chunk, extensions, buf).is_ok() && *chunk == Chunk::End {
                     self.framing = Framing::Done;
                 }
                 Ok(Step::Data(data))
@@ -475,13 +479,22 @@ impl Body {
 
 /// Consumes chunked framing (size lines, CRLFs, trailers) from `buf` up to
 /// the next data or the end of what is buffered; the body's end leaves
-/// [`Chunk::End`].
-fn skip_framing(chunk: &mut Chunk, buf: &mut BytesMut) -> Result<(), Error> {
+/// [`Chunk::End`]. `extensions` counts the body's chunk-extension bytes,
+/// which may total [`MAX_EXTENSIONS`] (as hyper allows).
+fn skip_framing(
+    chunk: &mut Chunk,
+    extensions: &mut usize,
+    buf: &mut BytesMut,
+) -> Result<(), Error> {
     loop {
         match *chunk {
             Chunk::Data(_) => return Ok(()),
             Chunk::Size => match chunk_size_line(buf)? {
-                Some((used, size)) => {
+                Some((used, size, extension)) => {
+                    *extensions += extension;
+                    if *extensions >= MAX_EXTENSIONS {
+                        return Err(Error::Chunked("chunk extensions too long"));
+                    }
                     buf.advance(used);
                     *chunk = if size == 0 {
                         Chunk::Trailers
@@ -554,7 +567,7 @@ fn check_trailers(section: &[u8]) -> Result<(), Error> {
 /// laxer: it takes a line without digits as size 0, and any byte but CR in
 /// an extension, a bare LF included, where a reader that ends lines at LF
 /// would see the line end.
-fn chunk_size_line(buf: &[u8]) -> Result<Option<(usize, u64)>, Error> {
+fn chunk_size_line(buf: &[u8]) -> Result<Option<(usize, u64, usize)>, Error> {
     let invalid = || Error::Chunked("invalid chunk size");
     let digits = buf.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 {
@@ -573,19 +586,24 @@ fn chunk_size_line(buf: &[u8]) -> Result<Option<(usize, u64)>, Error> {
             .ok_or(Error::Chunked("chunk size too large"))?;
     }
     let rest = &buf[digits..];
-    let mut in_extension = false;
+    // Where the extensions begin (their first `;`), once they have; what
+    // follows it on the line counts towards MAX_EXTENSIONS.
+    let mut extension = None;
     for (i, &b) in rest.iter().enumerate() {
         match b {
             b'\r' => {
+                let extension = extension.map_or(0, |from| i - from - 1);
                 return match rest.get(i + 1) {
                     None => Ok(None),
-                    Some(b'\n') => Ok(Some((digits + i + 2, size))),
+                    Some(b'\n') => Ok(Some((digits + i + 2, size, extension))),
                     Some(_) => Err(invalid()),
-                }
+                };
             }
             b' ' | b'\t' => {}
-            b';' => in_extension = true,
-            b'!'..=b'~' | 0x80..=0xff if in_extension => {}
+            b';' => {
+                extension.get_or_insert(i);
+            }
+            b'!'..=b'~' | 0x80..=0xff if extension.is_some() => {}
             _ => return Err(invalid()),
         }
     }
@@ -644,7 +662,7 @@ impl http_body::Body for Body {
         match self.framing {
             Framing::Done => SizeHint::with_exact(0),
             Framing::Length(n) => SizeHint::with_exact(n),
-            Framing::Chunked(_) | Framing::Close => SizeHint::default(),
+            Framing::Chunked(..) | Framing::Close => SizeHint::default(),
         }
     }
 }
@@ -935,6 +953,37 @@ mod tests {
         let mut body = conn.send(&get(), &host()).await.unwrap().into_body();
         while let Some(Ok(_)) = body.frame().await {}
         assert!(body.reusable().is_none());
+    }
+
+    /// A body with `n` chunks of one byte, each line with an extension of
+    /// `each` bytes after its `;`, then `last` more such bytes in one more.
+    fn extended(n: usize, each: usize, last: usize) -> Vec<u8> {
+        let chunk = |len: usize| format!("1;{}\r\nx\r\n", "e".repeat(len));
+        let chunks: String = (0..n).map(|_| chunk(each)).collect();
+        let last = if last > 0 { chunk(last) } else { String::new() };
+        format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{chunks}{last}0\r\n\r\n")
+            .into_bytes()
+    }
+
+    #[test]
+    fn chunk_extensions_are_limited_over_the_whole_body_as_hyper_limits_them() {
+        // Just under the limit: read, and read as hyper reads it.
+        let within = extended(8, MAX_EXTENSIONS / 8 - 1, 7);
+        assert!(crate::fuzz::upstream_answer_in(&Method::GET, vec![within]));
+        // At it: refused, each line well under MAX_CHUNK_LINE.
+        let past = extended(8, MAX_EXTENSIONS / 8 - 1, 8);
+        assert!(!crate::fuzz::upstream_answer_in(
+            &Method::GET,
+            vec![past.clone()]
+        ));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let err = rt.block_on(exchange(&[&past])).unwrap_err();
+        assert!(
+            err.to_string().contains("chunk extensions too long"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
