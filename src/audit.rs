@@ -21,6 +21,9 @@ use crate::metrics::Metrics;
 use crate::workers::PerWorker;
 
 mod json;
+mod sink;
+
+use sink::Sink;
 
 /// Where audit lines go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -148,18 +151,10 @@ impl AuditLog {
         workers: usize,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Self> {
-        let out: Box<dyn Write + Send> = match target {
+        let out = match target {
             AuditTarget::Off => return Ok(Self::off(metrics)),
-            AuditTarget::Stdout => Box::new(std::io::stdout()),
-            AuditTarget::File(path) => {
-                let mut options = std::fs::OpenOptions::new();
-                options.create(true).append(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o640);
-                Box::new(options.open(path).map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("audit log {}: {e}", path.display()))
-                })?)
-            }
+            AuditTarget::Stdout => Sink::Stdout(std::io::stdout()),
+            AuditTarget::File(path) => Sink::file(path)?,
         };
         let (wake, commands) = std::sync::mpsc::channel();
         let shared = Arc::new(Shared {
@@ -224,12 +219,13 @@ impl AuditLog {
 /// The writer thread: every [`FLUSH_EVERY`] (or when nudged) it takes each
 /// worker's pending lines and writes them in one go; a write system call
 /// per request would cost more than the request. Write failures are
-/// counted, and logged once per transition, instead of stopping it.
+/// counted, and logged once per transition, instead of stopping it. A file
+/// moved away by log rotation is followed by a new one ([`sink`]).
 struct Writer {
     /// Shared with every [`AuditLog`]; when the writer holds the last
     /// reference it writes what is left and ends.
     shared: Arc<Shared>,
-    out: Box<dyn Write + Send>,
+    out: Sink,
     metrics: Arc<Metrics>,
     failing: bool,
     scratch: Vec<u8>,
@@ -252,6 +248,12 @@ impl Writer {
     }
 
     fn write_pending(&mut self, shared: &Shared) {
+        match self.out.follow() {
+            Ok(true) => tracing::info!("audit log file moved or removed; writing a new one"),
+            Ok(false) => {}
+            // Counted as a failed write; lines go on to the old file.
+            Err(e) => self.report(Err(e)),
+        }
         for slot in shared.pending.all() {
             {
                 let mut pending = slot.lock().unwrap_or_else(|p| p.into_inner());
@@ -295,12 +297,9 @@ mod tests {
         Arc::new(Metrics::register(&prometheus::Registry::new()).unwrap())
     }
 
-    #[tokio::test]
-    async fn writes_one_json_line_per_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let log = AuditLog::start(&AuditTarget::File(path.clone()), 100, 2, metrics()).unwrap();
-        for id in ["a", "b", "c"] {
+    /// Records one line per id.
+    fn record(log: &AuditLog, ids: &[&str]) {
+        for id in ids {
             log.record(&AuditRecord {
                 request_id: id,
                 decision: "allow",
@@ -308,9 +307,12 @@ mod tests {
                 ..Default::default()
             });
         }
-        log.flush().await;
-        let text = std::fs::read_to_string(&path).unwrap();
-        let ids: Vec<String> = text
+    }
+
+    /// The request ids of the lines in the file at `path`.
+    fn ids(path: &std::path::Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
             .lines()
             .map(|l| {
                 serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"]
@@ -318,8 +320,53 @@ mod tests {
                     .unwrap()
                     .to_owned()
             })
-            .collect();
-        assert_eq!(ids, ["a", "b", "c"]);
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn writes_one_json_line_per_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::start(&AuditTarget::File(path.clone()), 100, 2, metrics()).unwrap();
+        record(&log, &["a", "b", "c"]);
+        log.flush().await;
+        assert_eq!(ids(&path), ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn a_rotated_or_removed_file_is_followed_by_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let rotated = dir.path().join("audit.log.1");
+        let log = AuditLog::start(&AuditTarget::File(path.clone()), 100, 1, metrics()).unwrap();
+        record(&log, &["a"]);
+        log.flush().await;
+        // logrotate's default: rename, then the writer starts a new file.
+        std::fs::rename(&path, &rotated).unwrap();
+        record(&log, &["b"]);
+        log.flush().await;
+        assert_eq!(ids(&rotated), ["a"]);
+        assert_eq!(ids(&path), ["b"]);
+        std::fs::remove_file(&path).unwrap();
+        record(&log, &["c"]);
+        log.flush().await;
+        assert_eq!(ids(&path), ["c"]);
+        // copytruncate: appending continues at the start.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        record(&log, &["d"]);
+        log.flush().await;
+        assert_eq!(ids(&path), ["d"]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o640);
+        }
     }
 
     #[tokio::test]
