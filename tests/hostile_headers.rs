@@ -41,12 +41,11 @@ const LISTING: usize = 2;
 
 /// Every header name Chime may receive: those the gateway sets and the
 /// client headers it allowlists.
-const UPSTREAM_NAMES: [&str; 12] = [
+const UPSTREAM_NAMES: [&str; 11] = [
     "host",
     "authorization",
     "x-request-id",
     "traceparent",
-    "tracestate",
     "x-forwarded-for",
     "x-forwarded-proto",
     "forwarded",
