@@ -135,12 +135,17 @@ static VARY: [header::HeaderName; 3] = [
 impl UpstreamKey {
     /// The key of `req`, as it will be sent upstream.
     pub fn of(req: &UpstreamRequest) -> UpstreamKey {
+        Self::of_as(req, req.method())
+    }
+
+    /// The key `req` would have with `method` instead of its own.
+    pub fn of_as(req: &UpstreamRequest, method: &http::Method) -> UpstreamKey {
         let mut h = Sha256::new();
         let mut field = |bytes: &[u8]| {
             h.update((bytes.len() as u64).to_le_bytes());
             h.update(bytes);
         };
-        field(req.method().as_str().as_bytes());
+        field(method.as_str().as_bytes());
         field(req.target().as_bytes());
         for name in VARY.iter().chain([&header::AUTHORIZATION]) {
             for value in req.get_all(name) {

@@ -276,20 +276,30 @@ impl Inner {
         let if_none_match = req.headers().get(IF_NONE_MATCH);
         let upstream_req = self.build(&req, typed)?;
         let bodiless = upstream_req.method() == Method::HEAD;
-        // An answer to HEAD has no body, so it is never kept: a later
-        // request would be served an empty resource.
-        let store = match &self.cache {
-            Some(cache) if !bodiless => self
+        let cacheable = match &self.cache {
+            Some(cache) => self
                 .cache_config
                 .ttl_for(typed, self.clock.now())
                 .map(|ttl| (cache.clone(), ttl)),
-            _ => None,
+            None => None,
         };
+        // An answer to HEAD has no body, so it is never kept: a later
+        // request would be served an empty resource.
+        let store = cacheable.clone().filter(|_| !bodiless);
         // Only coalescing and the cache need the request's identity.
         let key =
             (self.cache_config.coalesce || store.is_some()).then(|| UpstreamKey::of(&upstream_req));
-        if let (Some((cache, _)), Some(key)) = (&store, key) {
-            if let Some(entry) = cache.get(key).await {
+        // A HEAD is answered from the kept answer to the same GET, when
+        // there is one: its head, with that body's length and validator.
+        let lookup = if bodiless {
+            cacheable
+                .as_ref()
+                .map(|_| UpstreamKey::of_as(&upstream_req, &Method::GET))
+        } else {
+            key.filter(|_| store.is_some())
+        };
+        if let (Some((cache, _)), Some(lookup)) = (&cacheable, lookup) {
+            if let Some(entry) = cache.get(lookup).await {
                 if let Some(trace) = trace {
                     trace.set_cached(entry.request_id().cloned());
                 }

@@ -141,7 +141,7 @@ async fn followers_are_served_when_the_leading_client_leaves() {
 }
 
 #[tokio::test]
-async fn head_answers_are_never_kept() {
+async fn head_is_answered_from_a_kept_get_and_never_kept_itself() {
     // Kept, HEAD's empty answer was served to the next HEAD with
     // `Content-Length: 0`, and its digest was the answer's ETag.
     let h = Harness::start_with(caching).await;
@@ -149,17 +149,26 @@ async fn head_answers_are_never_kept() {
     let target = past(1);
     let headers = [("authorization", auth.as_str())];
     let head = || h.send(Method::HEAD, &target, &headers);
-    let full = h.get_as(MANAGER, &past(1)).await;
-    let length = full.body.len().to_string();
     for _ in 0..2 {
         let a = head().await;
-        assert_eq!(a.status, StatusCode::OK);
-        assert_eq!(a.headers["content-length"], length.as_str());
-        assert_eq!(served(&a), "miss");
+        assert_eq!((a.status, served(&a)), (StatusCode::OK, "miss"));
+        assert!(a.headers.contains_key("content-length"));
     }
+    let full = h.get_as(MANAGER, &past(1)).await;
+    assert_eq!(served(&full), "miss");
+    // Now kept: a HEAD gets the kept answer's head, body left out.
+    let a = head().await;
+    assert_eq!((a.status, served(&a)), (StatusCode::OK, "hit"));
+    assert!(a.body.is_empty());
+    assert_eq!(
+        a.headers["content-length"],
+        full.body.len().to_string().as_str()
+    );
     assert_eq!(served(&h.get_as(MANAGER, &past(1)).await), "hit");
+    let etag = &h.get_as(MANAGER, &past(1)).await.headers["etag"];
+    assert_eq!(&a.headers["etag"], etag);
     let methods: Vec<_> = h.sim.recorded().into_iter().map(|r| r.method).collect();
-    assert_eq!(methods, [Method::GET, Method::HEAD, Method::HEAD]);
+    assert_eq!(methods, [Method::HEAD, Method::HEAD, Method::GET]);
 }
 
 #[tokio::test]
