@@ -3,10 +3,11 @@
 //! are fixed rather than configured: at most [`Bounds::connections`]
 //! connections at once (further ones wait in the kernel's accept queue),
 //! a request head within [`Bounds::header_read`], and each connection
-//! closed after [`Bounds::lifetime`], however it is used. Without them one
-//! client could hold connections open without end, and the redirect
-//! listener faces the internet on port 80: its idle connections would use
-//! up the file descriptors the public listener needs.
+//! closed after [`Bounds::lifetime`] however it is used (requests then in
+//! progress are answered first). Without them one client could hold
+//! connections open without end, and the redirect listener faces the
+//! internet on port 80: its idle connections would use up the file
+//! descriptors the public listener needs.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -36,7 +37,8 @@ pub(super) struct Bounds {
     /// From accepting a connection, or finishing an answer, to the next
     /// request's complete head.
     pub(super) header_read: Duration,
-    /// A connection's whole life.
+    /// A connection's life: then it closes once the requests in progress
+    /// have been answered (within [`FINISHING`]).
     pub(super) lifetime: Duration,
     /// Whether a connection may carry more than one request.
     pub(super) keep_alive: bool,
@@ -60,6 +62,10 @@ impl Bounds {
         keep_alive: false,
     };
 }
+
+/// How long requests in progress at the end of a connection's lifetime
+/// have to finish before the connection is dropped anyway.
+const FINISHING: Duration = Duration::from_secs(10);
 
 /// Serves `listener` with `handler` within `bounds`, until the task is
 /// dropped. An answer to `HEAD` goes without its body ([`body::fit`]).
@@ -95,7 +101,16 @@ pub(super) async fn serve(listener: TcpListener, bounds: Bounds, handler: Handle
                 async move { Ok::<_, Infallible>(body::fit(answer.await, headers_only)) }
             });
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            let _ = tokio::time::timeout(bounds.lifetime, conn).await;
+            tokio::pin!(conn);
+            if tokio::time::timeout(bounds.lifetime, conn.as_mut())
+                .await
+                .is_err()
+            {
+                // Requests in progress finish (a key being generated is
+                // not cut off half-way); then the connection closes.
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(FINISHING, conn).await;
+            }
             drop(slot);
         });
     }
@@ -120,8 +135,16 @@ mod tests {
     async fn listening() -> std::net::SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let handler: Handler =
-            Arc::new(|_| Box::pin(async { body::Response::new(body::full("ok")) }));
+        // `/slow` takes 5 s to answer.
+        let handler: Handler = Arc::new(|req| {
+            let slow = req.uri().path() == "/slow";
+            Box::pin(async move {
+                if slow {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                body::Response::new(body::full("ok"))
+            })
+        });
         tokio::spawn(serve(listener, TEST, handler));
         addr
     }
@@ -190,6 +213,28 @@ mod tests {
         let lived = started.elapsed();
         assert!(
             lived >= TEST.lifetime && lived < TEST.lifetime + Duration::from_secs(4),
+            "{lived:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_progress_at_the_end_of_the_lifetime_is_answered() {
+        let addr = listening().await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let started = tokio::time::Instant::now();
+        tokio::time::sleep(TEST.lifetime - Duration::from_secs(1)).await;
+        // Sent a second before the lifetime ends, answered four after.
+        s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let got = until_closed(&mut s).await;
+        assert!(
+            got.starts_with("HTTP/1.1 200") && got.ends_with("ok"),
+            "{got}"
+        );
+        let lived = started.elapsed();
+        assert!(
+            lived >= TEST.lifetime + Duration::from_secs(4) && lived < TEST.lifetime + FINISHING,
             "{lived:?}"
         );
     }
