@@ -280,25 +280,24 @@ impl Inner {
             Some(cache) => self
                 .cache_config
                 .ttl_for(typed, self.clock.now())
-                .map(|ttl| (cache.clone(), ttl)),
+                .map(|ttl| (cache, ttl)),
             None => None,
         };
         // An answer to HEAD has no body, so it is never kept: a later
         // request would be served an empty resource.
-        let store = cacheable.clone().filter(|_| !bodiless);
+        let store = cacheable
+            .filter(|_| !bodiless)
+            .map(|(cache, ttl)| (cache.clone(), ttl));
         // Only coalescing and the cache need the request's identity.
         let key =
             (self.cache_config.coalesce || store.is_some()).then(|| UpstreamKey::of(&upstream_req));
-        // A HEAD is answered from the kept answer to the same GET, when
-        // there is one: its head, with that body's length and validator.
-        let lookup = if bodiless {
-            cacheable
-                .as_ref()
-                .map(|_| UpstreamKey::of_as(&upstream_req, &Method::GET))
-        } else {
-            key.filter(|_| store.is_some())
-        };
-        if let (Some((cache, _)), Some(lookup)) = (&cacheable, lookup) {
+        if let Some((cache, _)) = cacheable {
+            // A HEAD is answered from the kept answer to the same GET, when
+            // there is one: its head, with that body's length and validator.
+            let lookup = match key {
+                Some(key) if !bodiless => key,
+                _ => UpstreamKey::of_as(&upstream_req, &Method::GET),
+            };
             if let Some(entry) = cache.get(lookup).await {
                 if let Some(trace) = trace {
                     trace.set_cached(entry.request_id().cloned());

@@ -16,12 +16,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chime_gateway::simulator::Recorded;
-use harness::{report, Harness, Tweak, ADMIN, ANSWER_PATHS, MANAGER};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use harness::{report, Answer, Harness, Tweak, ADMIN, ANSWER_PATHS, MANAGER};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestRunner};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The routes a case calls, written canonically: a report on the manager's
 /// queue, a session, the listing, a report on a queue the manager may not
@@ -187,50 +186,35 @@ impl Case {
     }
 }
 
-/// A final answer: status, fields, body.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Answer {
-    /// The answer in `raw` (HTTP/1.1, read to the close), past any interim
-    /// (1xx) ones.
-    fn parse(raw: &[u8]) -> Result<Answer, TestCaseError> {
-        let mut at = 0;
-        loop {
-            let mut fields = [httparse::EMPTY_HEADER; 64];
-            let mut head = httparse::Response::new(&mut fields);
-            let Ok(httparse::Status::Complete(n)) = head.parse(&raw[at..]) else {
-                let raw = String::from_utf8_lossy(raw);
-                return Err(TestCaseError::fail(format!("no complete answer: {raw:?}")));
-            };
-            let status = head.code.unwrap_or(0);
-            if status >= 200 {
-                let mut headers = HeaderMap::new();
-                for f in head.headers.iter() {
-                    headers.append(
-                        HeaderName::from_bytes(f.name.as_bytes()).unwrap(),
-                        HeaderValue::from_bytes(f.value).unwrap(),
-                    );
-                }
-                let body = Bytes::copy_from_slice(&raw[at + n..]);
-                return Ok(Answer {
-                    status,
-                    headers,
-                    body,
-                });
+/// The final answer in `raw` (HTTP/1.1, read to the close), past any
+/// interim (1xx) ones.
+fn parse(raw: &[u8]) -> Result<Answer, TestCaseError> {
+    let mut at = 0;
+    loop {
+        let mut fields = [httparse::EMPTY_HEADER; 64];
+        let mut head = httparse::Response::new(&mut fields);
+        let Ok(httparse::Status::Complete(n)) = head.parse(&raw[at..]) else {
+            let raw = String::from_utf8_lossy(raw);
+            return Err(TestCaseError::fail(format!("no complete answer: {raw:?}")));
+        };
+        let status = StatusCode::from_u16(head.code.unwrap_or(0))
+            .map_err(|e| TestCaseError::fail(format!("status: {e}")))?;
+        if !status.is_informational() {
+            let mut headers = HeaderMap::new();
+            for f in head.headers.iter() {
+                headers.append(
+                    HeaderName::from_bytes(f.name.as_bytes()).unwrap(),
+                    HeaderValue::from_bytes(f.value).unwrap(),
+                );
             }
-            at += n;
+            let body = Bytes::copy_from_slice(&raw[at + n..]);
+            return Ok(Answer {
+                status,
+                headers,
+                body,
+            });
         }
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap_or("(not text)"))
+        at += n;
     }
 }
 
@@ -254,16 +238,12 @@ async fn send(h: &Harness, case: &Case) -> Result<Option<Answer>, TestCaseError>
                 .await
                 .map_err(|e| TestCaseError::fail(format!("HTTP/2 body failed: {e}")))?;
             return Ok(Some(Answer {
-                status: parts.status.as_u16(),
+                status: parts.status,
                 headers: parts.headers,
                 body: body.to_bytes(),
             }));
         }
-        let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-        s.write_all(&case.http1()).await.unwrap();
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out).await;
-        Answer::parse(&out).map(Some)
+        parse(&h.raw_bytes(&case.http1()).await).map(Some)
     };
     tokio::time::timeout(Duration::from_secs(5), exchange)
         .await
@@ -272,8 +252,8 @@ async fn send(h: &Harness, case: &Case) -> Result<Option<Answer>, TestCaseError>
 
 /// Checks the answer to `case` and what Chime `received` for it.
 fn check(case: &Case, answer: &Answer, received: &[Recorded]) -> Result<(), TestCaseError> {
-    let status = answer.status;
-    let body = String::from_utf8_lossy(&answer.body);
+    let status = answer.status.as_u16();
+    let body = answer.text();
     prop_assert!(status < 500, "status {status}: {body}");
     let mut text = format!("{:?}{body}", answer.headers);
     text.make_ascii_lowercase();

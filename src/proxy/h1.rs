@@ -560,10 +560,11 @@ fn check_trailers(section: &[u8]) -> Result<(), Error> {
     }
 }
 
-/// The chunk-size line at the start of `buf`: its length and the size, or
-/// `None` while it is incomplete. At least one hex digit, then optional
-/// spaces and tabs, then optional extensions (`;`, then visible
-/// characters, spaces and tabs; ignored), then CRLF. httparse's reader is
+/// The chunk-size line at the start of `buf`: its length, the size and
+/// the bytes of its extensions after their `;`, or `None` while it is
+/// incomplete. At least one hex digit, then optional spaces and tabs, then
+/// optional extensions (`;`, then visible characters, spaces and tabs;
+/// otherwise ignored), then CRLF. httparse's reader is
 /// laxer: it takes a line without digits as size 0, and any byte but CR in
 /// an extension, a bare LF included, where a reader that ends lines at LF
 /// would see the line end.

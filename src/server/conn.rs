@@ -67,6 +67,17 @@ macro_rules! http1_limits {
     };
 }
 
+/// What every listener's HTTP/2 has: a timer, at most `streams` streams
+/// at once, and limits on the streams a client may reset or have reset
+/// (the rapid-reset floods).
+pub(super) fn http2_bounds(auto: &mut auto::Builder<TokioExecutor>, streams: u32) {
+    auto.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(streams)
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(64));
+}
+
 impl Builders {
     pub(super) fn new(cfg: &ListenConfig) -> Builders {
         let mut http1 = hyper::server::conn::http1::Builder::new();
@@ -75,12 +86,9 @@ impl Builders {
         http1_limits!(http1, cfg).header_read_timeout(None);
         let mut auto = auto::Builder::new(TokioExecutor::new());
         http1_limits!(auto.http1(), cfg).header_read_timeout(cfg.header_read_timeout);
+        http2_bounds(&mut auto, 100);
         auto.http2()
-            .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
-            .max_concurrent_streams(100)
-            .max_pending_accept_reset_streams(Some(20))
-            .max_local_error_reset_streams(Some(64))
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
         Builders { http1, auto }

@@ -63,6 +63,10 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// The value of header `name`, if it is text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -254,11 +258,16 @@ impl Harness {
 
     /// Writes raw bytes on a fresh connection and reads until the server closes it.
     pub async fn raw(&self, request: &[u8]) -> String {
+        String::from_utf8_lossy(&self.raw_bytes(request).await).into_owned()
+    }
+
+    /// [`Harness::raw`], the answer's bytes as they came.
+    pub async fn raw_bytes(&self, request: &[u8]) -> Vec<u8> {
         let mut s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
         s.write_all(request).await.unwrap();
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out).await;
-        String::from_utf8_lossy(&out).into_owned()
+        out
     }
 
     /// Waits (polling, at most 5 s) until /metrics contains `line`.
