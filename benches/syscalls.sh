@@ -20,11 +20,12 @@ gateway=$!
 fill nginx.conf "$ngx" "$up" > "$work/nginx.conf"
 nginx -c "$work/nginx.conf" -p "$work" &
 sleep 2
-ngx_worker=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
-for who in "gateway $gateway $gw" "nginx $ngx_worker $ngx"; do
-  read -r name pid p <<<"$who"
+# Every nginx worker is traced: wrk's connections may land on any of them.
+ngx_workers=$(pgrep -P "$(cat "$work/nginx.pid")" | paste -sd,)
+for who in "gateway $gateway $gw" "nginx $ngx_workers $ngx"; do
+  read -r name pids p <<<"$who"
   wrk -t1 -c8 -d2s -H "$key" "http://127.0.0.1:$p$target" >/dev/null   # warm up
-  timeout 6 strace -f -c -p "$pid" -o "$work/strace-$name.txt" 2>/dev/null &
+  timeout 6 strace -f -c -p "$pids" -o "$work/strace-$name.txt" 2>/dev/null &
   tracer=$!
   sleep 1
   n=$(wrk -t1 -c8 -d3s -H "$key" "http://127.0.0.1:$p$target" | awk '/requests in/ {print $1}')

@@ -11,7 +11,9 @@ else
   bin=$PWD/target/release/chime-gateway
 fi
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+# The jobs are waited for before the directory goes: nginx and HAProxy write
+# their logs and temporary files into it until they have exited.
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$work"' EXIT
 # port -> a free TCP port on 127.0.0.1
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # wait_ready ADMIN-PORT -> returns once that gateway's admin listener answers
