@@ -47,7 +47,8 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 /// Headers the gateway may add to an answer on its way to the client.
 const ADDED_HEADERS: usize = 12;
-/// The longest chunk-size line, and the most trailer bytes, accepted.
+/// The longest chunk-size line (with its CRLF), however it arrives, and
+/// the most trailer bytes, accepted.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
 /// Chunk-extension bytes (after each line's `;`) in one body, over all its
@@ -490,6 +491,10 @@ fn skip_framing(
         match *chunk {
             Chunk::Data(_) => return Ok(()),
             Chunk::Size => match chunk_size_line(buf)? {
+                // As long a line is refused whole as it would be in pieces.
+                Some((used, ..)) if used > MAX_CHUNK_LINE => {
+                    return Err(Error::Chunked("chunk-size line too long"))
+                }
                 Some((used, size, extension)) => {
                     *extensions += extension;
                     if *extensions >= MAX_EXTENSIONS {
@@ -942,6 +947,18 @@ mod tests {
         let long_line = format!("{head}5;{}", "e".repeat(MAX_CHUNK_LINE + 1));
         let err = exchange(&[long_line.as_bytes()]).await.unwrap_err();
         assert!(err.to_string().contains("too long"), "{err}");
+        // A whole line of `len` bytes with its CRLF, in one read: the same
+        // limit as for a line arriving in pieces.
+        let line = |len: usize| format!("{head}1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(len - 4));
+        let (read, _) = exchange(&[line(MAX_CHUNK_LINE).as_bytes()]).await.unwrap();
+        assert_eq!(read.body(), "x");
+        let err = exchange(&[line(MAX_CHUNK_LINE + 1).as_bytes()])
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("chunk-size line too long"),
+            "{err}"
+        );
         let long_trailers = format!("{head}0\r\n{}", "X-T: 1\r\n".repeat(MAX_TRAILERS / 8 + 1));
         let err = exchange(&[long_trailers.as_bytes()]).await.unwrap_err();
         assert!(err.to_string().contains("trailers too long"), "{err}");
