@@ -438,9 +438,9 @@ impl Body {
                 if *left == 0 {
                     self.framing = Framing::Done;
                 }
-                Ok(Step::Data(buf.split_to(take).freeze()))
+                Ok(Step::Data(take_out(buf, take)))
             }
-            Framing::Close => Ok(Step::Data(buf.split().freeze())),
+            Framing::Close => Ok(Step::Data(take_out(buf, buf.len()))),
             Framing::Chunked(chunk, extensions) => {
                 skip_framing(chunk, extensions, buf)?;
                 let Chunk::Data(left) = chunk else {
@@ -459,7 +459,7 @@ impl Body {
                 if *left == 0 {
                     *chunk = Chunk::DataEnd;
                 }
-                let data = buf.split_to(take).freeze();
+                let data = take_out(buf, take);
                 // Read on to the body's end if it is buffered already, so
                 // the connection is free as soon as the last data is
                 // handed out. An error here is met again on the next poll.
@@ -476,6 +476,20 @@ impl Body {
         self.framing = Framing::Done;
         Poll::Ready(Some(Err(error)))
     }
+}
+
+/// The first `len` bytes of `buf`, copied out of it. Splitting them off
+/// instead copies nothing here but costs more in the kernel: the
+/// connection's read buffer is then shared with the frame, so each read
+/// goes into newly allocated memory, and the kernel's copy of that data to
+/// the client was the largest part of streaming (1 GiB, six alternating
+/// runs of each: 0.45–0.60 s of system time against 0.55–0.67 s, about 15%
+/// more throughput, for 0.05 s more of user time). Copied out, the one
+/// read buffer is reused and stays in cache.
+fn take_out(buf: &mut BytesMut, len: usize) -> Bytes {
+    let data = Bytes::copy_from_slice(&buf[..len]);
+    buf.advance(len);
+    data
 }
 
 /// Consumes chunked framing (size lines, CRLFs, trailers) from `buf` up to
