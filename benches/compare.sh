@@ -58,7 +58,7 @@ pids[haproxy]=$!
 # Each streams as the gateway does: nginx passes what it reads on instead of
 # spooling to a temporary file, and both read and write in 64 KiB pieces,
 # as the gateway's upstream client reads (nginx's default of one 4 KiB page
-# streamed at about a quarter of its speed with 64 KiB, HAProxy's 16 KiB at
+# streamed at about a fifth of its speed with 64 KiB, HAProxy's 16 KiB at
 # about 85%).
 mkdir -p "$work/big/tmp"
 fill nginx.conf "$ngx_big" "$big" "$work/big" \
