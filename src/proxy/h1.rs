@@ -505,10 +505,6 @@ fn skip_framing(
         match *chunk {
             Chunk::Data(_) => return Ok(()),
             Chunk::Size => match chunk_size_line(buf)? {
-                // As long a line is refused whole as it would be in pieces.
-                Some((used, ..)) if used > MAX_CHUNK_LINE => {
-                    return Err(Error::Chunked("chunk-size line too long"))
-                }
                 Some((used, size, extension)) => {
                     *extensions += extension;
                     if *extensions >= MAX_EXTENSIONS {
@@ -520,9 +516,6 @@ fn skip_framing(
                     } else {
                         Chunk::Data(size)
                     };
-                }
-                None if buf.len() > MAX_CHUNK_LINE => {
-                    return Err(Error::Chunked("chunk-size line too long"))
                 }
                 None => return Ok(()),
             },
@@ -579,6 +572,16 @@ fn check_trailers(section: &[u8]) -> Result<(), Error> {
     }
 }
 
+/// The chunk-size line at the start of `buf`, as [`size_line`] reads it,
+/// looking no further than [`MAX_CHUNK_LINE`] bytes: a longer line is
+/// refused the same whether it arrived whole or in pieces.
+fn chunk_size_line(buf: &[u8]) -> Result<Option<(usize, u64, usize)>, Error> {
+    match size_line(&buf[..buf.len().min(MAX_CHUNK_LINE)])? {
+        None if buf.len() > MAX_CHUNK_LINE => Err(Error::Chunked("chunk-size line too long")),
+        line => Ok(line),
+    }
+}
+
 /// The chunk-size line at the start of `buf`: its length, the size and
 /// the bytes of its extensions after their `;`, or `None` while it is
 /// incomplete. At least one hex digit, then optional spaces and tabs, then
@@ -587,7 +590,7 @@ fn check_trailers(section: &[u8]) -> Result<(), Error> {
 /// laxer: it takes a line without digits as size 0, and any byte but CR in
 /// an extension, a bare LF included, where a reader that ends lines at LF
 /// would see the line end.
-fn chunk_size_line(buf: &[u8]) -> Result<Option<(usize, u64, usize)>, Error> {
+fn size_line(buf: &[u8]) -> Result<Option<(usize, u64, usize)>, Error> {
     let invalid = || Error::Chunked("invalid chunk size");
     let digits = buf.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 {
