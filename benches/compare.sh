@@ -27,9 +27,9 @@ ulimit -n "$(ulimit -Hn)"   # 10,000 idle connections need more than the usual 1
 bash benches/pgo.sh
 pgo_bin=$PWD/target/pgo/release/chime-gateway
 # shellcheck source=compare/common.sh
-. benches/compare/common.sh   # bin, work, port(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), one_worker, fill(), rss(), idle_rss(), median()
+. benches/compare/common.sh   # bin, work, port(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), one_worker, fill(), stream_peers(), rss(), idle_rss(), median()
 mkdir -p "$work/tmp"
-up=$(port); slow=$(port); big=$(port); ngx=$(port); hap=$(port); ngx_big=$(port); hap_big=$(port)
+up=$(port); slow=$(port); big=$(port); ngx=$(port); hap=$(port)
 
 "$bin" simulate --listen "127.0.0.1:$up" >/dev/null &
 declare -A pids=([direct]=$!)
@@ -55,17 +55,7 @@ pids[nginx]=$!
 fill haproxy.cfg "$hap" "$up" > "$work/haproxy.cfg"; haproxy -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
 pids[haproxy]=$!
 # The same peers in front of the 1 GiB upstream, for the streaming comparison.
-# Each streams as the gateway does: nginx passes what it reads on instead of
-# spooling to a temporary file, and both read and write in 64 KiB pieces,
-# as the gateway's upstream client reads (nginx's default of one 4 KiB page
-# streamed at about a fifth of its speed with 64 KiB, HAProxy's 16 KiB at
-# about 85%).
-mkdir -p "$work/big/tmp"
-fill nginx.conf "$ngx_big" "$big" "$work/big" \
-  | sed 's#proxy_http_version 1.1;#proxy_http_version 1.1; proxy_buffering off; proxy_buffer_size 64k; proxy_buffers 4 64k; proxy_busy_buffers_size 128k;#' \
-  > "$work/big/nginx.conf"; nginx -c "$work/big/nginx.conf" -p "$work/big" &
-fill haproxy.cfg "$hap_big" "$big" | sed 's#^global#global\n    tune.bufsize 65536#' > "$work/big/haproxy.cfg"
-haproxy -f "$work/big/haproxy.cfg" >/dev/null 2>&1 &
+stream_peers "$big"
 sleep 2
 pids[gateway]=${gwpid[main]}
 pids[gateway-pgo]=${gwpid[pgo]}
@@ -211,6 +201,8 @@ awk -v d="$dspeed" -v g="$gspeed" -v b="$before" -v p="$peak" 'BEGIN { printf "1
 awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$hz" 'BEGIN { printf "gateway CPU while streaming: %.2f s user, %.2f s system (%.0f%% in the kernel)\n", u/hz, s/hz, (u+s) ? 100*s/(u+s) : 0 }'
 read -r nspeed nsize < <(speed "http://127.0.0.1:$ngx_big$target")
 read -r hspeed hsize < <(speed "http://127.0.0.1:$hap_big$target")
-[ "$nsize" = 1073741824 ] && [ "$hsize" = 1073741824 ] || {
-  echo "nginx / HAProxy streamed $nsize / $hsize bytes, not 1 GiB" >&2; tail -n 5 "$work/big/nginx-error.log" >&2; exit 1; }
+read -r rspeed rsize < <(speed "http://127.0.0.1:$relay$target")
+[ "$nsize" = 1073741824 ] && [ "$hsize" = 1073741824 ] && [ "$rsize" = 1073741824 ] || {
+  echo "nginx / HAProxy / relay streamed $nsize / $hsize / $rsize bytes, not 1 GiB" >&2; tail -n 5 "$work/big/nginx-error.log" >&2; exit 1; }
 awk -v d="$dspeed" -v n="$nspeed" -v h="$hspeed" 'BEGIN { printf "same 1 GiB through the peers: nginx %.0f MiB/s (%.2f of direct), HAProxy %.0f MiB/s (%.2f of direct)\n", n/1048576, n/d, h/1048576, h/d }'
+awk -v d="$dspeed" -v r="$rspeed" 'BEGIN { printf "same 1 GiB through a zero-copy TCP relay (HAProxy splicing, no gate): %.0f MiB/s (%.2f of direct)\n", r/1048576, r/d }'

@@ -46,6 +46,32 @@ one_worker() { awk '{ print } /^\[listen\]/ { print "workers = 1" }'; }
 # filled in
 fill() { sed -e "s#__UPSTREAM__#127.0.0.1:$3#" -e "s#__PORT__#$2#" -e "s#__DIR__#${4:-$work}#" "benches/compare/$1"; }
 
+# stream_peers UPSTREAM-PORT -> starts nginx and HAProxy in front of that
+# (1 GiB) upstream, configured to stream as the gateway does, and HAProxy as
+# a zero-copy TCP relay (compare/haproxy-relay.cfg: the most anything in
+# between can stream here); sets ngx_big/hap_big/relay (their ports) and
+# ngx_big_pid/hap_big_pid/relay_pid. nginx passes what
+# it reads on instead of spooling to a temporary file, and both read and write
+# in 64 KiB pieces, as the gateway's upstream client reads (nginx's default of
+# one 4 KiB page streamed at about a fifth of its speed with 64 KiB, HAProxy's
+# 16 KiB at about 85%).
+stream_peers() {
+  ngx_big=$(port); hap_big=$(port)
+  mkdir -p "$work/big/tmp"
+  fill nginx.conf "$ngx_big" "$1" "$work/big" \
+    | sed 's#proxy_http_version 1.1;#proxy_http_version 1.1; proxy_buffering off; proxy_buffer_size 64k; proxy_buffers 4 64k; proxy_busy_buffers_size 128k;#' \
+    > "$work/big/nginx.conf"
+  nginx -c "$work/big/nginx.conf" -p "$work/big" &
+  ngx_big_pid=$!
+  fill haproxy.cfg "$hap_big" "$1" | sed 's#^global#global\n    tune.bufsize 65536#' > "$work/big/haproxy.cfg"
+  haproxy -f "$work/big/haproxy.cfg" >/dev/null 2>&1 &
+  hap_big_pid=$!
+  relay=$(port)
+  fill haproxy-relay.cfg "$relay" "$1" > "$work/big/relay.cfg"
+  haproxy -f "$work/big/relay.cfg" >/dev/null 2>&1 &
+  relay_pid=$!
+}
+
 # median -> the median of the numbers on stdin, one per line (for an even
 # count, the mean of the middle two)
 median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
