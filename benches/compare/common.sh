@@ -72,6 +72,35 @@ stream_peers() {
   relay_pid=$!
 }
 
+# stream_rounds ROUNDS NAME... -> streams the 1 GiB report through each
+# NAME in turn, ROUNDS times (via[NAME]: "PORT PID...", the PIDs whose CPU
+# is counted), printing each stream's MiB/s and those PIDs' user and system
+# seconds; then each NAME's medians and its share of the first NAME's
+# (direct). One stream varies by about 15% from the next.
+stream_rounds() {
+  local rounds=$1 r n p pids u0 s0 u1 s1 speed size first=$2
+  shift
+  for r in $(seq "$rounds"); do
+    for n in "$@"; do
+      read -r p pids <<<"${via[$n]}"
+      # shellcheck disable=SC2086 # the PIDs are separate words
+      { u0=$(cpu_ticks 14 $pids); s0=$(cpu_ticks 15 $pids); }
+      read -r speed size < <(curl -s -o /dev/null -w '%{speed_download} %{size_download}\n' -H "$key" "http://127.0.0.1:$p$target")
+      # shellcheck disable=SC2086
+      { u1=$(cpu_ticks 14 $pids); s1=$(cpu_ticks 15 $pids); }
+      [ "$size" = 1073741824 ] || { echo "$n streamed $size bytes, not 1 GiB" >&2; exit 1; }
+      awk -v n="$n" -v r="$r" -v b="$speed" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$hz" \
+        'BEGIN { printf "round %d %-10s %6.0f MiB/s, user %.2f s, system %.2f s\n", r, n, b/1048576, u/hz, s/hz }'
+    done
+  done | tee "$work/stream-rounds"
+  # of COLUMN NAME -> the median of that column over NAME's rounds
+  of() { awk -v n="$2" -v c="$1" '$3 == n {print $c}' "$work/stream-rounds" | median; }
+  for n in "$@"; do
+    awk -v n="$n" -v m="$(of 4 "$n")" -v d="$(of 4 "$first")" -v u="$(of 7 "$n")" -v s="$(of 10 "$n")" \
+      'BEGIN { printf "median %-10s %6.0f MiB/s (%.2f of direct), user %.2f s, system %.2f s\n", n, m, m/d, u, s }'
+  done
+}
+
 # median -> the median of the numbers on stdin, one per line (for an even
 # count, the mean of the middle two)
 median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
