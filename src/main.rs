@@ -8,5 +8,6 @@ static ALLOCATOR: allocator::Mimalloc = allocator::Mimalloc;
 
 fn main() -> std::process::ExitCode {
     allocator::return_freed_memory_promptly();
+    chime_gateway::workers::set_housekeeping(allocator::collect_freed_memory);
     chime_gateway::cli::main()
 }

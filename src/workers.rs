@@ -11,13 +11,27 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::sync::OnceLock;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 thread_local! {
     /// 1 + this thread's worker number; 0 on any other thread.
     static SLOT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// What every worker runs on its own thread once a second, besides its
+/// tasks: set by the binary (the allocator's collection of what that
+/// thread freed, `src/allocator.rs`), nothing in tests.
+static HOUSEKEEPING: OnceLock<fn()> = OnceLock::new();
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
+
+/// Makes every worker started from now on run `f` on its own thread once
+/// a second (first at its start). The first call wins.
+pub fn set_housekeeping(f: fn()) {
+    let _ = HOUSEKEEPING.set(f);
 }
 
 /// The number of workers `configured` asks for: itself, or one per CPU
@@ -102,6 +116,18 @@ impl Workers {
                         SLOT.with(|s| s.set(i + 1));
                         let _logging = tracing::dispatcher::set_default(&dispatch);
                         runtime.block_on(async move {
+                            if let Some(&f) = HOUSEKEEPING.get() {
+                                tokio::spawn(async move {
+                                    let mut every = tokio::time::interval(HOUSEKEEPING_EVERY);
+                                    every.set_missed_tick_behavior(
+                                        tokio::time::MissedTickBehavior::Delay,
+                                    );
+                                    loop {
+                                        every.tick().await;
+                                        f();
+                                    }
+                                });
+                            }
                             task(i).await;
                             // Connections still draining keep running until
                             // the stop (or the `Workers` being dropped).
@@ -158,6 +184,42 @@ mod tests {
         let mut seen = seen.lock().unwrap().clone();
         seen.sort_unstable();
         assert_eq!(seen, vec![(0, 10), (1, 20)]);
+    }
+
+    /// The threads the housekeeping hook ran on.
+    static KEPT_ON: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    fn note_thread() {
+        let name = std::thread::current().name().unwrap_or("").to_owned();
+        KEPT_ON.lock().unwrap().push(name);
+    }
+
+    #[tokio::test]
+    async fn housekeeping_runs_on_every_worker_thread() {
+        set_housekeeping(note_thread);
+        let workers = Workers::start(2, |_| async {}).unwrap();
+        // Its first round is at each worker's start.
+        let all_ran = async {
+            loop {
+                let mut names = KEPT_ON.lock().unwrap().clone();
+                names.sort_unstable();
+                names.dedup();
+                if names.iter().any(|n| n == "chime-gw-0")
+                    && names.iter().any(|n| n == "chime-gw-1")
+                {
+                    return names;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let names = tokio::time::timeout(Duration::from_secs(5), all_ran)
+            .await
+            .expect("housekeeping ran on both workers");
+        assert!(
+            names.iter().all(|n| n.starts_with("chime-gw-")),
+            "only workers run it: {names:?}"
+        );
+        workers.stop().await;
     }
 
     #[tokio::test]
