@@ -111,8 +111,8 @@ pub(crate) fn return_freed_memory_promptly() {
 /// The purge delay alone is not enough: mimalloc purges only when the
 /// thread that freed the memory calls into it again, and a worker that
 /// went quiet after streaming 1 GiB kept about 6 MiB it had freed. With
-/// two workers taking streams in turn, each kept its own, and the peak
-/// over several streams grew to +16–18 MiB against +12 for one.
+/// two workers taking streams in turn, each kept its own: +11 MiB stayed
+/// after four streams, +5–6 MiB with this (README, "Memory").
 #[allow(unsafe_code)]
 pub(crate) fn collect_freed_memory() {
     // SAFETY: no arguments beyond the flag; collects the calling thread's
