@@ -18,7 +18,7 @@ rounds=${3:-8}; secs=${4:-5}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 GATEWAY_BIN=${build[A]}
 # shellcheck source=compare/common.sh
-. benches/compare/common.sh   # bin, work, port(), wait_ready(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), median()
+. benches/compare/common.sh   # bin, work, port(), wait_ready(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), column_median()
 up=$(port)
 "$bin" simulate --listen "127.0.0.1:$up" >/dev/null &
 declare -A gport gpid
@@ -41,7 +41,7 @@ for r in $(seq "$rounds"); do
   done
 done | tee "$work/rounds"
 # of COLUMN BUILD -> the median of that column over BUILD's rounds
-of() { awk -v n="$2:" -v c="$1" '$3 == n {print $c}' "$work/rounds" | median; }
+of() { column_median "$work/rounds" "$2:" "$1"; }
 awk -v ra="$(of 4 A)" -v rb="$(of 4 B)" -v ua="$(of 7 A)" -v ub="$(of 7 B)" \
   -v sa="$(of 10 A)" -v sb="$(of 10 B)" 'BEGIN {
   printf "medians: A %.0f req/s, user %.2f, system %.2f us; B %.0f req/s, user %.2f, system %.2f us\n", ra, ua, sa, rb, ub, sb

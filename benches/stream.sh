@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Streaming a 1 GiB CSV report, for changes to the streaming path that
-# compare.sh's one stream per run cannot tell apart: the simulated Chime
+# compare.sh's three rounds cannot tell apart: the simulated Chime
 # directly, each given gateway build (cache and coalescing off), nginx and
 # HAProxy configured as in compare.sh, and a zero-copy TCP relay (HAProxy
-# splicing, compare/haproxy-relay.cfg: the ceiling for anything in between),
+# splicing, compare/haproxy-relay.cfg: the extra hop without user-space copies),
 # each streamed in turn for several rounds. Prints each stream's MiB/s and
 # the CPU (user, system) the proxy, or for direct the simulator, spent on it;
 # then each one's medians and its share of direct.
@@ -24,7 +24,7 @@ done
 builds=("$@")
 [ ${#builds[@]} -gt 0 ] && GATEWAY_BIN=${builds[0]}
 # shellcheck source=compare/common.sh
-. benches/compare/common.sh   # bin, work, port(), wait_ready(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), fill(), stream_peers(), stream_rounds(), median()
+. benches/compare/common.sh   # bin, work, port(), wait_ready(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), fill(), stream_peers(), stream_rounds()
 [ ${#builds[@]} -gt 0 ] || builds=("$bin")
 big=$(port)
 "$bin" simulate --listen "127.0.0.1:$big" --report-bytes 1073741824 >/dev/null &

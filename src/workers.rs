@@ -24,7 +24,7 @@ thread_local! {
 
 /// What every worker runs on its own thread once a second, besides its
 /// tasks: set by the binary (the allocator's collection of what that
-/// thread freed, `src/allocator.rs`), nothing in tests.
+/// thread freed, `src/allocator.rs`); in tests, only by the test of it.
 static HOUSEKEEPING: OnceLock<fn()> = OnceLock::new();
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
 
@@ -32,6 +32,17 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
 /// a second (first at its start). The first call wins.
 pub fn set_housekeeping(f: fn()) {
     let _ = HOUSEKEEPING.set(f);
+}
+
+/// Runs `f` now and then once every [`HOUSEKEEPING_EVERY`], on the worker
+/// that spawned it, until its runtime stops.
+async fn housekeeping(f: fn()) {
+    let mut every = tokio::time::interval(HOUSEKEEPING_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        f();
+    }
 }
 
 /// The number of workers `configured` asks for: itself, or one per CPU
@@ -117,16 +128,7 @@ impl Workers {
                         let _logging = tracing::dispatcher::set_default(&dispatch);
                         runtime.block_on(async move {
                             if let Some(&f) = HOUSEKEEPING.get() {
-                                tokio::spawn(async move {
-                                    let mut every = tokio::time::interval(HOUSEKEEPING_EVERY);
-                                    every.set_missed_tick_behavior(
-                                        tokio::time::MissedTickBehavior::Delay,
-                                    );
-                                    loop {
-                                        every.tick().await;
-                                        f();
-                                    }
-                                });
+                                tokio::spawn(housekeeping(f));
                             }
                             task(i).await;
                             // Connections still draining keep running until

@@ -48,8 +48,8 @@ fill() { sed -e "s#__UPSTREAM__#127.0.0.1:$3#" -e "s#__PORT__#$2#" -e "s#__DIR__
 
 # stream_peers UPSTREAM-PORT -> starts nginx and HAProxy in front of that
 # (1 GiB) upstream, configured to stream as the gateway does, and HAProxy as
-# a zero-copy TCP relay (compare/haproxy-relay.cfg: the most anything in
-# between can stream here); sets ngx_big/hap_big/relay (their ports) and
+# a zero-copy TCP relay (compare/haproxy-relay.cfg: the extra hop without
+# user-space copies); sets ngx_big/hap_big/relay (their ports) and
 # ngx_big_pid/hap_big_pid/relay_pid. nginx passes what
 # it reads on instead of spooling to a temporary file, and both read and write
 # in 64 KiB pieces, as the gateway's upstream client reads (nginx's default of
@@ -93,10 +93,10 @@ stream_rounds() {
         'BEGIN { printf "round %d %-10s %6.0f MiB/s, user %.2f s, system %.2f s\n", r, n, b/1048576, u/hz, s/hz }'
     done
   done | tee "$work/stream-rounds"
-  # of COLUMN NAME -> the median of that column over NAME's rounds
-  of() { awk -v n="$2" -v c="$1" '$3 == n {print $c}' "$work/stream-rounds" | median; }
   for n in "$@"; do
-    awk -v n="$n" -v m="$(of 4 "$n")" -v d="$(of 4 "$first")" -v u="$(of 7 "$n")" -v s="$(of 10 "$n")" \
+    awk -v n="$n" -v m="$(column_median "$work/stream-rounds" "$n" 4)" \
+      -v d="$(column_median "$work/stream-rounds" "$first" 4)" \
+      -v u="$(column_median "$work/stream-rounds" "$n" 7)" -v s="$(column_median "$work/stream-rounds" "$n" 10)" \
       'BEGIN { printf "median %-10s %6.0f MiB/s (%.2f of direct), user %.2f s, system %.2f s\n", n, m, m/d, u, s }'
   done
 }
@@ -104,6 +104,11 @@ stream_rounds() {
 # median -> the median of the numbers on stdin, one per line (for an even
 # count, the mean of the middle two)
 median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+
+# column_median FILE KEY COLUMN -> the median of that (whitespace-separated)
+# column over FILE's lines whose third field is KEY: the rounds a script
+# printed for one contender
+column_median() { awk -v k="$2" -v c="$3" '$3 == k {print $c}' "$1" | median; }
 
 # rss PID -> that process's resident memory, in KiB
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }

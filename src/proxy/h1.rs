@@ -36,10 +36,12 @@ use super::upstream_request::UpstreamRequest;
 pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
-/// Room made in the read buffer before each read: a fixed size, so a
-/// streamed body's chunks (which share the buffer) come in reads of at
-/// most this much, and the memory held while a client reads slowly stays
-/// small (README "Performance": 64 KiB kept +3 MiB RSS for 1 GiB).
+/// Room made in the read buffer when little is left: a fixed size instead
+/// of hyper's adaptive buffer, so the one buffer a connection reads into
+/// (body data is copied out of it, [`take_out`]) stays small and in cache.
+/// A read takes whatever room there is: up to twice this once `reserve`
+/// has grown the buffer (README "Performance": 64 KiB kept
+/// +3 MiB RSS for 1 GiB).
 const READ_SIZE: usize = 64 * 1024;
 /// The longest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
