@@ -18,7 +18,7 @@ rounds=${3:-8}; secs=${4:-5}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 GATEWAY_BIN=${build[A]}
 # shellcheck source=compare/common.sh
-. benches/compare/common.sh   # bin, work, port(), wait_ready(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), column_median()
+. benches/compare/common.sh   # bin, work, port(), wait_ready(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), column_median(), machine()
 up=$(port)
 "$bin" simulate --listen "127.0.0.1:$up" >/dev/null &
 declare -A gport gpid
@@ -29,6 +29,7 @@ for n in A B; do
   gpid[$n]=$!; gport[$n]=$p
   wait_ready "$a"
 done
+machine
 for r in $(seq "$rounds"); do
   for n in A B; do
     g=${gpid[$n]}

@@ -27,7 +27,7 @@ ulimit -n "$(ulimit -Hn)"   # 10,000 idle connections need more than the usual 1
 bash benches/pgo.sh
 pgo_bin=$PWD/target/pgo/release/chime-gateway
 # shellcheck source=compare/common.sh
-. benches/compare/common.sh   # bin, work, port(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), one_worker, fill(), stream_peers(), stream_rounds(), rss(), idle_rss(), median()
+. benches/compare/common.sh   # bin, work, port(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), one_worker, fill(), stream_peers(), stream_rounds(), rss(), idle_rss(), median(), machine()
 mkdir -p "$work/tmp"
 up=$(port); slow=$(port); big=$(port); ngx=$(port); hap=$(port)
 
@@ -92,6 +92,7 @@ run_wrk() {
   [ -z "$non2xx" ] || { echo "$3: $non2xx non-2xx answers" >&2; exit 1; }
 }
 
+machine
 echo "== 1. throughput: $rounds rounds of ${secs}s, $conns connections, 2 wrk threads"
 declare -A rps p50 p99 utick stick ctick served
 for round in $(seq "$rounds"); do

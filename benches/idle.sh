@@ -15,10 +15,11 @@ rounds=${3:-5}
 ulimit -n "$(ulimit -Hn)"   # 10,000 idle connections need more than the usual 1024
 GATEWAY_BIN=${build[A]}
 # shellcheck source=compare/common.sh
-. benches/compare/common.sh   # bin, work, port(), wait_ready(), keys.toml, key, gateway_config(), idle_rss(), median()
+. benches/compare/common.sh   # bin, work, port(), wait_ready(), keys.toml, key, gateway_config(), idle_rss(), median(), machine()
 big=$(port)
 "$bin" simulate --listen "127.0.0.1:$big" --report-bytes 1073741824 >/dev/null &
 declare -A held
+machine
 for round in $(seq "$rounds"); do
   for n in A B; do
     p=$(port); a=$(port)

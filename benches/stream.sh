@@ -24,7 +24,7 @@ done
 builds=("$@")
 [ ${#builds[@]} -gt 0 ] && GATEWAY_BIN=${builds[0]}
 # shellcheck source=compare/common.sh
-. benches/compare/common.sh   # bin, work, port(), wait_ready(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), fill(), stream_peers(), stream_rounds()
+. benches/compare/common.sh   # bin, work, port(), wait_ready(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), fill(), stream_peers(), stream_rounds(), machine()
 [ ${#builds[@]} -gt 0 ] || builds=("$bin")
 big=$(port)
 "$bin" simulate --listen "127.0.0.1:$big" --report-bytes 1073741824 >/dev/null &
@@ -44,5 +44,6 @@ via[nginx]="$ngx_big $ngx_big_pid $(pgrep -P "$ngx_big_pid" | tr '\n' ' ')"
 via[haproxy]="$hap_big $hap_big_pid"
 via[relay]="$relay $relay_pid"
 names+=(nginx haproxy relay)
+machine
 for i in "${!builds[@]}"; do echo "gateway-$i: ${builds[$i]}"; done
 stream_rounds "$rounds" "${names[@]}"
