@@ -55,7 +55,9 @@ fill nginx.conf "$ngx" "$up" > "$work/nginx.conf"; nginx -c "$work/nginx.conf" -
 pids[nginx]=$!
 fill haproxy.cfg "$hap" "$up" > "$work/haproxy.cfg"; haproxy -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
 pids[haproxy]=$!
-# The same peers in front of the 1 GiB upstream, for the streaming comparison.
+# The same peers in front of the 1 GiB upstream, for the streaming
+# comparison: name -> "PORT PID..." of what streams under that name.
+declare -A via=([direct]="$big $bigsim")
 stream_peers "$big"
 sleep 2
 pids[gateway]=${gwpid[main]}
@@ -191,8 +193,7 @@ echo "idle: RSS $((base / 1024)) MiB before, $((busy / 1024)) MiB right after th
 # since one stream varies by about 15% from the next. "system" is the
 # kernel's socket reads, writes and copies.
 m=${gwpid[stream]}
-declare -A via=([direct]="$big $bigsim" [gateway]="${gwport[stream]} $m" [haproxy]="$hap_big $hap_big_pid" [relay]="$relay $relay_pid"
-  [nginx]="$ngx_big $ngx_big_pid $(pgrep -P "$ngx_big_pid" | tr '\n' ' ')")
+via[gateway]="${gwport[stream]} $m"
 before=$(rss "$m")
 echo 5 > "/proc/$m/clear_refs"   # resets VmHWM, the kernel's peak RSS, to the current RSS
 stream_rounds 3 direct gateway nginx haproxy relay

@@ -40,9 +40,6 @@ for i in "${!builds[@]}"; do
 done
 stream_peers "$big"
 sleep 1
-via[nginx]="$ngx_big $ngx_big_pid $(pgrep -P "$ngx_big_pid" | tr '\n' ' ')"
-via[haproxy]="$hap_big $hap_big_pid"
-via[relay]="$relay $relay_pid"
 names+=(nginx haproxy relay)
 machine
 for i in "${!builds[@]}"; do echo "gateway-$i: ${builds[$i]}"; done

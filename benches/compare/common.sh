@@ -49,40 +49,44 @@ fill() { sed -e "s#__UPSTREAM__#127.0.0.1:$3#" -e "s#__PORT__#$2#" -e "s#__DIR__
 # stream_peers UPSTREAM-PORT -> starts nginx and HAProxy in front of that
 # (1 GiB) upstream, configured to stream as the gateway does, and HAProxy as
 # a zero-copy TCP relay (compare/haproxy-relay.cfg: the extra hop without
-# user-space copies); sets ngx_big/hap_big/relay (their ports) and
-# ngx_big_pid/hap_big_pid/relay_pid. nginx passes what
+# user-space copies), and enters them in the caller's `via` (an associative
+# array, declared first) as nginx, haproxy and relay. nginx passes what
 # it reads on instead of spooling to a temporary file, and both read and write
 # in 64 KiB pieces, as the gateway's upstream client reads (nginx's default of
 # one 4 KiB page streamed at about a fifth of its speed with 64 KiB, HAProxy's
 # 16 KiB at about 85%).
 stream_peers() {
-  ngx_big=$(port); hap_big=$(port)
+  local p
   mkdir -p "$work/big/tmp"
-  fill nginx.conf "$ngx_big" "$1" "$work/big" \
+  p=$(port)
+  fill nginx.conf "$p" "$1" "$work/big" \
     | sed 's#proxy_http_version 1.1;#proxy_http_version 1.1; proxy_buffering off; proxy_buffer_size 64k; proxy_buffers 4 64k; proxy_busy_buffers_size 128k;#' \
     > "$work/big/nginx.conf"
   nginx -c "$work/big/nginx.conf" -p "$work/big" &
-  ngx_big_pid=$!
-  fill haproxy.cfg "$hap_big" "$1" | sed 's#^global#global\n    tune.bufsize 65536#' > "$work/big/haproxy.cfg"
+  via[nginx]="$p $!"
+  p=$(port)
+  fill haproxy.cfg "$p" "$1" | sed 's#^global#global\n    tune.bufsize 65536#' > "$work/big/haproxy.cfg"
   haproxy -f "$work/big/haproxy.cfg" >/dev/null 2>&1 &
-  hap_big_pid=$!
-  relay=$(port)
-  fill haproxy-relay.cfg "$relay" "$1" > "$work/big/relay.cfg"
+  via[haproxy]="$p $!"
+  p=$(port)
+  fill haproxy-relay.cfg "$p" "$1" > "$work/big/relay.cfg"
   haproxy -f "$work/big/relay.cfg" >/dev/null 2>&1 &
-  relay_pid=$!
+  via[relay]="$p $!"
 }
 
 # stream_rounds ROUNDS NAME... -> streams the 1 GiB report through each
-# NAME in turn, ROUNDS times (via[NAME]: "PORT PID...", the PIDs whose CPU
-# is counted), printing each stream's MiB/s and those PIDs' user and system
-# seconds; then each NAME's medians and its share of the first NAME's
-# (direct). One stream varies by about 15% from the next.
+# NAME in turn, ROUNDS times (via[NAME]: "PORT PID...", the PIDs whose CPU,
+# with their children's, is counted: nginx's workers), printing each
+# stream's MiB/s and those processes' user and system seconds; then each
+# NAME's medians and its share of the first NAME's (direct). One stream
+# varies by about 15% from the next.
 stream_rounds() {
   local rounds=$1 r n p pids u0 s0 u1 s1 speed size first=$2
   shift
   for r in $(seq "$rounds"); do
     for n in "$@"; do
       read -r p pids <<<"${via[$n]}"
+      pids="$pids $({ pgrep -P "${pids// /,}" || true; } | tr '\n' ' ')"
       # shellcheck disable=SC2086 # the PIDs are separate words
       { u0=$(cpu_ticks 14 $pids); s0=$(cpu_ticks 15 $pids); }
       read -r speed size < <(curl -s -o /dev/null -w '%{speed_download} %{size_download}\n' -H "$key" "http://127.0.0.1:$p$target")
