@@ -52,6 +52,13 @@ const ADDED_HEADERS: usize = 12;
 /// The longest chunk-size line (with its CRLF), however it arrives, and
 /// the most trailer bytes, accepted.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
+/// The most data of several chunks joined into one frame. Each frame is a
+/// write to the client, so a read holding many small chunks was as many
+/// writes (1 GiB in 1 KiB chunks: 0.71 s of system time against nginx's
+/// 0.50); joined up to 32 KiB they took 0.54 s. Larger frames cost more
+/// in the kernel again when the chunks are large (64 KiB chunks joined up
+/// to 64 KiB: 0.89 s against 0.59 unjoined and 0.61 up to 32 KiB).
+const FRAME_MAX: usize = 32 * 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
 /// Chunk-extension bytes (after each line's `;`) in one body, over all its
 /// chunks: fewer than this, as hyper allows.
@@ -445,30 +452,16 @@ impl Body {
             Framing::Close => Ok(Step::Data(take_out(buf, buf.len()))),
             Framing::Chunked(chunk, extensions) => {
                 skip_framing(chunk, extensions, buf)?;
-                let Chunk::Data(left) = chunk else {
-                    return Ok(if *chunk == Chunk::End {
-                        self.framing = Framing::Done;
-                        Step::End
-                    } else {
-                        Step::More
-                    });
-                };
-                if buf.is_empty() {
-                    return Ok(Step::More);
-                }
-                let take = usize::try_from(*left).map_or(buf.len(), |l| l.min(buf.len()));
-                *left -= take as u64;
-                if *left == 0 {
-                    *chunk = Chunk::DataEnd;
-                }
-                let data = take_out(buf, take);
-                // Read on to the body's end if it is buffered already, so
-                // the connection is free as soon as the last data is
-                // handed out. An error here is met again on the next poll.
-                if skip_framing(chunk, extensions, buf).is_ok() && *chunk == Chunk::End {
+                let data = take_chunks(chunk, extensions, buf);
+                let ended = *chunk == Chunk::End;
+                if ended {
                     self.framing = Framing::Done;
                 }
-                Ok(Step::Data(data))
+                Ok(match data {
+                    Some(data) => Step::Data(data),
+                    None if ended => Step::End,
+                    None => Step::More,
+                })
             }
         }
     }
@@ -492,6 +485,40 @@ fn take_out(buf: &mut BytesMut, len: usize) -> Bytes {
     let data = Bytes::copy_from_slice(&buf[..len]);
     buf.advance(len);
     data
+}
+
+/// The data of the chunks buffered in `buf`, from where `chunk` says the
+/// framing stands, copied out into one frame of at most [`FRAME_MAX`]
+/// bytes (at least the first piece), the framing between them consumed:
+/// `None` when no data is buffered. Reads on past framing that is
+/// buffered already, so the connection is free as soon as the last data
+/// is handed out; an error in that framing is met again on the next
+/// decode.
+fn take_chunks(chunk: &mut Chunk, extensions: &mut usize, buf: &mut BytesMut) -> Option<Bytes> {
+    let mut frame: Option<Vec<u8>> = None;
+    while let Chunk::Data(left) = chunk {
+        let room = frame
+            .as_ref()
+            .map_or(usize::MAX, |f| FRAME_MAX.saturating_sub(f.len()));
+        let take = usize::try_from(*left)
+            .map_or(buf.len(), |l| l.min(buf.len()))
+            .min(room);
+        if take == 0 {
+            break;
+        }
+        frame
+            .get_or_insert_with(|| Vec::with_capacity(buf.len().min(FRAME_MAX).max(take)))
+            .extend_from_slice(&buf[..take]);
+        buf.advance(take);
+        *left -= take as u64;
+        if *left == 0 {
+            *chunk = Chunk::DataEnd;
+        }
+        if skip_framing(chunk, extensions, buf).is_err() {
+            break;
+        }
+    }
+    frame.map(Bytes::from)
 }
 
 /// Consumes chunked framing (size lines, CRLFs, trailers) from `buf` up to
@@ -804,14 +831,59 @@ mod tests {
         ] {
             let (conn, _) = conn(&[answer]);
             let mut body = conn.send(&get(), &host()).await.unwrap().into_body();
+            // Both of CHUNKED's chunks in one frame: they were read together.
             let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-            assert!(!first.is_empty());
-            if answer == CHUNKED {
-                body.frame().await.unwrap().unwrap();
-            }
+            assert!(first == "hello, world!!!" || first == "ok", "{first:?}");
             assert!(http_body::Body::is_end_stream(&body));
             assert!(body.reusable().is_some());
         }
+    }
+
+    /// The data frames of a chunked answer whose body is `chunks` (each
+    /// chunk's data), all arriving in one read.
+    async fn frames_of(chunks: &[Vec<u8>], tail: &[u8]) -> Vec<Result<Bytes, Error>> {
+        let mut answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for c in chunks {
+            answer.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+            answer.extend_from_slice(c);
+            answer.extend_from_slice(b"\r\n");
+        }
+        answer.extend_from_slice(tail);
+        let (conn, _) = conn(&[&answer]);
+        let mut body = conn.send(&get(), &host()).await.unwrap().into_body();
+        let mut frames = Vec::new();
+        while let Some(frame) = body.frame().await {
+            frames.push(frame.map(|f| f.into_data().unwrap()));
+        }
+        frames
+    }
+
+    #[tokio::test]
+    async fn chunks_read_together_go_on_in_frames_of_up_to_frame_max() {
+        // Many small chunks (all in the first read): joined, FRAME_MAX at
+        // a time; each byte once, in order.
+        let small: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 1500]).collect();
+        let frames = frames_of(&small, b"0\r\n\r\n").await;
+        let frames: Vec<Bytes> = frames.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            frames.iter().map(Bytes::len).collect::<Vec<_>>(),
+            [FRAME_MAX, 40 * 1500 - FRAME_MAX]
+        );
+        assert_eq!(frames.concat(), small.concat());
+        // A chunk larger than FRAME_MAX is not cut when it comes first;
+        // what follows it is a frame of its own.
+        let large = vec![vec![b'a'; FRAME_MAX + 10], vec![b'b'; 10]];
+        let frames = frames_of(&large, b"0\r\n\r\n").await;
+        let lens: Vec<usize> = frames.iter().map(|f| f.as_ref().unwrap().len()).collect();
+        assert_eq!(lens, [FRAME_MAX + 10, 10]);
+    }
+
+    #[tokio::test]
+    async fn data_before_broken_framing_is_handed_out_before_the_error() {
+        let frames = frames_of(&[b"hello".to_vec(), b"world".to_vec()], b"zz\r\n").await;
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert_eq!(frames[0].as_ref().unwrap(), "helloworld");
+        assert!(matches!(frames[1], Err(Error::Chunked(_))), "{frames:?}");
     }
 
     #[tokio::test]
