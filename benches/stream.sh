@@ -10,6 +10,10 @@
 #
 #   bash benches/stream.sh [rounds] [GATEWAY-BINARY...]
 #
+# The simulated Chime writes the report in 64 KiB chunks; CHUNK=N in the
+# environment makes them N bytes (a Chime that flushes more often), e.g.
+# `CHUNK=1024 bash benches/stream.sh 3`.
+#
 # Without binaries it streams through `cargo build --release`'s build. To
 # compare two builds, keep one before the change with
 #   cp target/release/chime-gateway /tmp/before
@@ -27,7 +31,7 @@ builds=("$@")
 . benches/compare/common.sh   # bin, work, port(), wait_ready(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), fill(), stream_peers(), stream_rounds(), machine()
 [ ${#builds[@]} -gt 0 ] || builds=("$bin")
 big=$(port)
-"$bin" simulate --listen "127.0.0.1:$big" --report-bytes 1073741824 >/dev/null &
+"$bin" simulate --listen "127.0.0.1:$big" --report-bytes 1073741824 --report-chunk-bytes "${CHUNK:-65536}" >/dev/null &
 # name -> "PORT PID..." of what streams under that name
 declare -A via=([direct]="$big $!")
 names=(direct)
@@ -42,5 +46,6 @@ stream_peers "$big"
 sleep 1
 names+=(nginx haproxy relay)
 machine
+echo "chunks of ${CHUNK:-65536} bytes"
 for i in "${!builds[@]}"; do echo "gateway-$i: ${builds[$i]}"; done
 stream_rounds "$rounds" "${names[@]}"

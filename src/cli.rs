@@ -93,6 +93,11 @@ pub enum Command {
         /// Answer every report with a CSV body of exactly this many bytes.
         #[arg(long, conflicts_with = "latency")]
         report_bytes: Option<u64>,
+        /// Write that CSV in chunks of this many bytes, one row each (a
+        /// Chime that flushes more often writes smaller ones).
+        #[arg(long, requires = "report_bytes", default_value_t = 65536,
+              value_parser = clap::value_parser!(u64).range(64..))]
+        report_chunk_bytes: u64,
     },
 }
 
@@ -229,6 +234,7 @@ async fn run(command: Command) -> ExitCode {
             keys,
             latency,
             report_bytes,
+            report_chunk_bytes,
         } => {
             let keys = if keys.is_empty() {
                 vec![demo::MANAGER_KEY.to_owned(), demo::ADMIN_KEY.to_owned()]
@@ -246,6 +252,7 @@ async fn run(command: Command) -> ExitCode {
                         sim.set_behavior(crate::simulator::Behavior::Slow(d));
                     }
                     if let Some(n) = report_bytes {
+                        sim.set_chunk_bytes(report_chunk_bytes);
                         sim.set_behavior(crate::simulator::Behavior::Large(n));
                     }
                     println!("simulated Chime on {}", sim.base_url());

@@ -86,6 +86,8 @@ struct Shared {
     recorded: Mutex<Vec<Recorded>>,
     extra_headers: Mutex<HeaderMap>,
     produced: Arc<AtomicU64>,
+    /// The data in each chunk of a [`Behavior::Large`] body.
+    chunk_bytes: AtomicU64,
     /// While true, requests are recorded and then wait before answering.
     held: tokio::sync::watch::Sender<bool>,
 }
@@ -122,6 +124,7 @@ impl Simulator {
             recorded: Mutex::new(Vec::new()),
             extra_headers: Mutex::new(HeaderMap::new()),
             produced: Arc::new(AtomicU64::new(0)),
+            chunk_bytes: AtomicU64::new(DEFAULT_CHUNK_BYTES),
             held: tokio::sync::watch::Sender::new(false),
         });
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
@@ -162,6 +165,12 @@ impl Simulator {
     /// Every request received so far.
     pub fn recorded(&self) -> Vec<Recorded> {
         lock(&self.shared.recorded).clone()
+    }
+
+    /// Writes [`Behavior::Large`] bodies in chunks of `n` bytes (at least
+    /// one) from now on; 64 KiB until then.
+    pub fn set_chunk_bytes(&self, n: u64) {
+        self.shared.chunk_bytes.store(n.max(1), Ordering::SeqCst);
     }
 
     /// Bytes of [`Behavior::Large`] bodies produced so far.
@@ -270,25 +279,47 @@ async fn handle<B>(shared: &Shared, req: Request<B>) -> Response {
         );
     }
     let query = data::Query::parse(req.uri().query().unwrap_or(""));
+    let large = |total, fail_after| {
+        Some(data::Large {
+            total,
+            fail_after,
+            chunk: shared.chunk_bytes.load(Ordering::SeqCst),
+            produced: Arc::clone(&shared.produced),
+        })
+    };
     let large = match behavior {
-        Behavior::Large(n) => Some((n, None, Arc::clone(&shared.produced))),
-        Behavior::ResetAfter(n) => Some((u64::MAX, Some(n), Arc::clone(&shared.produced))),
+        Behavior::Large(n) => large(n, None),
+        Behavior::ResetAfter(n) => large(u64::MAX, Some(n)),
         _ => None,
     };
     data::answer(&shared.catalog, req.uri().path(), &query, large)
 }
 
+/// The chunk size of [`Behavior::Large`] bodies unless set otherwise.
+const DEFAULT_CHUNK_BYTES: u64 = 64 * 1024;
+
 /// The simulator's body for [`Behavior::Large`]: `total` bytes of CSV in
-/// 64 KiB chunks, each produced only when the reader asks for it; with
-/// `fail_after`, an error (a broken connection) after that many bytes.
-fn large_body(total: u64, fail_after: Option<u64>, produced: Arc<AtomicU64>) -> body::Body {
+/// chunks of `chunk` bytes, each produced only when the reader asks for it;
+/// with `fail_after`, an error (a broken connection) after that many bytes.
+fn large_body(large: data::Large) -> body::Body {
     use futures_util::stream;
     use http_body_util::StreamBody;
-    const CHUNK: u64 = 64 * 1024;
+    let data::Large {
+        total,
+        fail_after,
+        chunk,
+        produced,
+    } = large;
     let header = Bytes::from_static(b"Date,QueueId,Value\n");
     let row: Bytes = {
         let mut line = b"2020-11-01T00:00:00.000Z,1,".to_vec();
-        line.resize(CHUNK as usize - 1, b'7');
+        line.resize(
+            usize::try_from(chunk)
+                .unwrap_or(usize::MAX)
+                .max(line.len() + 1)
+                - 1,
+            b'7',
+        );
         line.push(b'\n');
         line.into()
     };
@@ -306,7 +337,7 @@ fn large_body(total: u64, fail_after: Option<u64>, produced: Arc<AtomicU64>) -> 
                     u64::MAX,
                 ));
             }
-            let want = (total - sent).min(CHUNK) as usize;
+            let want = usize::try_from((total - sent).min(chunk)).unwrap_or(usize::MAX);
             let chunk = if sent == 0 {
                 let mut first = header.to_vec();
                 first.extend_from_slice(&row[..want.saturating_sub(first.len())]);

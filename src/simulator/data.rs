@@ -88,13 +88,21 @@ fn not_found() -> Response {
     )
 }
 
+/// A [`super::Behavior::Large`] (or `ResetAfter`) answer to give instead of
+/// a report's rows.
+pub(super) struct Large {
+    /// Bytes of CSV in all.
+    pub(super) total: u64,
+    /// Break the connection after this many bytes.
+    pub(super) fail_after: Option<u64>,
+    /// Bytes of data in each chunk.
+    pub(super) chunk: u64,
+    /// Counts the bytes produced.
+    pub(super) produced: Arc<AtomicU64>,
+}
+
 /// Routes one authenticated request.
-pub(super) fn answer(
-    catalog: &Catalog,
-    path: &str,
-    q: &Query,
-    large: Option<(u64, Option<u64>, Arc<AtomicU64>)>,
-) -> Response {
+pub(super) fn answer(catalog: &Catalog, path: &str, q: &Query, large: Option<Large>) -> Response {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segs.as_slice() {
         [chime, report, name]
@@ -185,11 +193,7 @@ fn value(report: &str, queue: i64, day: Date, salt: u64) -> u64 {
     20 + h % 180
 }
 
-fn report_answer(
-    def: &ReportDef,
-    q: &Query,
-    large: Option<(u64, Option<u64>, Arc<AtomicU64>)>,
-) -> Response {
+fn report_answer(def: &ReportDef, q: &Query, large: Option<Large>) -> Response {
     let queue = if def.category.is_per_queue() {
         match q.get("queueId").and_then(|v| v.trim().parse::<i32>().ok()) {
             Some(id) => i64::from(id),
@@ -212,8 +216,8 @@ fn report_answer(
         Err(invalid) => return invalid.into(),
     };
     let csv = q.get("csv").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    if let Some((total, fail_after, produced)) = large {
-        let mut resp = Response::new(super::large_body(total, fail_after, produced));
+    if let Some(large) = large {
+        let mut resp = Response::new(super::large_body(large));
         resp.headers_mut().insert(
             CONTENT_TYPE,
             HeaderValue::from_static("text/csv; charset=utf-8"),
