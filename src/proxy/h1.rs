@@ -52,6 +52,10 @@ const ADDED_HEADERS: usize = 12;
 /// The longest chunk-size line (with its CRLF), however it arrives, and
 /// the most trailer bytes, accepted.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Chunk-extension bytes (after each line's `;`) in one body, over all its
+/// chunks: fewer than this, as hyper allows.
+const MAX_EXTENSIONS: usize = 16 * 1024;
 /// The most data of several chunks joined into one frame. Each frame is a
 /// write to the client, so a read holding many small chunks was as many
 /// writes (1 GiB in 1 KiB chunks: 0.71 s of system time against nginx's
@@ -59,10 +63,6 @@ const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// in the kernel again when the chunks are large (64 KiB chunks joined up
 /// to 64 KiB: 0.89 s against 0.59 unjoined and 0.61 up to 32 KiB).
 const FRAME_MAX: usize = 32 * 1024;
-const MAX_TRAILERS: usize = 16 * 1024;
-/// Chunk-extension bytes (after each line's `;`) in one body, over all its
-/// chunks: fewer than this, as hyper allows.
-const MAX_EXTENSIONS: usize = 16 * 1024;
 
 /// Why an exchange or a body failed.
 #[derive(Debug, thiserror::Error)]
