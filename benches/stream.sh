@@ -12,7 +12,8 @@
 #
 # The simulated Chime writes the report in 64 KiB chunks; CHUNK=N in the
 # environment makes them N bytes (a Chime that flushes more often), e.g.
-# `CHUNK=1024 bash benches/stream.sh 3`.
+# `CHUNK=1024 bash benches/stream.sh 3`, and LENGTH=1 sends it with a
+# Content-Length instead of chunked.
 #
 # Without binaries it streams through `cargo build --release`'s build. To
 # compare two builds, keep one before the change with
@@ -31,7 +32,8 @@ builds=("$@")
 . benches/compare/common.sh   # bin, work, port(), wait_ready(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), fill(), stream_peers(), stream_rounds(), machine()
 [ ${#builds[@]} -gt 0 ] || builds=("$bin")
 big=$(port)
-"$bin" simulate --listen "127.0.0.1:$big" --report-bytes 1073741824 --report-chunk-bytes "${CHUNK:-65536}" >/dev/null &
+"$bin" simulate --listen "127.0.0.1:$big" --report-bytes 1073741824 --report-chunk-bytes "${CHUNK:-65536}" \
+  ${LENGTH:+--report-content-length} >/dev/null &
 # name -> "PORT PID..." of what streams under that name
 declare -A via=([direct]="$big $!")
 names=(direct)
@@ -46,6 +48,6 @@ stream_peers "$big"
 sleep 1
 names+=(nginx haproxy relay)
 machine
-echo "chunks of ${CHUNK:-65536} bytes"
+echo "chunks of ${CHUNK:-65536} bytes${LENGTH:+, with a Content-Length}"
 for i in "${!builds[@]}"; do echo "gateway-$i: ${builds[$i]}"; done
 stream_rounds "$rounds" "${names[@]}"

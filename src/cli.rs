@@ -98,6 +98,9 @@ pub enum Command {
         #[arg(long, requires = "report_bytes", default_value_t = 65536,
               value_parser = clap::value_parser!(u64).range(64..))]
         report_chunk_bytes: u64,
+        /// Send that CSV with a `Content-Length` instead of chunked.
+        #[arg(long, requires = "report_bytes")]
+        report_content_length: bool,
     },
 }
 
@@ -235,6 +238,7 @@ async fn run(command: Command) -> ExitCode {
             latency,
             report_bytes,
             report_chunk_bytes,
+            report_content_length,
         } => {
             let keys = if keys.is_empty() {
                 vec![demo::MANAGER_KEY.to_owned(), demo::ADMIN_KEY.to_owned()]
@@ -253,6 +257,7 @@ async fn run(command: Command) -> ExitCode {
                     }
                     if let Some(n) = report_bytes {
                         sim.set_chunk_bytes(report_chunk_bytes);
+                        sim.set_announce_length(report_content_length);
                         sim.set_behavior(crate::simulator::Behavior::Large(n));
                     }
                     println!("simulated Chime on {}", sim.base_url());

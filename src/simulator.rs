@@ -16,7 +16,7 @@ mod data;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -88,6 +88,8 @@ struct Shared {
     produced: Arc<AtomicU64>,
     /// The data in each chunk of a [`Behavior::Large`] body.
     chunk_bytes: AtomicU64,
+    /// Whether [`Behavior::Large`] bodies announce their length.
+    announce_length: AtomicBool,
     /// While true, requests are recorded and then wait before answering.
     held: tokio::sync::watch::Sender<bool>,
 }
@@ -125,6 +127,7 @@ impl Simulator {
             extra_headers: Mutex::new(HeaderMap::new()),
             produced: Arc::new(AtomicU64::new(0)),
             chunk_bytes: AtomicU64::new(DEFAULT_CHUNK_BYTES),
+            announce_length: AtomicBool::new(false),
             held: tokio::sync::watch::Sender::new(false),
         });
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
@@ -171,6 +174,14 @@ impl Simulator {
     /// one) from now on; 64 KiB until then.
     pub fn set_chunk_bytes(&self, n: u64) {
         self.shared.chunk_bytes.store(n.max(1), Ordering::SeqCst);
+    }
+
+    /// Sends [`Behavior::Large`] bodies with a `Content-Length` (`true`)
+    /// or chunked (`false`, the default) from now on.
+    pub fn set_announce_length(&self, announce: bool) {
+        self.shared
+            .announce_length
+            .store(announce, Ordering::SeqCst);
     }
 
     /// Bytes of [`Behavior::Large`] bodies produced so far.
@@ -284,6 +295,7 @@ async fn handle<B>(shared: &Shared, req: Request<B>) -> Response {
             total,
             fail_after,
             chunk: shared.chunk_bytes.load(Ordering::SeqCst),
+            announce_length: shared.announce_length.load(Ordering::SeqCst),
             produced: Arc::clone(&shared.produced),
         })
     };
@@ -309,6 +321,7 @@ fn large_body(large: data::Large) -> body::Body {
         fail_after,
         chunk,
         produced,
+        ..
     } = large;
     let header = Bytes::from_static(b"Date,QueueId,Value\n");
     let row: Bytes = {

@@ -82,36 +82,41 @@ async fn large_report_streams_without_buffering() {
     }
 }
 
-/// A body in many small chunks (a Chime that flushes after every row)
-/// reaches the client byte for byte as Chime sent it, though the gateway
-/// passes on the chunks of one read as fewer, larger pieces.
+/// A body in many small chunks (a Chime that flushes after every row), or
+/// with a `Content-Length`, reaches the client byte for byte as Chime sent
+/// it, though the gateway passes on the chunks of one read as fewer,
+/// larger pieces.
 #[tokio::test]
-async fn a_body_in_small_chunks_arrives_unchanged() {
+async fn a_body_in_small_chunks_or_with_a_length_arrives_unchanged() {
     let total = MIB + 37;
     for (path, tweak) in ANSWER_PATHS {
-        let h = Harness::start_with(tweak).await;
-        h.sim.set_chunk_bytes(100);
-        h.sim.set_behavior(Behavior::Large(total));
-        let body_of = |base: String| {
-            let req = Request::get(format!("{base}{}", report()))
-                .header("authorization", format!("Bearer {MANAGER}"))
-                .body(Empty::<Bytes>::new())
-                .unwrap();
-            let sent = h.client.request(req);
-            async move {
-                sent.await
-                    .unwrap()
-                    .into_body()
-                    .collect()
-                    .await
-                    .unwrap()
-                    .to_bytes()
-            }
-        };
-        let direct = body_of(format!("http://{}", h.sim.addr())).await;
-        let through = body_of(format!("http://{}", h.addr)).await;
-        assert_eq!(direct.len() as u64, total, "{path}");
-        assert!(direct == through, "{path}: the body changed on its way");
+        for announce in [false, true] {
+            let h = Harness::start_with(tweak).await;
+            h.sim.set_chunk_bytes(100);
+            h.sim.set_announce_length(announce);
+            h.sim.set_behavior(Behavior::Large(total));
+            let body_of = |base: String| {
+                let req = Request::get(format!("{base}{}", report()))
+                    .header("authorization", format!("Bearer {MANAGER}"))
+                    .body(Empty::<Bytes>::new())
+                    .unwrap();
+                let sent = h.client.request(req);
+                async move {
+                    let resp = sent.await.unwrap();
+                    let length = resp.headers().get("content-length").cloned();
+                    (length, resp.into_body().collect().await.unwrap().to_bytes())
+                }
+            };
+            let (length, direct) = body_of(format!("http://{}", h.sim.addr())).await;
+            let (through_length, through) = body_of(format!("http://{}", h.addr)).await;
+            assert_eq!(direct.len() as u64, total, "{path}");
+            assert_eq!(length.is_some(), announce, "{path}");
+            assert_eq!(through_length, length, "{path}, announced: {announce}");
+            assert!(
+                direct == through,
+                "{path}, announced: {announce}: the body changed on its way"
+            );
+        }
     }
 }
 
