@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -310,18 +310,19 @@ async fn handle<B>(shared: &Shared, req: Request<B>) -> Response {
 /// The chunk size of [`Behavior::Large`] bodies unless set otherwise.
 const DEFAULT_CHUNK_BYTES: u64 = 64 * 1024;
 
-/// The simulator's body for [`Behavior::Large`]: `total` bytes of CSV in
-/// chunks of `chunk` bytes, each produced only when the reader asks for it;
-/// with `fail_after`, an error (a broken connection) after that many bytes.
-fn large_body(large: data::Large) -> body::Body {
+/// The simulator's answer for [`Behavior::Large`]: `total` bytes of CSV in
+/// chunks of `chunk` bytes, each produced only when the reader asks for it,
+/// chunked or with its `Content-Length` as `announce_length` says; with
+/// `fail_after`, an error (a broken connection) after that many bytes.
+fn large_answer(large: data::Large) -> Response {
     use futures_util::stream;
     use http_body_util::StreamBody;
     let data::Large {
         total,
         fail_after,
         chunk,
+        announce_length,
         produced,
-        ..
     } = large;
     let header = Bytes::from_static(b"Date,QueueId,Value\n");
     let row: Bytes = {
@@ -366,5 +367,14 @@ fn large_body(large: data::Large) -> body::Body {
             ))
         }
     });
-    body::stream(StreamBody::new(chunks))
+    let mut resp = Response::new(body::stream(StreamBody::new(chunks)));
+    let headers = resp.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    if announce_length {
+        headers.insert(CONTENT_LENGTH, crate::header_number::number(total));
+    }
+    resp
 }

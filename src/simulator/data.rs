@@ -3,7 +3,7 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderValue, CONTENT_TYPE};
 use http::StatusCode;
 use jiff::civil::Date;
 use jiff::tz::{TimeZone, TimeZoneDatabase};
@@ -219,17 +219,7 @@ fn report_answer(def: &ReportDef, q: &Query, large: Option<Large>) -> Response {
     };
     let csv = q.get("csv").is_some_and(|v| v.eq_ignore_ascii_case("true"));
     if let Some(large) = large {
-        let length = large.announce_length.then_some(large.total);
-        let mut resp = Response::new(super::large_body(large));
-        resp.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/csv; charset=utf-8"),
-        );
-        if let Some(n) = length {
-            resp.headers_mut()
-                .insert(CONTENT_LENGTH, crate::header_number::number(n));
-        }
-        return resp;
+        return super::large_answer(large);
     }
     let first = start.to_zoned(tz.clone()).date();
     let last = if def.start_only {

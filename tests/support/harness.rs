@@ -178,7 +178,13 @@ impl Harness {
     }
 
     pub async fn send(&self, method: Method, target: &str, headers: &[(&str, &str)]) -> Answer {
-        let mut req = Request::builder().method(method).uri(self.url(target));
+        self.send_to(method, &self.url(target), headers).await
+    }
+
+    /// `send` to any URL: the simulated Chime's, say, to compare with
+    /// what the gateway passed on.
+    pub async fn send_to(&self, method: Method, url: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut req = Request::builder().method(method).uri(url);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -198,6 +204,14 @@ impl Harness {
 
     pub async fn get(&self, target: &str, headers: &[(&str, &str)]) -> Answer {
         self.send(Method::GET, target, headers).await
+    }
+
+    /// `target` with `key`, asked of the simulated Chime directly.
+    pub async fn upstream_get_as(&self, key: &str, target: &str) -> Answer {
+        let auth = format!("Bearer {key}");
+        let url = format!("http://{}{target}", self.sim.addr());
+        self.send_to(Method::GET, &url, &[("authorization", &auth)])
+            .await
     }
 
     pub async fn get_as(&self, key: &str, target: &str) -> Answer {
