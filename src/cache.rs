@@ -4,7 +4,9 @@
 //! lists for `discovery_ttl`, and reports whose window ended before "now
 //! minus `settle`" (finished history) for `report_ttl`. Never an error,
 //! never SessionDetails, never an answer marked `Cache-Control: no-store`
-//! or `private`, never one larger than `max_entry_bytes`. Entries are keyed
+//! or `private`, never one larger than `max_entry_bytes`. While an answer
+//! streams, its copy ([`BodyCopy`]) draws on a budget the size of the
+//! cache that all copies in progress share. Entries are keyed
 //! by [`UpstreamKey`]: a digest of the canonical upstream request including
 //! the upstream credential, so an entry is only ever served for the exact
 //! request (and, with passthrough auth, the exact key) it was fetched for,
@@ -13,6 +15,7 @@
 //! A hit carries an `ETag` (the upstream's, or a digest of the body) and
 //! `Age`; a matching `If-None-Match` gets 304.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -285,42 +288,89 @@ pub fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
         .any(|t| t.trim() == "*" || opaque(t) == ours)
 }
 
+/// The memory that copies of answers still streaming may hold together:
+/// as much as the cache itself (`max_bytes`). A copy holds what it has
+/// kept until its body ends, at the pace of the slowest client reading
+/// it, so without this many large answers streaming at once (exports of
+/// finished days to slow clients) would each hold up to `max_entry_bytes`.
+#[derive(Debug)]
+struct CopyBudget {
+    held: AtomicU64,
+    max: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl CopyBudget {
+    /// Takes `bytes` from the budget; `false`, taking nothing, when they
+    /// do not fit.
+    fn take(&self, bytes: usize) -> bool {
+        let taken = self
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                held.checked_add(bytes as u64)
+                    .filter(|&total| total <= self.max)
+            })
+            .is_ok();
+        if taken {
+            self.metrics.cache_copy_bytes.add(bytes as i64);
+        }
+        taken
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.held.fetch_sub(bytes as u64, Ordering::Relaxed);
+        self.metrics.cache_copy_bytes.sub(bytes as i64);
+    }
+}
+
+/// Why a copy stopped keeping its body ([`BodyCopy::push`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GaveUp {
+    /// The body is larger than `max_entry_bytes`.
+    TooLarge,
+    /// The copies streaming at once hold all the memory they may.
+    Budget,
+}
+
+impl GaveUp {
+    /// The `reason` label of `cache_copies_dropped_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GaveUp::TooLarge => "too_large",
+            GaveUp::Budget => "budget",
+        }
+    }
+}
+
 /// What the cache keeps of a body while it streams past, up to
-/// `max_entry_bytes`: the chunks as they came (no copying, and no buffer
-/// that doubles as it grows), joined into one exact allocation once the
-/// body has ended and fits.
+/// `max_entry_bytes` and within the copies' shared budget: the chunks as
+/// they came (no copying, and no buffer that doubles as it grows), joined
+/// into one exact allocation once the body has ended and fits. Dropping
+/// the copy, finished or not, gives its bytes back to the budget.
 #[derive(Debug)]
 pub struct BodyCopy {
     chunks: Vec<Bytes>,
+    /// Bytes kept, all taken from `budget`.
     len: usize,
     limit: usize,
+    budget: Arc<CopyBudget>,
 }
 
 impl BodyCopy {
-    /// A copy of a body that announced at least `lower` bytes (its
-    /// `Content-Length`, when it had one); none when that already exceeds
-    /// `limit`.
-    pub fn start(limit: usize, lower: u64) -> Option<BodyCopy> {
-        (lower <= limit as u64).then(|| BodyCopy {
-            chunks: Vec::new(),
-            len: 0,
-            limit,
-        })
-    }
-
-    /// Keeps `chunk`; `false` once the body is larger than the limit, when
-    /// the copy should be dropped (it keeps nothing more).
-    #[must_use]
-    pub fn push(&mut self, chunk: &Bytes) -> bool {
-        self.len += chunk.len();
-        if self.len > self.limit {
-            self.chunks = Vec::new();
-            return false;
+    /// Keeps `chunk`; `Err` once the body is larger than the limit or the
+    /// budget has no room for it, when the copy should be dropped.
+    pub fn push(&mut self, chunk: &Bytes) -> Result<(), GaveUp> {
+        if chunk.len() > self.limit - self.len {
+            return Err(GaveUp::TooLarge);
         }
+        if !self.budget.take(chunk.len()) {
+            return Err(GaveUp::Budget);
+        }
+        self.len += chunk.len();
         if !chunk.is_empty() {
             self.chunks.push(chunk.clone());
         }
-        true
+        Ok(())
     }
 
     /// The whole body, in an allocation of its own: the chunks may share
@@ -334,11 +384,18 @@ impl BodyCopy {
     }
 }
 
+impl Drop for BodyCopy {
+    fn drop(&mut self) {
+        self.budget.give_back(self.len);
+    }
+}
+
 /// The bounded cache.
 #[derive(Debug, Clone)]
 pub struct ResponseCache {
     entries: moka::future::Cache<UpstreamKey, Arc<Entry>>,
     max_entry_bytes: usize,
+    copies: Arc<CopyBudget>,
     metrics: Arc<Metrics>,
 }
 
@@ -381,13 +438,33 @@ impl ResponseCache {
         Some(ResponseCache {
             entries,
             max_entry_bytes: cfg.max_entry_bytes,
+            copies: Arc::new(CopyBudget {
+                held: AtomicU64::new(0),
+                max: cfg.max_bytes,
+                metrics: Arc::clone(&metrics),
+            }),
             metrics,
         })
     }
 
-    /// Largest body kept.
-    pub fn max_entry_bytes(&self) -> usize {
-        self.max_entry_bytes
+    /// A copy of a body that announced at least `lower` bytes (its
+    /// `Content-Length`, when it had one); none when that already exceeds
+    /// `max_entry_bytes`.
+    pub fn copy(&self, lower: u64) -> Option<BodyCopy> {
+        (lower <= self.max_entry_bytes as u64).then(|| BodyCopy {
+            chunks: Vec::new(),
+            len: 0,
+            limit: self.max_entry_bytes,
+            budget: Arc::clone(&self.copies),
+        })
+    }
+
+    /// Counts a copy dropped before its body ended.
+    pub fn gave_up(&self, why: GaveUp) {
+        self.metrics
+            .cache_copies_dropped
+            .with_label_values(&[why.as_str()])
+            .inc();
     }
 
     /// The kept answer for `key`, counting the lookup.
@@ -458,12 +535,13 @@ mod tests {
 
     #[test]
     fn a_body_copy_joins_its_chunks_into_an_exact_allocation() {
-        let mut copy = BodyCopy::start(10, 0).unwrap();
+        let (cache, _) = sized(100, 10);
+        let mut copy = cache.copy(0).unwrap();
         let big = Bytes::from(vec![b'x'; 64]);
-        assert!(copy.push(&Bytes::from_static(b"abc")));
-        assert!(copy.push(&Bytes::new()));
-        assert!(copy.push(&big.slice(0..4)));
-        assert!(copy.push(&Bytes::from_static(b"def")));
+        assert_eq!(copy.push(&Bytes::from_static(b"abc")), Ok(()));
+        assert_eq!(copy.push(&Bytes::new()), Ok(()));
+        assert_eq!(copy.push(&big.slice(0..4)), Ok(()));
+        assert_eq!(copy.push(&Bytes::from_static(b"def")), Ok(()));
         let body = copy.finish();
         assert_eq!(&body[..], b"abcxxxxdef");
         // Its own allocation, not a view that keeps `big` alive.
@@ -473,18 +551,68 @@ mod tests {
 
     #[test]
     fn a_body_copy_gives_up_past_the_limit_or_on_a_long_announced_length() {
-        assert!(
-            BodyCopy::start(10, 11).is_none(),
-            "Content-Length above the limit"
-        );
-        assert!(BodyCopy::start(10, 10).is_some());
-        let mut copy = BodyCopy::start(10, 0).unwrap();
-        assert!(copy.push(&Bytes::from_static(b"0123456789")));
-        assert!(
-            !copy.push(&Bytes::from_static(b"!")),
+        let (cache, metrics) = sized(100, 10);
+        assert!(cache.copy(11).is_none(), "Content-Length above the limit");
+        assert!(cache.copy(10).is_some());
+        let mut copy = cache.copy(0).unwrap();
+        assert_eq!(copy.push(&Bytes::from_static(b"0123456789")), Ok(()));
+        assert_eq!(
+            copy.push(&Bytes::from_static(b"!")),
+            Err(GaveUp::TooLarge),
             "one byte past the limit"
         );
-        assert!(copy.chunks.is_empty(), "a copy that gave up holds nothing");
+        assert_eq!(metrics.cache_copy_bytes.get(), 10);
+        drop(copy);
+        assert_eq!(
+            metrics.cache_copy_bytes.get(),
+            0,
+            "a dropped copy holds nothing"
+        );
+    }
+
+    #[test]
+    fn copies_streaming_at_once_share_the_caches_memory() {
+        let (cache, metrics) = sized(25, 20);
+        let ten = Bytes::from_static(b"0123456789");
+        let mut a = cache.copy(0).unwrap();
+        let mut b = cache.copy(0).unwrap();
+        assert_eq!(a.push(&ten), Ok(()));
+        assert_eq!(b.push(&ten), Ok(()));
+        let mut c = cache.copy(0).unwrap();
+        assert_eq!(c.push(&ten), Err(GaveUp::Budget), "30 bytes held of 25");
+        assert_eq!(
+            metrics.cache_copy_bytes.get(),
+            20,
+            "a refused push takes nothing"
+        );
+        drop(c);
+        let mut d = cache.copy(0).unwrap();
+        assert_eq!(d.push(&ten.slice(..5)), Ok(()), "what fits is taken");
+        assert_eq!(metrics.cache_copy_bytes.get(), 25);
+        // Finished or dropped, a copy gives its bytes back.
+        assert_eq!(a.finish().len(), 10);
+        drop(d);
+        assert_eq!(metrics.cache_copy_bytes.get(), 10);
+        assert_eq!(b.push(&ten), Ok(()));
+        assert_eq!(b.push(&Bytes::from_static(b"!")), Err(GaveUp::TooLarge));
+        drop(b);
+        assert_eq!(metrics.cache_copy_bytes.get(), 0);
+        assert_eq!(cache.copies.held.load(Ordering::Relaxed), 0);
+    }
+
+    /// A cache of `max_bytes` whose entries may be `max_entry_bytes`.
+    fn sized(max_bytes: u64, max_entry_bytes: usize) -> (ResponseCache, Arc<Metrics>) {
+        let registry = prometheus::Registry::new();
+        let metrics = Arc::new(Metrics::register(&registry).unwrap());
+        let cfg = CacheConfig {
+            max_bytes,
+            max_entry_bytes,
+            ..cfg()
+        };
+        (
+            ResponseCache::new(&cfg, Arc::clone(&metrics)).unwrap(),
+            metrics,
+        )
     }
 
     fn cfg() -> CacheConfig {

@@ -112,6 +112,11 @@ pub struct Metrics {
     pub cache_lookups: IntCounterVec,
     /// Response cache removals by cause (`expired`, `size`, `replaced`, `explicit`).
     pub cache_evictions: IntCounterVec,
+    /// Copies of answers for the cache dropped before the body ended, by
+    /// reason (`too_large`, `budget`).
+    pub cache_copies_dropped: IntCounterVec,
+    /// Bytes held by copies of answers still streaming.
+    pub cache_copy_bytes: IntGauge,
     /// Bytes held by the response cache.
     pub cache_bytes: IntGauge,
 }
@@ -278,6 +283,17 @@ impl Metrics {
             ),
             &["cause"],
         )?;
+        let cache_copies_dropped = IntCounterVec::new(
+            Opts::new(
+                "chime_gateway_cache_copies_dropped_total",
+                "Answers the response cache stopped copying before they ended, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let cache_copy_bytes = IntGauge::new(
+            "chime_gateway_cache_copy_bytes",
+            "Bytes held by the response cache's copies of answers still streaming.",
+        )?;
         let cache_bytes = IntGauge::new(
             "chime_gateway_cache_bytes",
             "Bytes held by the response cache.",
@@ -335,6 +351,7 @@ impl Metrics {
                 &cache_evictions,
                 &["expired", "size", "replaced", "explicit"][..],
             ),
+            (&cache_copies_dropped, &["too_large", "budget"][..]),
         ] {
             for v in values {
                 vec.with_label_values(&[v]);
@@ -369,6 +386,8 @@ impl Metrics {
         registry.register(Box::new(coalesced.clone()))?;
         registry.register(Box::new(cache_lookups.clone()))?;
         registry.register(Box::new(cache_evictions.clone()))?;
+        registry.register(Box::new(cache_copies_dropped.clone()))?;
+        registry.register(Box::new(cache_copy_bytes.clone()))?;
         registry.register(Box::new(cache_bytes.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
@@ -412,6 +431,8 @@ impl Metrics {
             coalesced,
             cache_lookups,
             cache_evictions,
+            cache_copies_dropped,
+            cache_copy_bytes,
             cache_bytes,
         })
     }

@@ -49,9 +49,7 @@ use http_body_util::{BodyExt, Limited};
 use crate::acl::{Denied, SessionQueueCheck};
 use crate::auth::Authenticated;
 use crate::body::{self, Body, Response};
-use crate::cache::{
-    self, BodyCopy, CacheConfig, Head, ResponseCache, Served, UpstreamKey, X_CACHE,
-};
+use crate::cache::{self, CacheConfig, Head, ResponseCache, Served, UpstreamKey, X_CACHE};
 use crate::clock::Clock;
 use crate::config::{UpstreamAuth, UpstreamConfig};
 use crate::metrics::Metrics;
@@ -450,12 +448,7 @@ impl Inner {
         let mut copy = store
             .as_ref()
             .filter(|_| head.storable())
-            .and_then(|(c, _, _)| {
-                BodyCopy::start(
-                    c.max_entry_bytes(),
-                    http_body::Body::size_hint(&incoming).lower(),
-                )
-            });
+            .and_then(|(c, _, _)| c.copy(http_body::Body::size_hint(&incoming).lower()));
         leader.head(Arc::clone(&head));
         loop {
             if !leader.room().await {
@@ -477,8 +470,11 @@ impl Inner {
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
-                    if copy.as_mut().is_some_and(|c| !c.push(&data)) {
-                        copy = None;
+                    if let (Some(kept), Some((cache, _, _))) = (copy.as_mut(), &store) {
+                        if let Err(why) = kept.push(&data) {
+                            cache.gave_up(why);
+                            copy = None;
+                        }
                     }
                     leader.push(data);
                     // With a known length the end is known after the last

@@ -46,6 +46,9 @@ pub enum Behavior {
     Large(u64),
     /// Reports start a CSV body and break the connection after this many bytes.
     ResetAfter(u64),
+    /// Reports start a CSV body and send nothing more after this many
+    /// bytes, keeping the connection open.
+    StallAfter(u64),
     /// Accept the request and never answer.
     Stall,
     /// Close the connection without answering.
@@ -268,7 +271,11 @@ async fn handle<B>(shared: &Shared, req: Request<B>) -> Response {
         Behavior::Stall => std::future::pending::<()>().await,
         Behavior::Slow(d) => tokio::time::sleep(d).await,
         Behavior::Fail(status) => return message(status, "An error has occurred."),
-        Behavior::Normal | Behavior::Large(_) | Behavior::ResetAfter(_) | Behavior::Hangup => {}
+        Behavior::Normal
+        | Behavior::Large(_)
+        | Behavior::ResetAfter(_)
+        | Behavior::StallAfter(_)
+        | Behavior::Hangup => {}
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return message(
@@ -290,10 +297,10 @@ async fn handle<B>(shared: &Shared, req: Request<B>) -> Response {
         );
     }
     let query = data::Query::parse(req.uri().query().unwrap_or(""));
-    let large = |total, fail_after| {
+    let large = |total, cut| {
         Some(data::Large {
             total,
-            fail_after,
+            cut,
             chunk: shared.chunk_bytes.load(Ordering::SeqCst),
             announce_length: shared.announce_length.load(Ordering::SeqCst),
             produced: Arc::clone(&shared.produced),
@@ -301,7 +308,8 @@ async fn handle<B>(shared: &Shared, req: Request<B>) -> Response {
     };
     let large = match behavior {
         Behavior::Large(n) => large(n, None),
-        Behavior::ResetAfter(n) => large(u64::MAX, Some(n)),
+        Behavior::ResetAfter(n) => large(u64::MAX, Some(data::Cut::Reset(n))),
+        Behavior::StallAfter(n) => large(u64::MAX, Some(data::Cut::Stall(n))),
         _ => None,
     };
     data::answer(&shared.catalog, req.uri().path(), &query, large)
@@ -313,13 +321,13 @@ const DEFAULT_CHUNK_BYTES: u64 = 64 * 1024;
 /// The simulator's answer for [`Behavior::Large`]: `total` bytes of CSV in
 /// chunks of `chunk` bytes, each produced only when the reader asks for it,
 /// chunked or with its `Content-Length` as `announce_length` says; with
-/// `fail_after`, an error (a broken connection) after that many bytes.
+/// `cut`, an error (a broken connection) or silence after that many bytes.
 fn large_answer(large: data::Large) -> Response {
     use futures_util::stream;
     use http_body_util::StreamBody;
     let data::Large {
         total,
-        fail_after,
+        cut,
         chunk,
         announce_length,
         produced,
@@ -345,11 +353,15 @@ fn large_answer(large: data::Large) -> Response {
             if sent >= total {
                 return None;
             }
-            if fail_after.is_some_and(|n| sent >= n) {
-                return Some((
-                    Err(std::io::Error::other("connection reset mid-body")),
-                    u64::MAX,
-                ));
+            match cut {
+                Some(data::Cut::Reset(n)) if sent >= n => {
+                    return Some((
+                        Err(std::io::Error::other("connection reset mid-body")),
+                        u64::MAX,
+                    ));
+                }
+                Some(data::Cut::Stall(n)) if sent >= n => std::future::pending::<()>().await,
+                _ => {}
             }
             let want = usize::try_from((total - sent).min(chunk)).unwrap_or(usize::MAX);
             let chunk = if sent == 0 {

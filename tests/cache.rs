@@ -12,6 +12,7 @@ use chime_gateway::config::{Config, Secret, UpstreamAuth};
 use chime_gateway::simulator::Behavior;
 use harness::{Answer, Harness, ADMIN, DOC_QUERY, MANAGER};
 use http::{Method, StatusCode};
+use http_body_util::BodyExt;
 
 const REPORT: &str = "/Chime/Report/InboundVsAnsweredChats";
 
@@ -25,7 +26,11 @@ fn caching(c: &mut Config) {
 }
 
 fn served(a: &Answer) -> &str {
-    a.headers
+    served_by(&a.headers)
+}
+
+fn served_by(headers: &http::HeaderMap) -> &str {
+    headers
         .get("x-chime-gateway-cache")
         .map_or("-", |v| v.to_str().unwrap())
 }
@@ -226,6 +231,62 @@ async fn finished_history_is_served_from_the_cache_with_validators() {
         .parse()
         .unwrap();
     assert!(held > first.body.len() as i64, "{held}");
+}
+
+/// Reads `response`'s body until at least `n` bytes have come.
+async fn read_at_least(response: &mut http::Response<hyper::body::Incoming>, n: usize) -> usize {
+    let mut got = 0;
+    while got < n {
+        let frame = response.body_mut().frame().await.unwrap().unwrap();
+        got += frame.data_ref().map_or(0, |d| d.len());
+    }
+    got
+}
+
+/// Copies of answers still streaming share the cache's memory (`max_bytes`),
+/// however slowly their clients read: beside one that holds most of it, a
+/// second large answer streams through uncopied, and the memory comes back
+/// once the first client leaves.
+#[tokio::test]
+async fn copies_of_answers_still_streaming_share_the_caches_memory() {
+    let h = Harness::start_with(|c| {
+        c.cache.enabled = true;
+        c.cache.max_bytes = 100_000;
+        c.cache.max_entry_bytes = 100_000;
+    })
+    .await;
+    // Each answer sends one 64 KiB chunk, then nothing more.
+    h.sim.set_behavior(Behavior::StallAfter(1));
+    let mut first = h.open_as(MANAGER, &past(1)).await;
+    assert_eq!(read_at_least(&mut first, 65_536).await, 65_536);
+    h.wait_for_metric("chime_gateway_cache_copy_bytes 65536")
+        .await;
+    // Another credential: its own upstream call, not coalesced with the first.
+    let mut second = h.open_as(ADMIN, &past(1)).await;
+    assert_eq!(served_by(second.headers()), "miss");
+    assert_eq!(read_at_least(&mut second, 65_536).await, 65_536);
+    h.wait_for_metric(r#"chime_gateway_cache_copies_dropped_total{reason="budget"} 1"#)
+        .await;
+    assert!(h
+        .metrics_text()
+        .contains("chime_gateway_cache_copy_bytes 65536"));
+    drop((first, second));
+    h.wait_for_metric("chime_gateway_cache_copy_bytes 0").await;
+
+    // The budget is whole again: an answer as large as it is kept.
+    h.sim.set_behavior(Behavior::Large(100_000));
+    let kept = h.get_as(ADMIN, &past(3)).await;
+    assert_eq!((kept.status, kept.body.len()), (StatusCode::OK, 100_000));
+    assert_eq!(served(&h.get_as(ADMIN, &past(3)).await), "hit");
+    let m = h.metrics_text();
+    assert!(
+        m.contains(r#"chime_gateway_cache_copies_dropped_total{reason="too_large"} 0"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"chime_gateway_cache_copies_dropped_total{reason="budget"} 1"#),
+        "{m}"
+    );
 }
 
 #[tokio::test]

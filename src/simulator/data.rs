@@ -88,13 +88,23 @@ fn not_found() -> Response {
     )
 }
 
-/// A [`super::Behavior::Large`] (or `ResetAfter`) answer to give instead of
-/// a report's rows.
+/// Where a [`Large`] body stops short of its end: after the chunk that
+/// reaches this many bytes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Cut {
+    /// The connection breaks.
+    Reset(u64),
+    /// Nothing more is sent; the connection stays open.
+    Stall(u64),
+}
+
+/// A [`super::Behavior::Large`] (or `ResetAfter`, `StallAfter`) answer to
+/// give instead of a report's rows.
 pub(super) struct Large {
     /// Bytes of CSV in all.
     pub(super) total: u64,
-    /// Break the connection after this many bytes.
-    pub(super) fail_after: Option<u64>,
+    /// Where the body stops short of `total`, if it does.
+    pub(super) cut: Option<Cut>,
     /// Bytes of data in each chunk.
     pub(super) chunk: u64,
     /// Send a `Content-Length` rather than chunked framing.

@@ -184,22 +184,38 @@ impl Harness {
     /// `send` to any URL: the simulated Chime's, say, to compare with
     /// what the gateway passed on.
     pub async fn send_to(&self, method: Method, url: &str, headers: &[(&str, &str)]) -> Answer {
-        let mut req = Request::builder().method(method).uri(url);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = self
-            .client
-            .request(req.body(Empty::new()).unwrap())
-            .await
-            .expect("request");
-        let (parts, body) = resp.into_parts();
+        let (parts, body) = self.open_to(method, url, headers).await.into_parts();
         let body = body.collect().await.expect("body").to_bytes();
         Answer {
             status: parts.status,
             headers: parts.headers,
             body,
         }
+    }
+
+    /// The response to a request, as soon as its head has arrived: the
+    /// body is left to the caller to read (or not).
+    pub async fn open_to(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> http::Response<hyper::body::Incoming> {
+        let mut req = Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.client
+            .request(req.body(Empty::new()).unwrap())
+            .await
+            .expect("request")
+    }
+
+    /// `target` with `key`, opened through the gateway ([`Self::open_to`]).
+    pub async fn open_as(&self, key: &str, target: &str) -> http::Response<hyper::body::Incoming> {
+        let auth = format!("Bearer {key}");
+        self.open_to(Method::GET, &self.url(target), &[("authorization", &auth)])
+            .await
     }
 
     pub async fn get(&self, target: &str, headers: &[(&str, &str)]) -> Answer {
