@@ -357,14 +357,24 @@ pub struct BodyCopy {
 }
 
 impl BodyCopy {
-    /// Keeps `chunk`; `Err` once the body is larger than the limit or the
-    /// budget has no room for it, when the copy should be dropped.
+    /// Keeps `chunk`; `Err` (counted in `cache_copies_dropped_total`) once
+    /// the body is larger than the limit or the budget has no room for it,
+    /// when the copy should be dropped.
     pub fn push(&mut self, chunk: &Bytes) -> Result<(), GaveUp> {
-        if chunk.len() > self.limit - self.len {
-            return Err(GaveUp::TooLarge);
-        }
-        if !self.budget.take(chunk.len()) {
-            return Err(GaveUp::Budget);
+        let refused = if chunk.len() > self.limit - self.len {
+            Some(GaveUp::TooLarge)
+        } else if !self.budget.take(chunk.len()) {
+            Some(GaveUp::Budget)
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            self.budget
+                .metrics
+                .cache_copies_dropped
+                .with_label_values(&[why.as_str()])
+                .inc();
+            return Err(why);
         }
         self.len += chunk.len();
         if !chunk.is_empty() {
@@ -457,14 +467,6 @@ impl ResponseCache {
             limit: self.max_entry_bytes,
             budget: Arc::clone(&self.copies),
         })
-    }
-
-    /// Counts a copy dropped before its body ended.
-    pub fn gave_up(&self, why: GaveUp) {
-        self.metrics
-            .cache_copies_dropped
-            .with_label_values(&[why.as_str()])
-            .inc();
     }
 
     /// The kept answer for `key`, counting the lookup.
@@ -598,6 +600,13 @@ mod tests {
         drop(b);
         assert_eq!(metrics.cache_copy_bytes.get(), 0);
         assert_eq!(cache.copies.held.load(Ordering::Relaxed), 0);
+        let dropped = |why: GaveUp| {
+            metrics
+                .cache_copies_dropped
+                .with_label_values(&[why.as_str()])
+                .get()
+        };
+        assert_eq!((dropped(GaveUp::Budget), dropped(GaveUp::TooLarge)), (1, 1));
     }
 
     /// A cache of `max_bytes` whose entries may be `max_entry_bytes`.

@@ -470,11 +470,8 @@ impl Inner {
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
-                    if let (Some(kept), Some((cache, _, _))) = (copy.as_mut(), &store) {
-                        if let Err(why) = kept.push(&data) {
-                            cache.gave_up(why);
-                            copy = None;
-                        }
+                    if copy.as_mut().is_some_and(|c| c.push(&data).is_err()) {
+                        copy = None;
                     }
                     leader.push(data);
                     // With a known length the end is known after the last
