@@ -96,8 +96,8 @@ pub enum Command {
         /// Write that CSV in chunks of this many bytes, one row each (a
         /// Chime that flushes more often writes smaller ones).
         #[arg(long, requires = "report_bytes", default_value_t = 65536,
-              value_parser = clap::value_parser!(u64).range(64..))]
-        report_chunk_bytes: u64,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(64..))]
+        report_chunk_bytes: usize,
         /// Send that CSV with a `Content-Length` instead of chunked.
         #[arg(long, requires = "report_bytes")]
         report_content_length: bool,

@@ -16,7 +16,7 @@ mod data;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,7 +90,7 @@ struct Shared {
     extra_headers: Mutex<HeaderMap>,
     produced: Arc<AtomicU64>,
     /// The data in each chunk of a [`Behavior::Large`] body.
-    chunk_bytes: AtomicU64,
+    chunk_bytes: AtomicUsize,
     /// Whether [`Behavior::Large`] bodies announce their length.
     announce_length: AtomicBool,
     /// While true, requests are recorded and then wait before answering.
@@ -129,7 +129,7 @@ impl Simulator {
             recorded: Mutex::new(Vec::new()),
             extra_headers: Mutex::new(HeaderMap::new()),
             produced: Arc::new(AtomicU64::new(0)),
-            chunk_bytes: AtomicU64::new(DEFAULT_CHUNK_BYTES),
+            chunk_bytes: AtomicUsize::new(DEFAULT_CHUNK_BYTES),
             announce_length: AtomicBool::new(false),
             held: tokio::sync::watch::Sender::new(false),
         });
@@ -175,7 +175,7 @@ impl Simulator {
 
     /// Writes [`Behavior::Large`] bodies in chunks of `n` bytes (at least
     /// one) from now on; 64 KiB until then.
-    pub fn set_chunk_bytes(&self, n: u64) {
+    pub fn set_chunk_bytes(&self, n: usize) {
         self.shared.chunk_bytes.store(n.max(1), Ordering::SeqCst);
     }
 
@@ -316,7 +316,7 @@ async fn handle<B>(shared: &Shared, req: Request<B>) -> Response {
 }
 
 /// The chunk size of [`Behavior::Large`] bodies unless set otherwise.
-const DEFAULT_CHUNK_BYTES: u64 = 64 * 1024;
+const DEFAULT_CHUNK_BYTES: usize = 64 * 1024;
 
 /// The simulator's answer for [`Behavior::Large`]: `total` bytes of CSV in
 /// chunks of `chunk` bytes, each produced only when the reader asks for it,
@@ -335,13 +335,7 @@ fn large_answer(large: data::Large) -> Response {
     let header = Bytes::from_static(b"Date,QueueId,Value\n");
     let row: Bytes = {
         let mut line = b"2020-11-01T00:00:00.000Z,1,".to_vec();
-        line.resize(
-            usize::try_from(chunk)
-                .unwrap_or(usize::MAX)
-                .max(line.len() + 1)
-                - 1,
-            b'7',
-        );
+        line.resize(chunk.max(line.len() + 1) - 1, b'7');
         line.push(b'\n');
         line.into()
     };
@@ -363,7 +357,7 @@ fn large_answer(large: data::Large) -> Response {
                 Some(data::Cut::Stall(n)) if sent >= n => std::future::pending::<()>().await,
                 _ => {}
             }
-            let want = usize::try_from((total - sent).min(chunk)).unwrap_or(usize::MAX);
+            let want = usize::try_from(total - sent).map_or(chunk, |left| left.min(chunk));
             let chunk = if sent == 0 {
                 let mut first = header.to_vec();
                 first.extend_from_slice(&row[..want.saturating_sub(first.len())]);

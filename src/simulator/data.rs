@@ -106,7 +106,7 @@ pub(super) struct Large {
     /// Where the body stops short of `total`, if it does.
     pub(super) cut: Option<Cut>,
     /// Bytes of data in each chunk.
-    pub(super) chunk: u64,
+    pub(super) chunk: usize,
     /// Send a `Content-Length` rather than chunked framing.
     pub(super) announce_length: bool,
     /// Counts the bytes produced.
