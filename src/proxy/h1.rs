@@ -36,12 +36,12 @@ use super::upstream_request::UpstreamRequest;
 pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
-/// Room made in the read buffer when little is left: a fixed size instead
-/// of hyper's adaptive buffer, so the one buffer a connection reads into
-/// (body data is copied out of it, [`take_out`]) stays small and in cache.
-/// A read takes whatever room there is: up to twice this once `reserve`
-/// has grown the buffer (README "Memory": hyper's adaptive buffer grew to
-/// 400 KiB and was reallocated faster than it was purged).
+/// The size of a connection's read buffer: fixed instead of hyper's
+/// adaptive buffer, so the one buffer a connection reads into (body data
+/// is copied out of it, [`Frames`]) stays small and in cache (README
+/// "Memory": hyper's adaptive buffer grew to 400 KiB and was reallocated
+/// faster than it was purged). It grows only while more than this is
+/// needed at once (a long head).
 const READ_SIZE: usize = 64 * 1024;
 /// The longest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -131,8 +131,15 @@ impl Conn {
 
     /// Reads more into the buffer: the number of bytes read (0 at the end).
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < READ_SIZE / 8 {
-            self.buf.reserve(READ_SIZE);
+        let low = READ_SIZE / 8;
+        if self.buf.capacity() - self.buf.len() < low {
+            // Room up to `READ_SIZE` in all, which `reserve` makes by moving
+            // the few bytes left unread to the start of the buffer. Asked
+            // for `READ_SIZE` more, it grew the buffer to 128 KiB whenever
+            // any byte was left, and a block that size takes one of
+            // mimalloc's 4 MiB pages.
+            self.buf
+                .reserve((READ_SIZE - low).saturating_sub(self.buf.len()) + low);
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
     }
@@ -168,6 +175,7 @@ impl Conn {
                         conn: Some(self),
                         framing,
                         keep_alive,
+                        frames: Frames::default(),
                     }));
                 }
             }
@@ -408,6 +416,7 @@ pub(crate) struct Body {
     conn: Option<Conn>,
     framing: Framing,
     keep_alive: bool,
+    frames: Frames,
 }
 
 /// What decoding the buffered bytes gave.
@@ -448,12 +457,12 @@ impl Body {
                 if *left == 0 {
                     self.framing = Framing::Done;
                 }
-                Ok(Step::Data(take_out(buf, take)))
+                Ok(Step::Data(take_out(buf, take, &mut self.frames)))
             }
-            Framing::Close => Ok(Step::Data(take_out(buf, buf.len()))),
+            Framing::Close => Ok(Step::Data(take_out(buf, buf.len(), &mut self.frames))),
             Framing::Chunked(chunk, extensions) => {
                 skip_framing(chunk, extensions, buf)?;
-                let data = take_chunks(chunk, extensions, buf);
+                let data = take_chunks(chunk, extensions, buf, &mut self.frames);
                 let ended = *chunk == Chunk::End;
                 if ended {
                     self.framing = Framing::Done;
@@ -474,16 +483,82 @@ impl Body {
     }
 }
 
-/// The first `len` bytes of `buf`, copied out of it. Splitting them off
-/// instead copies nothing here but costs more in the kernel: the
-/// connection's read buffer is then shared with the frame, so each read
-/// goes into newly allocated memory, and the kernel's copy of that data to
-/// the client was the largest part of streaming (1 GiB, six alternating
-/// runs of each: 0.45–0.60 s of system time against 0.55–0.67 s, about 15%
-/// more throughput, for 0.05 s more of user time). Copied out, the one
-/// read buffer is reused and stays in cache.
-fn take_out(buf: &mut BytesMut, len: usize) -> Bytes {
-    let data = Bytes::copy_from_slice(&buf[..len]);
+/// Where a body's data goes when it is copied out of the connection's
+/// read buffer. Splitting it off instead copies nothing here but costs
+/// more in the kernel: each read then goes into newly allocated memory,
+/// and the kernel's copy of that data to the client was the largest part
+/// of streaming (1 GiB, six alternating runs of each: 0.45–0.60 s of
+/// system time against 0.55–0.67 s, about 15% more throughput, for 0.05 s
+/// more of user time). Copied out, the one read buffer is reused and stays
+/// in cache.
+///
+/// The first frame is an allocation of its own size, so a short answer
+/// costs what it did. Later frames are cut one after another from blocks
+/// of [`BLOCK`] bytes, and a block whose frames have all been dropped is
+/// filled again in place. A streamed body's frames, as long as whatever
+/// each read brought, each in an allocation of that size, spread over a
+/// dozen of mimalloc's size classes, each with pages of its own in each
+/// worker: while a stream's live frames came to about 0.5 MiB, the
+/// gateway's RSS grew by 6–8 MiB (README, "Memory").
+#[derive(Debug, Default)]
+struct Frames {
+    /// Where the next frame is written: the rest of the current block, or
+    /// the first frame's allocation.
+    room: BytesMut,
+    /// A frame has been handed out.
+    started: bool,
+    /// `room` is the rest of a block.
+    blocks: bool,
+}
+
+/// The size of the blocks a body's frames after the first are cut from.
+const BLOCK: usize = 64 * 1024;
+
+impl Frames {
+    /// Room for `len` more bytes of the frame being written.
+    fn room(&mut self, len: usize) -> &mut BytesMut {
+        if self.room.capacity() - self.room.len() < len {
+            if self.blocks || !self.room.is_empty() {
+                // The same block again when every frame cut from it is
+                // gone; otherwise a new one of the block's size (`BLOCK`),
+                // or of `len` if that is more.
+                self.room.reserve(len);
+            } else if self.started {
+                self.room = BytesMut::with_capacity(len.max(BLOCK));
+                self.blocks = true;
+            } else {
+                self.room = BytesMut::with_capacity(len);
+            }
+        }
+        &mut self.room
+    }
+
+    /// `data` as a frame. A first frame is copied straight into an
+    /// allocation of its own (an answer in one read: most of them).
+    fn copy(&mut self, data: &[u8]) -> Bytes {
+        if !self.started {
+            self.started = true;
+            return Bytes::copy_from_slice(data);
+        }
+        self.room(data.len()).extend_from_slice(data);
+        self.cut()
+    }
+
+    /// What was written since the last frame, as a frame. The first frame
+    /// takes its allocation whole, which costs no shared count.
+    fn cut(&mut self) -> Bytes {
+        self.started = true;
+        if self.blocks {
+            self.room.split().freeze()
+        } else {
+            std::mem::take(&mut self.room).freeze()
+        }
+    }
+}
+
+/// The first `len` bytes of `buf`, moved out of it into a frame.
+fn take_out(buf: &mut BytesMut, len: usize, frames: &mut Frames) -> Bytes {
+    let data = frames.copy(&buf[..len]);
     buf.advance(len);
     data
 }
@@ -496,19 +571,27 @@ fn take_out(buf: &mut BytesMut, len: usize) -> Bytes {
 /// buffered already, so the connection is free as soon as the last data
 /// is handed out; an error in that framing is met again on the next
 /// decode.
-fn take_chunks(chunk: &mut Chunk, extensions: &mut usize, buf: &mut BytesMut) -> Option<Bytes> {
-    let mut frame: Option<Vec<u8>> = None;
+fn take_chunks(
+    chunk: &mut Chunk,
+    extensions: &mut usize,
+    buf: &mut BytesMut,
+    frames: &mut Frames,
+) -> Option<Bytes> {
+    // Bytes in the frame so far, if it has begun.
+    let mut joined: Option<usize> = None;
     while let Chunk::Data(left) = chunk {
         let take = usize::try_from(*left).map_or(buf.len(), |l| l.min(buf.len()));
         // A piece joins the frame only whole: split to fill one, the pieces
         // of large chunks streamed slower than as they came.
-        let fits = frame.as_ref().is_none_or(|f| f.len() + take <= FRAME_MAX);
+        let fits = joined.is_none_or(|j| j + take <= FRAME_MAX);
         if take == 0 || !fits {
             break;
         }
-        frame
-            .get_or_insert_with(|| Vec::with_capacity(buf.len().min(FRAME_MAX).max(take)))
-            .extend_from_slice(&buf[..take]);
+        // Room for the whole frame at its start: it holds at most what is
+        // buffered, and more than `FRAME_MAX` only when its first piece does.
+        let room = joined.map_or(buf.len().min(FRAME_MAX).max(take), |_| take);
+        frames.room(room).extend_from_slice(&buf[..take]);
+        joined = Some(joined.unwrap_or(0) + take);
         buf.advance(take);
         *left -= take as u64;
         if *left == 0 {
@@ -518,7 +601,7 @@ fn take_chunks(chunk: &mut Chunk, extensions: &mut usize, buf: &mut BytesMut) ->
             break;
         }
     }
-    frame.map(Bytes::from)
+    joined.map(|_| frames.cut())
 }
 
 /// Consumes chunked framing (size lines, CRLFs, trailers) from `buf` up to
@@ -859,6 +942,80 @@ mod tests {
             frames.push(frame.map(|f| f.into_data().unwrap()));
         }
         frames
+    }
+
+    #[test]
+    fn frames_after_the_first_are_cut_from_blocks_filled_again_once_free() {
+        let mut frames = Frames::default();
+        let first = frames.copy(b"abc");
+        assert_eq!(first, "abc");
+        // One after the other in one block.
+        let a = frames.copy(&[1; 1000]);
+        let b = frames.copy(&[2; 1000]);
+        let start = a.as_ptr();
+        assert_eq!(b.as_ptr(), start.wrapping_add(1000));
+        assert_ne!(
+            first.as_ptr(),
+            start.wrapping_sub(3),
+            "the first frame is on its own"
+        );
+        drop((a, b));
+        let rest = frames.copy(&vec![3; BLOCK - 2000]);
+        assert_eq!(rest.as_ptr(), start.wrapping_add(2000));
+        drop(rest);
+        // Every frame of the block is gone: it is filled again in place.
+        let again = frames.copy(&[4; 100]);
+        assert_eq!(again.as_ptr(), start);
+        // A frame still held keeps its block: the next frame starts another.
+        let held = frames.copy(&vec![5; BLOCK - 100]);
+        let next = frames.copy(&[6; 10]);
+        assert!(
+            !(start..start.wrapping_add(BLOCK)).contains(&next.as_ptr()),
+            "a block still in use is not written over"
+        );
+        assert_eq!(
+            (&again[..], &held[..], &next[..]),
+            (&[4; 100][..], &vec![5; BLOCK - 100][..], &[6; 10][..])
+        );
+        // A frame larger than a block gets a block of its size.
+        let large = frames.copy(&vec![7; BLOCK + 1]);
+        assert_eq!(large.len(), BLOCK + 1);
+        assert!(large.iter().all(|&x| x == 7));
+    }
+
+    #[tokio::test]
+    async fn the_read_buffer_stays_at_read_size_while_bytes_are_left_unread() {
+        // 1,000-byte chunks, each read ending two or four bytes into a
+        // chunk's size line, which is left unread until the next read.
+        let chunks: Vec<Vec<u8>> = (0..300u16).map(|i| vec![(i % 251) as u8; 1000]).collect();
+        let mut answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        let mut cuts = Vec::new();
+        for (i, c) in chunks.iter().enumerate() {
+            cuts.push(answer.len() + 2 + 2 * (i % 2));
+            answer.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+            answer.extend_from_slice(c);
+            answer.extend_from_slice(b"\r\n");
+        }
+        answer.extend_from_slice(b"0\r\n\r\n");
+        cuts.push(answer.len());
+        let segments: Vec<&[u8]> = std::iter::once(0)
+            .chain(cuts.iter().copied())
+            .zip(cuts.iter().copied())
+            .map(|(from, to)| &answer[from..to])
+            .collect();
+        let (conn, _) = conn(&segments);
+        let mut body = conn.send(&get(), &host()).await.unwrap().into_body();
+        let mut data = Vec::new();
+        let mut largest = 0;
+        while let Some(frame) = body.frame().await {
+            data.extend_from_slice(&frame.unwrap().into_data().unwrap());
+            largest = largest.max(body.conn.as_ref().map_or(0, |c| c.buf.capacity()));
+        }
+        assert_eq!(data, chunks.concat());
+        assert!(
+            largest <= READ_SIZE,
+            "the read buffer grew to {largest} bytes"
+        );
     }
 
     #[tokio::test]
