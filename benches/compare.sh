@@ -27,7 +27,7 @@ ulimit -n "$(ulimit -Hn)"   # 10,000 idle connections need more than the usual 1
 bash benches/pgo.sh
 pgo_bin=$PWD/target/pgo/release/chime-gateway
 # shellcheck source=compare/common.sh
-. benches/compare/common.sh   # bin, work, port(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), one_worker, fill(), stream_peers(), stream_rounds(), rss(), idle_rss(), median(), machine()
+. benches/compare/common.sh   # bin, work, port(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), one_worker, fill(), stream_peers(), stream_rounds(), rss(), peak_from(), peak_since(), idle_rss(), median(), machine()
 mkdir -p "$work/tmp"
 up=$(port); slow=$(port); big=$(port); ngx=$(port); hap=$(port)
 
@@ -194,8 +194,6 @@ echo "idle: RSS $((base / 1024)) MiB before, $((busy / 1024)) MiB right after th
 # kernel's socket reads, writes and copies.
 m=${gwpid[stream]}
 via[gateway]="${gwport[stream]} $m"
-before=$(rss "$m")
-echo 5 > "/proc/$m/clear_refs"   # resets VmHWM, the kernel's peak RSS, to the current RSS
+before=$(peak_from "$m")
 stream_rounds 3 direct gateway nginx haproxy relay
-peak=$(awk '/VmHWM/ {print $2}' "/proc/$m/status")
-awk -v b="$before" -v p="$peak" 'BEGIN { printf "gateway RSS while streaming 1 GiB: %.1f MiB before, peak %.1f MiB (+%.1f MiB)\n", b/1024, p/1024, (p-b)/1024 }'
+peak_since gateway "$m" "$before"

@@ -13,7 +13,10 @@
 # The simulated Chime writes the report in 64 KiB chunks; CHUNK=N in the
 # environment makes them N bytes (a Chime that flushes more often), e.g.
 # `CHUNK=1024 bash benches/stream.sh 3`, and LENGTH=1 sends it with a
-# Content-Length instead of chunked.
+# Content-Length instead of chunked. The gateways run with coalescing and
+# the cache off, as in compare.sh's throughput runs; CACHE=on turns them on
+# (their default, and compare.sh's streaming gateway). After the rounds,
+# each gateway's peak RSS over its streams.
 #
 # Without binaries it streams through `cargo build --release`'s build. To
 # compare two builds, keep one before the change with
@@ -29,7 +32,7 @@ done
 builds=("$@")
 [ ${#builds[@]} -gt 0 ] && GATEWAY_BIN=${builds[0]}
 # shellcheck source=compare/common.sh
-. benches/compare/common.sh   # bin, work, port(), wait_ready(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), fill(), stream_peers(), stream_rounds(), machine()
+. benches/compare/common.sh   # bin, work, port(), wait_ready(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), fill(), stream_peers(), stream_rounds(), peak_from(), peak_since(), machine()
 [ ${#builds[@]} -gt 0 ] || builds=("$bin")
 big=$(port)
 "$bin" simulate --listen "127.0.0.1:$big" --report-bytes 1073741824 --report-chunk-bytes "${CHUNK:-65536}" \
@@ -39,7 +42,7 @@ declare -A via=([direct]="$big $!")
 names=(direct)
 for i in "${!builds[@]}"; do
   p=$(port); a=$(port)
-  gateway_config "gateway-$i" "$big" "$p" "$a" off > "$work/gateway-$i.toml"
+  gateway_config "gateway-$i" "$big" "$p" "$a" "${CACHE:-off}" > "$work/gateway-$i.toml"
   "$(realpath "${builds[$i]}")" serve --config "$work/gateway-$i.toml" 2>"$work/gateway-$i.err" &
   via[gateway-$i]="$p $!"; names+=("gateway-$i")
   wait_ready "$a"
@@ -49,5 +52,15 @@ sleep 1
 names+=(nginx haproxy relay)
 machine
 echo "chunks of ${CHUNK:-65536} bytes${LENGTH:+, with a Content-Length}"
-for i in "${!builds[@]}"; do echo "gateway-$i: ${builds[$i]}"; done
+echo "cache and coalescing ${CACHE:-off}"
+declare -A before
+for i in "${!builds[@]}"; do
+  echo "gateway-$i: ${builds[$i]}"
+  read -r _ pid <<<"${via[gateway-$i]}"
+  before[$i]=$(peak_from "$pid")
+done
 stream_rounds "$rounds" "${names[@]}"
+for i in "${!builds[@]}"; do
+  read -r _ pid <<<"${via[gateway-$i]}"
+  peak_since "gateway-$i" "$pid" "${before[$i]}"
+done

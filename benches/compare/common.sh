@@ -127,6 +127,17 @@ column_median() { awk -v k="$2" -v c="$3" '$3 == k {print $c}' "$1" | median; }
 # rss PID -> that process's resident memory, in KiB
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
+# peak_from PID -> resets that process's peak resident memory (VmHWM, the
+# kernel's) to what it holds now, and prints that (KiB)
+peak_from() { echo 5 > "/proc/$1/clear_refs"; rss "$1"; }
+
+# peak_since NAME PID BEFORE -> one line: PID's peak resident memory since
+# peak_from printed BEFORE, and how much above BEFORE it went
+peak_since() {
+  awk -v n="$1" -v b="$3" -v p="$(awk '/VmHWM/ {print $2}' "/proc/$2/status")" \
+    'BEGIN { printf "%s RSS while streaming 1 GiB: %.1f MiB before, peak %.1f MiB (+%.1f MiB)\n", n, b/1024, p/1024, (p-b)/1024 }'
+}
+
 # idle_rss PID PORT ADMIN-PORT -> "BASE BUSY HELD OPEN PARKED": the gateway
 # PID's resident memory (KiB) before, right after 10,000 keep-alive
 # connections to PORT have had one answer each, and 3 s later (longer than
