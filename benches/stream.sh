@@ -39,12 +39,13 @@ big=$(port)
   ${LENGTH:+--report-content-length} >/dev/null &
 # name -> "PORT PID..." of what streams under that name
 declare -A via=([direct]="$big $!")
+gwpid=(); before=()   # build index -> its gateway's PID; its RSS when the streams began
 names=(direct)
 for i in "${!builds[@]}"; do
   p=$(port); a=$(port)
   gateway_config "gateway-$i" "$big" "$p" "$a" "${CACHE:-off}" > "$work/gateway-$i.toml"
   "$(realpath "${builds[$i]}")" serve --config "$work/gateway-$i.toml" 2>"$work/gateway-$i.err" &
-  via[gateway-$i]="$p $!"; names+=("gateway-$i")
+  gwpid[$i]=$!; via[gateway-$i]="$p $!"; names+=("gateway-$i")
   wait_ready "$a"
 done
 stream_peers "$big"
@@ -53,14 +54,9 @@ names+=(nginx haproxy relay)
 machine
 echo "chunks of ${CHUNK:-65536} bytes${LENGTH:+, with a Content-Length}"
 echo "cache and coalescing ${CACHE:-off}"
-declare -A before
 for i in "${!builds[@]}"; do
   echo "gateway-$i: ${builds[$i]}"
-  read -r _ pid <<<"${via[gateway-$i]}"
-  before[$i]=$(peak_from "$pid")
+  before[$i]=$(peak_from "${gwpid[$i]}")
 done
 stream_rounds "$rounds" "${names[@]}"
-for i in "${!builds[@]}"; do
-  read -r _ pid <<<"${via[gateway-$i]}"
-  peak_since "gateway-$i" "$pid" "${before[$i]}"
-done
+for i in "${!builds[@]}"; do peak_since "gateway-$i" "${gwpid[$i]}" "${before[$i]}"; done

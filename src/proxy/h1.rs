@@ -511,13 +511,23 @@ impl Body {
 /// gateway's RSS grew by 6–8 MiB (README, "Memory").
 #[derive(Debug, Default)]
 struct Frames {
-    /// Where the next frame is written: the rest of the current block, or
-    /// the first frame's allocation.
+    /// Where the next frame is written (what is written so far is its
+    /// start): the rest of the current block, or the first frame's
+    /// allocation.
     room: BytesMut,
-    /// A frame has been handed out.
-    started: bool,
+    stage: Stage,
+}
+
+/// How far a body's frames have got.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// No frame has been handed out.
+    #[default]
+    First,
+    /// The first has; `room` is empty.
+    Second,
     /// `room` is the rest of a block.
-    blocks: bool,
+    Blocks,
 }
 
 /// The size of the blocks a body's frames after the first are cut from.
@@ -527,14 +537,15 @@ impl Frames {
     /// Room for `len` more bytes of the frame being written.
     fn room(&mut self, len: usize) -> &mut BytesMut {
         if self.room.capacity() - self.room.len() < len {
-            if self.blocks || !self.room.is_empty() {
+            if self.stage == Stage::Blocks || !self.room.is_empty() {
                 // The same block again when every frame cut from it is
                 // gone; otherwise a new one of the block's size (`BLOCK`),
-                // or of `len` if that is more.
+                // or of `len` if that is more. (A frame begun elsewhere
+                // keeps what it has.)
                 self.room.reserve(len);
-            } else if self.started {
+            } else if self.stage == Stage::Second {
                 self.room = BytesMut::with_capacity(len.max(BLOCK));
-                self.blocks = true;
+                self.stage = Stage::Blocks;
             } else {
                 self.room = BytesMut::with_capacity(len);
             }
@@ -542,11 +553,16 @@ impl Frames {
         &mut self.room
     }
 
+    /// The bytes of the frame being written.
+    fn written(&self) -> usize {
+        self.room.len()
+    }
+
     /// `data` as a frame. A first frame is copied straight into an
     /// allocation of its own (an answer in one read: most of them).
     fn copy(&mut self, data: &[u8]) -> Bytes {
-        if !self.started {
-            self.started = true;
+        if self.stage == Stage::First {
+            self.stage = Stage::Second;
             return Bytes::copy_from_slice(data);
         }
         self.room(data.len()).extend_from_slice(data);
@@ -556,11 +572,12 @@ impl Frames {
     /// What was written since the last frame, as a frame. The first frame
     /// takes its allocation whole, which costs no shared count.
     fn cut(&mut self) -> Bytes {
-        self.started = true;
-        if self.blocks {
-            self.room.split().freeze()
-        } else {
-            std::mem::take(&mut self.room).freeze()
+        match self.stage {
+            Stage::Blocks => self.room.split().freeze(),
+            Stage::First | Stage::Second => {
+                self.stage = Stage::Second;
+                std::mem::take(&mut self.room).freeze()
+            }
         }
     }
 }
@@ -595,21 +612,22 @@ fn take_chunks(
     buf: &mut BytesMut,
     frames: &mut Frames,
 ) -> Option<Bytes> {
-    // Bytes in the frame so far, if it has begun.
-    let mut joined: Option<usize> = None;
     while let Chunk::Data(left) = chunk {
         let take = frame_len(*left, buf.len());
+        let joined = frames.written();
         // A piece joins the frame only whole: split to fill one, the pieces
         // of large chunks streamed slower than as they came.
-        let fits = joined.is_none_or(|j| j + take <= FRAME_MAX);
-        if take == 0 || !fits {
+        if take == 0 || (joined > 0 && joined + take > FRAME_MAX) {
             break;
         }
         // Room for the whole frame at its start: it holds at most what is
         // buffered, and more than `FRAME_MAX` only when its first piece does.
-        let room = joined.map_or(buf.len().min(FRAME_MAX).max(take), |_| take);
+        let room = if joined == 0 {
+            buf.len().min(FRAME_MAX).max(take)
+        } else {
+            take
+        };
         frames.room(room).extend_from_slice(&buf[..take]);
-        joined = Some(joined.unwrap_or(0) + take);
         buf.advance(take);
         *left -= take as u64;
         if *left == 0 {
@@ -619,7 +637,7 @@ fn take_chunks(
             break;
         }
     }
-    joined.map(|_| frames.cut())
+    (frames.written() > 0).then(|| frames.cut())
 }
 
 /// Consumes chunked framing (size lines, CRLFs, trailers) from `buf` up to
