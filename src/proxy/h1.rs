@@ -59,14 +59,6 @@ const MAX_TRAILERS: usize = 16 * 1024;
 /// Chunk-extension bytes (after each line's `;`) in one body, over all its
 /// chunks: fewer than this, as hyper allows.
 const MAX_EXTENSIONS: usize = 16 * 1024;
-/// The most data of several chunks joined into one frame ([`take_chunks`]).
-/// Each frame is a write to the client, so a read holding many small chunks
-/// was as many writes (1 GiB in 1 KiB chunks: 0.84 s of system time against
-/// nginx's 0.47); joined, 0.55 s. Larger frames cost more in the kernel
-/// again when the chunks are large (64 KiB chunks joined up to 64 KiB:
-/// 0.89 s against 0.59 unjoined), and so did splitting pieces to fill
-/// frames (README, "Small upstream chunks").
-const FRAME_MAX: usize = 32 * 1024;
 
 /// Why an exchange or a body failed.
 #[derive(Debug, thiserror::Error)]
@@ -425,10 +417,13 @@ pub(crate) struct Body {
     frames: Frames,
 }
 
-/// What decoding the buffered bytes gave.
+/// What gathering the buffered bytes gave.
 enum Step {
-    Data(Bytes),
+    /// The frame gathered is to be handed out now.
+    Frame,
+    /// The body has ended: what is gathered, if anything, is its last frame.
     End,
+    /// More is needed from the connection.
     More,
 }
 
@@ -446,198 +441,218 @@ impl Body {
         }
     }
 
-    /// Takes what the buffer holds of the body.
+    /// Gathers what the buffer holds of the body into the frame being
+    /// gathered, as far as that frame can take it.
     fn decode(&mut self) -> Result<Step, Error> {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(Step::End);
         };
         let buf = &mut conn.buf;
+        let lead = lead(&self.framing);
+        let frames = &mut self.frames;
         match &mut self.framing {
-            Framing::Done => Ok(Step::End),
+            Framing::Done => return Ok(Step::End),
             // An empty buffer completes no step (the chunked end is
             // `Done` as soon as it is read).
-            _ if buf.is_empty() => Ok(Step::More),
+            _ if buf.is_empty() => return Ok(Step::More),
             Framing::Length(left) => {
-                let take = frame_len(*left, buf.len());
-                *left -= take as u64;
+                *left -= frames.take(buf, *left, lead) as u64;
                 if *left == 0 {
                     self.framing = Framing::Done;
+                    return Ok(Step::End);
                 }
-                Ok(Step::Data(take_out(buf, take, &mut self.frames)))
             }
             Framing::Close => {
-                let take = frame_len(u64::MAX, buf.len());
-                Ok(Step::Data(take_out(buf, take, &mut self.frames)))
+                frames.take(buf, u64::MAX, lead);
             }
             Framing::Chunked(chunk, extensions) => {
-                skip_framing(chunk, extensions, buf)?;
-                let data = take_chunks(chunk, extensions, buf, &mut self.frames);
-                let ended = *chunk == Chunk::End;
-                if ended {
+                let broken = gather_chunks(chunk, extensions, buf, frames, lead)?;
+                if *chunk == Chunk::End {
                     self.framing = Framing::Done;
+                    return Ok(Step::End);
                 }
-                Ok(match data {
-                    Some(data) => Step::Data(data),
-                    None if ended => Step::End,
-                    None => Step::More,
-                })
+                if broken {
+                    return Ok(Step::Frame);
+                }
             }
         }
+        Ok(if frames.is_full() {
+            Step::Frame
+        } else {
+            Step::More
+        })
     }
 
     fn fail(&mut self, error: Error) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        self.frames.discard();
         self.conn = None;
         self.framing = Framing::Done;
         Poll::Ready(Some(Err(error)))
     }
 }
 
-/// Where a body's data goes when it is copied out of the connection's
-/// read buffer. Splitting it off instead copies nothing here but costs
-/// more in the kernel: each read then goes into newly allocated memory,
-/// and the kernel's copy of that data to the client was the largest part
-/// of streaming (1 GiB, six alternating runs of each: 0.45–0.60 s of
-/// system time against 0.55–0.67 s, about 15% more throughput, for 0.05 s
-/// more of user time). Copied out, the one read buffer is reused and stays
-/// in cache.
+/// Where a body's data is gathered into frames, copied out of the
+/// connection's read buffer. Splitting it off instead copies nothing here
+/// but costs more in the kernel: each read then goes into newly allocated
+/// memory, and the kernel's copy of that data to the client was the
+/// largest part of streaming (1 GiB, six alternating runs of each:
+/// 0.45–0.60 s of system time against 0.55–0.67 s, about 15% more
+/// throughput, for 0.05 s more of user time). Copied out, the one read
+/// buffer is reused and stays in cache.
 ///
-/// The first frame is an allocation of its own size, so a short answer
-/// costs what it did. Later frames are cut one after another from blocks
-/// of [`BLOCK`] bytes, and a block whose frames have all been dropped is
-/// filled again in place. A streamed body's frames, as long as whatever
-/// each read brought, each in an allocation of that size, spread over a
-/// dozen of mimalloc's size classes, each with pages of its own in each
-/// worker: while a stream's live frames came to about 0.5 MiB, the
-/// gateway's RSS grew by 6–8 MiB (README, "Memory").
+/// The first frame is an allocation of its own, handed out with whatever
+/// the reads so far brought, so a short answer costs what it did. Later
+/// frames are gathered in blocks of [`BLOCK`] bytes, each frame until its
+/// block is full, the body ends, or nothing more has arrived (README,
+/// "Streaming"):
+/// - full frames are as few writes to the client as there can be, each
+///   exactly a block with the chunk framing the server adds ([`lead`]);
+/// - each frame starts `lead` bytes past the end of the one before it, so
+///   its place in its block keeps step with where the kernel copies it in
+///   the socket's buffer. The kernel's copy (`rep movsb`) ran at a third
+///   of its speed when the destination was up to 31 bytes past the source
+///   modulo 4 KiB, which frames cut back to back from blocks and written
+///   with 8 bytes of framing each kept hitting: 0.87 s of system time per
+///   GiB against nginx's 0.54;
+/// - a block whose frames have all been dropped is filled again in place,
+///   and every block has the one size: frames as long as whatever each
+///   read brought, each in an allocation of that size, spread over a
+///   dozen of mimalloc's size classes, each with pages of its own in each
+///   worker (README, "Memory").
 #[derive(Debug, Default)]
 struct Frames {
-    /// Where the next frame is written (what is written so far is its
-    /// start): the rest of the current block, or the first frame's
-    /// allocation.
+    /// The frame being gathered (what is written so far) and the room
+    /// after it: the rest of its block, or the first frame's allocation.
     room: BytesMut,
     stage: Stage,
 }
 
-/// How far a body's frames have got.
+/// Whether a body's first frame has been handed out.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Stage {
-    /// No frame has been handed out.
+    /// No frame has: the next is an allocation of its own.
     #[default]
     First,
-    /// The first has; `room` is empty.
-    Second,
-    /// `room` is the rest of a block.
+    /// The first has: `room` is in a block (or empty).
     Blocks,
 }
 
-/// The size of the blocks a body's frames after the first are cut from.
+/// The size of the blocks a body's frames after the first are gathered in.
 const BLOCK: usize = 64 * 1024;
 
+/// Room a new frame may start in after the frames before it in a block: with
+/// less left, it starts a block again instead of being a short write.
+const MIN_ROOM: usize = 4 * 1024;
+
+/// The bytes the server frames each data frame with on its way to the
+/// client, when the client's answer is chunked: `fff8\r\n` before a
+/// full block's data and `\r\n` after it. A body with a `Content-Length`
+/// goes out with none.
+const CHUNK_FRAMING: usize = 8;
+
+/// How many bytes to leave unused before each frame in a block: the client
+/// framing of a body framed as `framing` (see [`Frames`]).
+fn lead(framing: &Framing) -> usize {
+    match framing {
+        Framing::Length(_) => 0,
+        Framing::Chunked(..) | Framing::Close | Framing::Done => CHUNK_FRAMING,
+    }
+}
+
 impl Frames {
-    /// Room for `len` more bytes of the frame being written.
-    fn room(&mut self, len: usize) -> &mut BytesMut {
-        if self.room.capacity() - self.room.len() < len {
-            if self.stage == Stage::Blocks || !self.room.is_empty() {
-                // The same block again when every frame cut from it is
-                // gone; otherwise a new one of the block's size (`BLOCK`),
-                // or of `len` if that is more. (A frame begun elsewhere
-                // keeps what it has.)
-                self.room.reserve(len);
-            } else if self.stage == Stage::Second {
-                self.room = BytesMut::with_capacity(len.max(BLOCK));
-                self.stage = Stage::Blocks;
-            } else {
-                self.room = BytesMut::with_capacity(len);
-            }
+    /// Moves up to `most` bytes from the front of `buf` into the frame
+    /// being gathered, as many as it has room for: how many it took.
+    /// Frames after the first leave `lead` bytes before them in a block.
+    fn take(&mut self, buf: &mut BytesMut, most: u64, lead: usize) -> usize {
+        let want = usize::try_from(most).map_or(buf.len(), |m| m.min(buf.len()));
+        if want == 0 {
+            return 0;
         }
-        &mut self.room
+        if self.room.capacity() == 0 && self.stage == Stage::First {
+            // Everything at hand fits: the first frame's data is at most
+            // what is buffered.
+            self.room = BytesMut::with_capacity(buf.len());
+        } else if self.room.is_empty() {
+            if self.room.capacity() < MIN_ROOM + lead {
+                // The same block again when every frame cut from it is
+                // gone; otherwise a new one of the block's size.
+                self.room.reserve(BLOCK);
+            }
+            self.room.extend_from_slice(&[0; CHUNK_FRAMING][..lead]);
+            self.room.advance(lead);
+        }
+        let n = want.min(self.room.capacity() - self.room.len());
+        self.room.extend_from_slice(&buf[..n]);
+        buf.advance(n);
+        n
     }
 
-    /// The bytes of the frame being written.
+    /// The bytes of the frame being gathered.
     fn written(&self) -> usize {
         self.room.len()
     }
 
-    /// `data` as a frame. A first frame is copied straight into an
-    /// allocation of its own (an answer in one read: most of them).
-    fn copy(&mut self, data: &[u8]) -> Bytes {
-        if self.stage == Stage::First {
-            self.stage = Stage::Second;
-            return Bytes::copy_from_slice(data);
-        }
-        self.room(data.len()).extend_from_slice(data);
-        self.cut()
+    /// Whether the frame being gathered can take no more.
+    fn is_full(&self) -> bool {
+        self.written() > 0 && self.room.len() == self.room.capacity()
     }
 
-    /// What was written since the last frame, as a frame. The first frame
-    /// takes its allocation whole, which costs no shared count.
-    fn cut(&mut self) -> Bytes {
-        match self.stage {
+    /// The frame gathered since the last one, if it has any data. The first
+    /// frame takes its allocation whole, which costs no shared count.
+    fn cut(&mut self) -> Option<Bytes> {
+        if self.room.is_empty() {
+            return None;
+        }
+        Some(match self.stage {
             Stage::Blocks => self.room.split().freeze(),
-            Stage::First | Stage::Second => {
-                self.stage = Stage::Second;
+            Stage::First => {
+                self.stage = Stage::Blocks;
                 std::mem::take(&mut self.room).freeze()
             }
-        }
+        })
+    }
+
+    /// Drops the frame being gathered (the body failed).
+    fn discard(&mut self) {
+        self.room.clear();
     }
 }
 
-/// How many of the `left` bytes still to come a frame takes when
-/// `buffered` are at hand: all it can, up to [`BLOCK`], so that every
-/// block a body's frames are cut from has the one size.
-fn frame_len(left: u64, buffered: usize) -> usize {
-    usize::try_from(left)
-        .map_or(buffered, |l| l.min(buffered))
-        .min(BLOCK)
-}
-
-/// The first `len` bytes of `buf`, moved out of it into a frame.
-fn take_out(buf: &mut BytesMut, len: usize, frames: &mut Frames) -> Bytes {
-    let data = frames.copy(&buf[..len]);
-    buf.advance(len);
-    data
-}
-
-/// The data of the chunks buffered in `buf`, from where `chunk` says the
-/// framing stands, copied out into one frame: the first piece, and the
-/// pieces after it while the frame stays within [`FRAME_MAX`] bytes, the
-/// framing between them consumed:
-/// `None` when no data is buffered. Reads on past framing that is
-/// buffered already, so the connection is free as soon as the last data
-/// is handed out; an error in that framing is met again on the next
-/// decode.
-fn take_chunks(
+/// Gathers the data of the chunks buffered in `buf` into the frame being
+/// gathered, from where `chunk` says the framing stands, consuming the
+/// framing between them, until `buf` or the frame's room runs out. Reads
+/// on past framing that is buffered already, so the connection is free as
+/// soon as the last data is handed out. An error in that framing after
+/// some data was gathered leaves that data to be handed out first
+/// (`Ok(true)`: the frame is to go out now); the error is met again on the
+/// next call.
+fn gather_chunks(
     chunk: &mut Chunk,
     extensions: &mut usize,
     buf: &mut BytesMut,
     frames: &mut Frames,
-) -> Option<Bytes> {
-    while let Chunk::Data(left) = chunk {
-        let take = frame_len(*left, buf.len());
-        let joined = frames.written();
-        // A piece joins the frame only whole: split to fill one, the pieces
-        // of large chunks streamed slower than as they came.
-        if take == 0 || (joined > 0 && joined + take > FRAME_MAX) {
-            break;
+    lead: usize,
+) -> Result<bool, Error> {
+    loop {
+        if let Err(e) = skip_framing(chunk, extensions, buf) {
+            return if frames.written() > 0 {
+                Ok(true)
+            } else {
+                Err(e)
+            };
         }
-        // Room for the whole frame at its start: it holds at most what is
-        // buffered, and more than `FRAME_MAX` only when its first piece does.
-        let room = if joined == 0 {
-            buf.len().min(FRAME_MAX).max(take)
-        } else {
-            take
+        let Chunk::Data(left) = chunk else {
+            return Ok(false);
         };
-        frames.room(room).extend_from_slice(&buf[..take]);
-        buf.advance(take);
-        *left -= take as u64;
+        let took = frames.take(buf, *left, lead);
+        if took == 0 {
+            return Ok(false);
+        }
+        *left -= took as u64;
         if *left == 0 {
             *chunk = Chunk::DataEnd;
         }
-        if skip_framing(chunk, extensions, buf).is_err() {
-            break;
-        }
     }
-    (frames.written() > 0).then(|| frames.cut())
 }
 
 /// Consumes chunked framing (size lines, CRLFs, trailers) from `buf` up to
@@ -801,22 +816,35 @@ impl http_body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = &mut *self;
+        let out = |data: Bytes| Poll::Ready(Some(Ok(Frame::data(data))));
         loop {
             match this.decode() {
-                Ok(Step::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                Ok(Step::End) => return Poll::Ready(None),
+                Ok(Step::Frame) => {
+                    if let Some(data) = this.frames.cut() {
+                        return out(data);
+                    }
+                }
+                Ok(Step::End) => return this.frames.cut().map_or(Poll::Ready(None), out),
                 Ok(Step::More) => {}
                 Err(e) => return this.fail(e),
+            }
+            // The first frame goes out with whatever the reads so far
+            // brought: most answers are whole in it.
+            if this.frames.stage == Stage::First {
+                if let Some(data) = this.frames.cut() {
+                    return out(data);
+                }
             }
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
             match conn.poll_fill(cx) {
-                Poll::Pending => return Poll::Pending,
+                // Nothing more for now: what is gathered goes out.
+                Poll::Pending => return this.frames.cut().map_or(Poll::Pending, out),
                 Poll::Ready(Ok(0)) if this.framing == Framing::Close => {
                     this.framing = Framing::Done;
                     this.conn = None;
-                    return Poll::Ready(None);
+                    return this.frames.cut().map_or(Poll::Ready(None), out);
                 }
                 Poll::Ready(Ok(0)) => return this.fail(Error::Closed),
                 Poll::Ready(Ok(_)) => {}
@@ -843,6 +871,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
     use http_body_util::BodyExt;
     use proptest::prelude::*;
@@ -981,33 +1010,64 @@ mod tests {
     }
 
     #[test]
-    fn frames_after_the_first_are_cut_from_blocks_filled_again_once_free() {
+    fn frames_after_the_first_fill_blocks_each_a_lead_past_the_one_before() {
         let end = |frame: &Bytes| frame.as_ptr().wrapping_add(frame.len());
+        let lead = CHUNK_FRAMING;
         let mut frames = Frames::default();
-        let first = frames.copy(b"abc");
+        let mut gather = |data: &[u8], most: u64| {
+            let mut buf = BytesMut::from(data);
+            let took = frames.take(&mut buf, most, lead);
+            assert_eq!(buf.len(), data.len() - took, "what is left stays buffered");
+            (took, frames.is_full(), frames.cut())
+        };
+        let (_, _, first) = gather(b"abc", u64::MAX);
+        let first = first.unwrap();
         assert_eq!(first, "abc");
-        // One right after the other in one block.
-        let a = frames.copy(&[1; 1000]);
-        let b = frames.copy(&[2; 1000]);
-        let start = a.as_ptr();
-        assert_ne!(start, end(&first), "the first frame is on its own");
-        assert_eq!(b.as_ptr(), end(&a));
-        let rest = frames.copy(&vec![3; frames.room.capacity()]);
-        assert_eq!(rest.as_ptr(), end(&b));
-        assert_eq!(end(&rest), start.wrapping_add(BLOCK), "the block is full");
+        // Frames in a block, each `lead` bytes past the end of the one
+        // before (as far on as the client's framing puts it).
+        let (_, _, a) = gather(&[1; 1000], u64::MAX);
+        let (took, _, b) = gather(&[2; 2000], 1000);
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(took, 1000, "no more than asked");
+        let start = a.as_ptr().wrapping_sub(lead);
+        let block = start..start.wrapping_add(BLOCK);
+        assert!(
+            !block.contains(&first.as_ptr()),
+            "the first frame is on its own"
+        );
+        assert_eq!(b.as_ptr(), end(&a).wrapping_add(lead));
+        // A frame takes as much as its block has room for.
+        let (took, full, rest) = gather(&vec![3; BLOCK], u64::MAX);
+        let rest = rest.unwrap();
+        assert!(full && took < BLOCK);
+        assert_eq!(end(&rest), block.end, "the block is full");
         drop((a, b, rest));
         // Every frame of the block is gone: it is filled again in place.
-        let again = frames.copy(&[4; 100]);
-        assert_eq!(again.as_ptr(), start);
-        // A frame still held keeps its block: the next frame starts another.
-        let held = frames.copy(&vec![5; frames.room.capacity()]);
-        let next = frames.copy(&[6; 10]);
+        let (_, _, again) = gather(&[4; 100], u64::MAX);
+        let again = again.unwrap();
+        assert_eq!(again.as_ptr(), start.wrapping_add(lead));
+        // With less than MIN_ROOM left after the lead, a frame starts a
+        // block again; this one is still held, so another.
+        let leave = MIN_ROOM + lead - 1;
+        let (_, _, held) = gather(&vec![5; BLOCK - 2 * lead - 100 - leave], u64::MAX);
+        let held = held.unwrap();
+        assert_eq!(end(&held), block.end.wrapping_sub(leave));
+        let (_, _, next) = gather(&[6; 10], u64::MAX);
+        let next = next.unwrap();
         assert!(
-            !(start..start.wrapping_add(BLOCK)).contains(&next.as_ptr()),
-            "a block still in use is not written over"
+            !block.contains(&next.as_ptr()),
+            "a block in use is not written over"
         );
         assert!(again.iter().all(|&x| x == 4) && held.iter().all(|&x| x == 5));
         assert_eq!(next, [6; 10][..]);
+        // A body going out with a Content-Length has its frames back to back.
+        let mut frames = Frames::default();
+        let mut cut = |data: &[u8]| {
+            frames.take(&mut BytesMut::from(data), u64::MAX, 0);
+            frames.cut().unwrap()
+        };
+        let (_, c, d) = (cut(b"x"), cut(&[7; 100]), cut(&[8; 100]));
+        assert_eq!(d.as_ptr(), end(&c));
     }
 
     #[tokio::test]
@@ -1046,29 +1106,73 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn chunks_read_together_go_on_in_frames_of_up_to_frame_max() {
-        // Many small chunks (all in the first read): joined, as many whole
-        // ones as fit in FRAME_MAX; each byte once, in order.
-        let small: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 1500]).collect();
+    async fn frames_after_the_first_go_out_as_full_blocks_while_data_keeps_coming() {
+        // 200 chunks of 1,500 bytes, more than one read: the first frame is
+        // what the first read brought, then full blocks, then the rest.
+        let small: Vec<Vec<u8>> = (0..200u8).map(|i| vec![i; 1500]).collect();
         let frames = frames_of(&small, b"0\r\n\r\n").await;
         let frames: Vec<Bytes> = frames.into_iter().map(Result::unwrap).collect();
-        let fit = FRAME_MAX / 1500;
-        assert_eq!(
-            frames.iter().map(Bytes::len).collect::<Vec<_>>(),
-            [fit * 1500, (40 - fit) * 1500]
-        );
+        let lens: Vec<usize> = frames.iter().map(Bytes::len).collect();
+        assert!(lens.len() == 5 && lens[0] < READ_SIZE, "{lens:?}");
+        assert_eq!(lens[1..4], [BLOCK - CHUNK_FRAMING; 3]);
         assert_eq!(frames.concat(), small.concat());
-        // A piece that does not fit whole is not split to fill a frame.
-        let two = vec![vec![b'a'; FRAME_MAX / 2 + 1], vec![b'b'; FRAME_MAX / 2 + 1]];
+        // Chunks read together go out together.
+        let two = vec![vec![b'a'; 20_000], vec![b'b'; 20_000]];
         let frames = frames_of(&two, b"0\r\n\r\n").await;
-        let lens: Vec<usize> = frames.iter().map(|f| f.as_ref().unwrap().len()).collect();
-        assert_eq!(lens, [FRAME_MAX / 2 + 1, FRAME_MAX / 2 + 1]);
-        // A chunk larger than FRAME_MAX is not cut when it comes first;
-        // what follows it is a frame of its own.
-        let large = vec![vec![b'a'; FRAME_MAX + 10], vec![b'b'; 10]];
-        let frames = frames_of(&large, b"0\r\n\r\n").await;
-        let lens: Vec<usize> = frames.iter().map(|f| f.as_ref().unwrap().len()).collect();
-        assert_eq!(lens, [FRAME_MAX + 10, 10]);
+        assert_eq!(frames.len(), 1, "{}", frames.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_is_gathered_goes_out_when_nothing_more_has_arrived() {
+        for (head, framing, chunked) in [
+            ("Transfer-Encoding: chunked", CHUNK_FRAMING, true),
+            ("Content-Length: 100006", 0, false),
+        ] {
+            let (near, mut far) = tokio::io::duplex(1 << 20);
+            let part = |n: usize, b: u8| {
+                let data = vec![b; n];
+                if chunked {
+                    [format!("{n:x}\r\n").into_bytes(), data, b"\r\n".to_vec()].concat()
+                } else {
+                    data
+                }
+            };
+            let answer = [
+                format!("HTTP/1.1 200 OK\r\n{head}\r\n\r\n").into_bytes(),
+                part(5, b'f'),
+            ];
+            far.write_all(&answer.concat()).await.unwrap();
+            let conn = Conn::new(near);
+            let mut body = conn.send(&get(), &host()).await.unwrap().into_body();
+            // Held back, a frame would never come (the clock is paused: a
+            // wait that nothing else can end times out at once).
+            let mut next = async || {
+                let frame = tokio::time::timeout(Duration::from_secs(5), body.frame());
+                let frame = frame.await.expect("a frame, not a wait for more");
+                frame.unwrap().unwrap().into_data().unwrap()
+            };
+            assert_eq!(next().await, "fffff");
+            // 100,000 bytes at once: a full block, then the rest as soon as
+            // no more has arrived.
+            far.write_all(&[part(60_000, b'x'), part(40_000, b'y')].concat())
+                .await
+                .unwrap();
+            let full = next().await;
+            assert_eq!(full.len(), BLOCK - framing, "{head}");
+            let rest = next().await;
+            assert_eq!(
+                [full, rest].concat(),
+                [[b'x'; 60_000].as_slice(), &[b'y'; 40_000]].concat()
+            );
+            // Then what trickles in goes out as it comes.
+            far.write_all(&part(1, b'z')).await.unwrap();
+            assert_eq!(next().await, "z");
+            if chunked {
+                far.write_all(b"0\r\n\r\n").await.unwrap();
+            }
+            assert!(body.frame().await.is_none());
+            assert!(body.reusable().is_some(), "{head}");
+        }
     }
 
     #[tokio::test]
