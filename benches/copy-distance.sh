@@ -76,7 +76,7 @@ int main(int argc, char **argv) {
 EOF
 gcc -O2 -pthread -o "$work/copy" "$work/copy.c"
 distances=("$@")
-[ ${#distances[@]} -gt 0 ] || distances=(0 1 2 4 6 8 16 32 64 128 1024 2048 4088 4094)
+[ ${#distances[@]} -gt 0 ] || distances=(0 1 2 4 6 8 16 32 64 65 128 1024 2048 4088 4094)
 awk -F': *' '/^model name/ && !n { n = $2 } /^cpu family/ && !f { f = $2 } /^model\t/ && !m { m = $2 }
   END { printf "== machine: %s (family %s, model %s)\n", n, f, m }' /proc/cpuinfo
 echo "destination past source (mod 4 KiB)   writer's system time per GiB (median of 3)"
