@@ -16,6 +16,9 @@
 # distance of 4,094: src/proxy/h1.rs, `Frames`); frames cut back to back,
 # as before e4a3906, kept it at a few bytes.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=compare/machine.sh
+. benches/compare/machine.sh   # machine()
 command -v gcc >/dev/null || { apt-get update -qq && apt-get install -y -qq gcc >/dev/null; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -77,8 +80,7 @@ EOF
 gcc -O2 -pthread -o "$work/copy" "$work/copy.c"
 distances=("$@")
 [ ${#distances[@]} -gt 0 ] || distances=(0 1 2 4 6 8 16 32 64 65 128 1024 2048 4088 4094)
-awk -F': *' '/^model name/ && !n { n = $2 } /^cpu family/ && !f { f = $2 } /^model\t/ && !m { m = $2 }
-  END { printf "== machine: %s (family %s, model %s)\n", n, f, m }' /proc/cpuinfo
+machine
 echo "destination past source (mod 4 KiB)   writer's system time per GiB (median of 3)"
 for d in "${distances[@]}"; do
   t=$(for _ in 1 2 3; do "$work/copy" "$d"; done | sort -n | sed -n 2p)

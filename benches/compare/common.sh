@@ -105,15 +105,8 @@ stream_rounds() {
   done
 }
 
-# machine -> one line naming what the figures were measured on: cores, CPU
-# model (family/model numbers too: the same brand string covers several
-# generations) and kernel. Two runs on different CPUs are not one machine
-# in two moods, so every script prints this before its results.
-machine() {
-  awk -F': *' -v cores="$(nproc)" -v kernel="$(uname -r)" '
-    /^model name/ && !name { name = $2 } /^cpu family/ && !fam { fam = $2 } /^model\t/ && !mod { mod = $2 }
-    END { printf "== machine: %s cores, %s (family %s, model %s), kernel %s\n", cores, name, fam, mod, kernel }' /proc/cpuinfo
-}
+# shellcheck source=machine.sh
+. benches/compare/machine.sh   # machine()
 
 # median -> the median of the numbers on stdin, one per line (for an even
 # count, the mean of the middle two)

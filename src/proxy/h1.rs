@@ -476,7 +476,7 @@ impl Body {
                 }
             }
         }
-        Ok(if frames.is_full() {
+        Ok(if frames.is_ready() {
             Step::Frame
         } else {
             Step::More
@@ -510,8 +510,9 @@ impl Body {
 /// - each frame starts `lead` bytes past the end of the one before it, so
 ///   its place in its block keeps step with where the kernel copies it in
 ///   the socket's buffer. The kernel's copy (`rep movsb`) ran at a third
-///   of its speed when the destination was up to 31 bytes past the source
-///   modulo 4 KiB, which frames cut back to back from blocks and written
+///   of its speed when the destination was 1–16 bytes past the source
+///   modulo 4 KiB (`benches/copy-distance.sh`), which frames cut back to
+///   back from blocks and written
 ///   with 8 bytes of framing each kept hitting: 0.87 s of system time per
 ///   GiB against nginx's 0.54;
 /// - a block whose frames have all been dropped is filled again in place,
@@ -592,9 +593,12 @@ impl Frames {
         self.room.len()
     }
 
-    /// Whether the frame being gathered can take no more.
-    fn is_full(&self) -> bool {
-        self.written() > 0 && self.room.len() == self.room.capacity()
+    /// Whether the frame being gathered is to go out now: the first as
+    /// soon as it has any data (whatever the reads so far brought: most
+    /// answers are whole in it), a later one once its block is full.
+    fn is_ready(&self) -> bool {
+        self.written() > 0
+            && (self.stage == Stage::First || self.room.len() == self.room.capacity())
     }
 
     /// The frame gathered since the last one, if it has any data. The first
@@ -828,13 +832,6 @@ impl http_body::Body for Body {
                 Ok(Step::More) => {}
                 Err(e) => return this.fail(e),
             }
-            // The first frame goes out with whatever the reads so far
-            // brought: most answers are whole in it.
-            if this.frames.stage == Stage::First {
-                if let Some(data) = this.frames.cut() {
-                    return out(data);
-                }
-            }
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
@@ -990,6 +987,18 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn the_first_frame_goes_out_without_waiting_for_another_read() {
+        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+        let (conn, _) = conn(&[head, b"5\r\nworld\r\n0\r\n\r\n"]);
+        let mut body = conn.send(&get(), &host()).await.unwrap().into_body();
+        let mut frames = Vec::new();
+        while let Some(frame) = body.frame().await {
+            frames.push(frame.unwrap().into_data().unwrap());
+        }
+        assert_eq!(frames, ["hello", "world"]);
+    }
+
     /// The data frames of a chunked answer whose body is `chunks` (each
     /// chunk's data), all arriving in one read.
     async fn frames_of(chunks: &[Vec<u8>], tail: &[u8]) -> Vec<Result<Bytes, Error>> {
@@ -1018,7 +1027,7 @@ mod tests {
             let mut buf = BytesMut::from(data);
             let took = frames.take(&mut buf, most, lead);
             assert_eq!(buf.len(), data.len() - took, "what is left stays buffered");
-            (took, frames.is_full(), frames.cut())
+            (took, frames.is_ready(), frames.cut())
         };
         let (_, _, first) = gather(b"abc", u64::MAX);
         let first = first.unwrap();
