@@ -4,13 +4,18 @@
 # loopback connection in writes of exactly 64 KiB, each a 6-byte header
 # (as `fff8\r\n`), 65,528 bytes of data and a 2-byte trailer (the chunk
 # framing the gateway's server adds to a full frame), with the data at a
-# chosen offset in its page, and prints the writer's system time per GiB.
-# Each write is 64 KiB, so the kernel's socket pages are filled from their
-# start and the data lands 6 bytes into a page: the distance printed is
-# how far the destination is past the source, modulo 4 KiB. Medians of
-# three runs per distance.
+# chosen offset in its page, and prints the writer's system time per GiB
+# and the rate. Each write is 64 KiB, so the kernel's socket pages are
+# filled from their start and the data lands 6 bytes into a page: the
+# distance printed is how far the destination is past the source, modulo
+# 4 KiB. Medians of three runs per distance.
 #
 #   bash benches/copy-distance.sh [DISTANCE...]
+#   WRITE=65483 bash benches/copy-distance.sh 4094   writes of that many
+#     bytes instead (header, data, trailer), e.g. one loopback segment
+#   CC=cubic bash benches/copy-distance.sh 4094   the writer's socket with
+#     that congestion control instead of the system's (README, "Streaming":
+#     with BBR, a write of more than one segment costs several times more)
 #
 # The gateway places a full frame's data 8 bytes into its block (a
 # distance of 4,094: src/proxy/h1.rs, `Frames`); frames cut back to back,
@@ -34,6 +39,7 @@ cat > "$work/copy.c" <<'EOF'
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 static int reader_fd;
@@ -46,7 +52,9 @@ static void *drain(void *unused) {
 }
 
 int main(int argc, char **argv) {
-  enum { HEAD = 6, TAIL = 2, WRITE = 65536, DATA = WRITE - HEAD - TAIL };
+  enum { HEAD = 6, TAIL = 2 };
+  long WRITE = atol(argv[2]), DATA = WRITE - HEAD - TAIL;
+  const char *cc = argc > 3 ? argv[3] : NULL;
   long distance = atol(argv[1]) % 4096;
   long offset = ((HEAD - distance) % 4096 + 4096) % 4096; /* source offset in its page */
   struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -58,13 +66,17 @@ int main(int argc, char **argv) {
   if (connect(writer, (void *)&addr, len)) { perror("connect"); return 1; }
   reader_fd = accept(listener, NULL, NULL);
   setsockopt(writer, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (cc && setsockopt(writer, IPPROTO_TCP, TCP_CONGESTION, cc, strlen(cc))) { perror(cc); return 1; }
   pthread_t reader;
   pthread_create(&reader, NULL, drain, NULL);
-  char *page = aligned_alloc(4096, 2 * WRITE);
-  memset(page, 'x', 2 * WRITE);
+  if (DATA <= 0 || WRITE > (1 << 19)) { fprintf(stderr, "WRITE must be 9 to 524288\n"); return 1; }
+  char *page = aligned_alloc(4096, 1 << 20);
+  memset(page, 'x', 1 << 20);
   char head[HEAD] = {'f', 'f', 'f', '8', '\r', '\n'}, tail[TAIL] = {'\r', '\n'};
   struct iovec parts[3] = {{head, HEAD}, {page + offset, DATA}, {tail, TAIL}};
   struct rusage before, after;
+  struct timespec start, end;
+  clock_gettime(CLOCK_MONOTONIC, &start);
   getrusage(RUSAGE_THREAD, &before);
   for (long sent = 0; sent < (1L << 30);) {
     ssize_t n = writev(writer, parts, 3);
@@ -72,17 +84,25 @@ int main(int argc, char **argv) {
     sent += n;
   }
   getrusage(RUSAGE_THREAD, &after);
-  printf("%.3f\n", (after.ru_stime.tv_sec - before.ru_stime.tv_sec) +
-                       (after.ru_stime.tv_usec - before.ru_stime.tv_usec) / 1e6);
+  clock_gettime(CLOCK_MONOTONIC, &end);
+  double secs = (end.tv_sec - start.tv_sec) + (end.tv_nsec - start.tv_nsec) / 1e9;
+  /* A GiB or a little more: whole writes. */
+  printf("%.3f %.0f\n", (after.ru_stime.tv_sec - before.ru_stime.tv_sec) +
+                       (after.ru_stime.tv_usec - before.ru_stime.tv_usec) / 1e6, 1024.0 / secs);
   return 0;
 }
 EOF
 gcc -O2 -pthread -o "$work/copy" "$work/copy.c"
 distances=("$@")
 [ ${#distances[@]} -gt 0 ] || distances=(0 1 2 4 6 8 16 32 64 65 128 1024 2048 4088 4094)
+write=${WRITE:-65536}
 machine
-echo "destination past source (mod 4 KiB)   writer's system time per GiB (median of 3)"
+cc=${CC:-"$(cat /proc/sys/net/ipv4/tcp_congestion_control), the system's"}
+echo "writes of $write bytes; congestion control $cc"
+echo "destination past source (mod 4 KiB)   writer's system time per GiB, MiB/s (medians of 3)"
 for d in "${distances[@]}"; do
-  t=$(for _ in 1 2 3; do "$work/copy" "$d"; done | sort -n | sed -n 2p)
-  printf '%6d bytes %34s s\n' "$d" "$t"
+  runs=$(for _ in 1 2 3; do "$work/copy" "$d" "$write" ${CC:+"$CC"}; done)
+  t=$(awk '{print $1}' <<<"$runs" | sort -n | sed -n 2p)
+  r=$(awk '{print $2}' <<<"$runs" | sort -n | sed -n 2p)
+  printf '%6d bytes %34s s %8s MiB/s\n' "$d" "$t" "$r"
 done
