@@ -594,8 +594,8 @@ const MIN_ROOM: usize = 4 * 1024;
 const FULL_WRITE: usize = BLOCK - 96;
 
 /// The bytes the server frames each data frame with on its way to the
-/// client, when the client's answer is chunked: `fff8\r\n` before a
-/// full block's data and `\r\n` after it. A body with a `Content-Length`
+/// client, when the client's answer is chunked: `ff98\r\n` before a
+/// full frame's data and `\r\n` after it. A body with a `Content-Length`
 /// goes out with none.
 const CHUNK_FRAMING: usize = 8;
 
