@@ -12,7 +12,10 @@
 #
 #   bash benches/copy-distance.sh [DISTANCE...]
 #   WRITE=65483 bash benches/copy-distance.sh 4094   writes of that many
-#     bytes instead (header, data, trailer), e.g. one loopback segment
+#     bytes instead (header, data, trailer), e.g. one loopback segment;
+#     writes of another size than 64 KiB move the kernel's place in its
+#     pages from one write to the next, so the distance then holds only
+#     where a page is filled again from its start
 #   CC=cubic bash benches/copy-distance.sh 4094   the writer's socket with
 #     that congestion control instead of the system's (README, "Streaming":
 #     with BBR, a write of more than one segment costs several times more)

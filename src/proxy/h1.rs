@@ -484,33 +484,6 @@ impl Body {
         })
     }
 
-    /// Reads more of the body: straight into the frame being gathered
-    /// when nothing is buffered and the body is delimited by its length or
-    /// the connection's end (no copy out of the read buffer; a read never
-    /// goes past the length), otherwise into the connection's buffer.
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Poll::Ready(Ok(0));
-        };
-        let most = match self.framing {
-            Framing::Length(left) => left,
-            Framing::Close => u64::MAX,
-            Framing::Chunked(..) | Framing::Done => return conn.poll_fill(cx),
-        };
-        if !conn.buf.is_empty() || !self.frames.reads_directly() {
-            return conn.poll_fill(cx);
-        }
-        let lead = lead(&self.framing);
-        let n = std::task::ready!(self.frames.poll_read(&mut *conn.io, cx, most, lead))?;
-        if let Framing::Length(left) = &mut self.framing {
-            *left -= n as u64;
-            if *left == 0 {
-                self.framing = Framing::Done;
-            }
-        }
-        Poll::Ready(Ok(n))
-    }
-
     fn fail(&mut self, error: Error) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         self.frames.discard();
         self.conn = None;
@@ -522,7 +495,7 @@ impl Body {
 /// Where a body's data is gathered into frames: copied out of the
 /// connection's read buffer, or, for the frames after the first of a body
 /// delimited by its length or the connection's end, read straight into
-/// them ([`Body::poll_read`]: 0.05 s of user time per GiB became 0.02 s).
+/// them ([`read_more`]: 0.05 s of user time per GiB became 0.02 s).
 /// Splitting the read buffer off instead copies nothing here but costs
 /// more in the kernel: each read then goes into newly allocated memory,
 /// and the kernel's copy of that data to the client was the largest part
@@ -540,13 +513,13 @@ impl Body {
 ///   with the chunk framing the server adds ([`lead`]) one segment over
 ///   loopback;
 /// - each frame starts `lead` bytes past the end of the one before it, so
-///   its place in its block keeps step with where the kernel copies it in
-///   the socket's buffer. The kernel's copy (`rep movsb`) ran at a third
-///   of its speed when the destination was 1–16 bytes past the source
-///   modulo 4 KiB (`benches/copy-distance.sh`), which frames cut back to
-///   back from blocks and written
-///   with 8 bytes of framing each kept hitting: 0.87 s of system time per
-///   GiB against nginx's 0.54;
+///   a frame that starts a block has its data 2 bytes ahead of where a
+///   socket page filled again from its start takes it. On AMD model 1 the
+///   kernel's copy (`rep movsb`) ran at a third of its speed when the
+///   destination was 1–16 bytes past the source modulo 4 KiB
+///   (`benches/copy-distance.sh`), which frames cut back to back from
+///   blocks and written with 8 bytes of framing each kept hitting: 0.87 s
+///   of system time per GiB against nginx's 0.54;
 /// - a block whose frames have all been dropped is filled again in place,
 ///   and every block has the one size: frames as long as whatever each
 ///   read brought, each in an allocation of that size, spread over a
@@ -559,7 +532,7 @@ struct Frames {
     room: BytesMut,
     /// How long the frame being gathered may grow: the room's capacity for
     /// the first frame, at most [`FULL_WRITE`] less its lead for later ones.
-    most: usize,
+    limit: usize,
     stage: Stage,
 }
 
@@ -622,7 +595,7 @@ impl Frames {
             // what is buffered.
             Stage::First if self.room.capacity() == 0 => {
                 self.room = BytesMut::with_capacity(buf.len());
-                self.most = buf.len();
+                self.limit = buf.len();
             }
             Stage::First => {}
             Stage::Cut | Stage::Placed => self.place(lead),
@@ -635,7 +608,7 @@ impl Frames {
 
     /// How many more bytes the frame being gathered can take.
     fn free(&self) -> usize {
-        self.most - self.room.len()
+        self.limit - self.room.len()
     }
 
     /// Places the frame being gathered after the first in its block,
@@ -650,7 +623,7 @@ impl Frames {
             }
             self.room.extend_from_slice(&[0; CHUNK_FRAMING][..lead]);
             self.room.advance(lead);
-            self.most = self.room.capacity().min(FULL_WRITE - lead);
+            self.limit = self.room.capacity().min(FULL_WRITE - lead);
             self.stage = Stage::Placed;
         }
     }
@@ -706,6 +679,35 @@ impl Frames {
     fn discard(&mut self) {
         self.room.clear();
     }
+}
+
+/// Reads more of a body framed as `framing` from `conn`: straight into
+/// the frame being gathered when nothing is buffered and the body is
+/// delimited by its length or the connection's end (no copy out of the
+/// read buffer; a read never goes past the length), otherwise into the
+/// connection's buffer.
+fn read_more(
+    conn: &mut Conn,
+    framing: &mut Framing,
+    frames: &mut Frames,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    let most = match *framing {
+        Framing::Length(left) => left,
+        Framing::Close => u64::MAX,
+        Framing::Chunked(..) | Framing::Done => return conn.poll_fill(cx),
+    };
+    if !conn.buf.is_empty() || !frames.reads_directly() {
+        return conn.poll_fill(cx);
+    }
+    let n = std::task::ready!(frames.poll_read(&mut *conn.io, cx, most, lead(framing)))?;
+    if let Framing::Length(left) = framing {
+        *left -= n as u64;
+        if *left == 0 {
+            *framing = Framing::Done;
+        }
+    }
+    Poll::Ready(Ok(n))
 }
 
 /// Gathers the data of the chunks buffered in `buf` into the frame being
@@ -918,10 +920,10 @@ impl http_body::Body for Body {
                 Ok(Step::More) => {}
                 Err(e) => return this.fail(e),
             }
-            if this.conn.is_none() {
+            let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
-            }
-            match this.poll_read(cx) {
+            };
+            match read_more(conn, &mut this.framing, &mut this.frames, cx) {
                 // Nothing more for now: what is gathered goes out.
                 Poll::Pending => return this.frames.cut().map_or(Poll::Pending, out),
                 Poll::Ready(Ok(0)) if this.framing == Framing::Close => {
