@@ -125,9 +125,18 @@ done
 echo "(CPU us/request: user and system time of that process alone, for 'direct' the simulated Chime's;"
 echo " Chime us/request: the simulated Chime's behind each, for the same requests)"
 n=$(med "${rps[nginx]}"); h=$(med "${rps[haproxy]}"); d=$(med "${rps[direct]}")
+# by_round A B -> the lowest and highest of A's req/s over B's in the same
+# round (each round runs every contender back to back), and in how many
+# rounds A was at least level
+by_round() {
+  paste -d ' ' <(tr ' ' '\n' <<<"${rps[$1]}" | grep -v '^$') <(tr ' ' '\n' <<<"${rps[$2]}" | grep -v '^$') |
+    awk '{ r = $1 / $2; if (NR == 1 || r < lo) lo = r; if (NR == 1 || r > hi) hi = r; ahead += (r >= 1) }
+         END { printf "%.2f to %.2f, at least 1.0 in %d of %d", lo, hi, ahead, NR }'
+}
 for name in gateway gateway-pgo; do
   awk -v name="$name" -v g="$(med "${rps[$name]}")" -v n="$n" -v h="$h" -v d="$d" \
     'BEGIN { printf "throughput ratios: %s/nginx %.2f, %s/haproxy %.2f, %s/direct %.2f\n", name, g/n, name, g/h, name, g/d }'
+  echo "  round by round: $name/nginx $(by_round "$name" nginx); $name/haproxy $(by_round "$name" haproxy)"
   awk -v name="$name" -v g="$(ms "${p99[$name]}")" -v n="$(ms "${p99[nginx]}")" -v h="$(ms "${p99[haproxy]}")" \
     'BEGIN { printf "p99 ratios: %s/nginx %.2f, %s/haproxy %.2f\n", name, g/n, name, g/h }'
 done
