@@ -81,7 +81,9 @@ for name in direct gateway gateway-pgo nginx haproxy; do
 done
 
 ms() { awk '{ for (i=1;i<=NF;i++) { v=$i; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v } }' <<<"$1" | median; }
-med() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
+# words LIST -> its space-separated values, one a line
+words() { tr ' ' '\n' <<<"$1" | grep -v '^$'; }
+med() { words "$1" | median; }
 # run_wrk THREADS CONNECTIONS URL [LUA-SCRIPT] -> sets r l50 l99
 run_wrk() {
   local out non2xx script=()
@@ -129,7 +131,7 @@ n=$(med "${rps[nginx]}"); h=$(med "${rps[haproxy]}"); d=$(med "${rps[direct]}")
 # round (each round runs every contender back to back), and in how many
 # rounds A was at least level
 by_round() {
-  paste -d ' ' <(tr ' ' '\n' <<<"${rps[$1]}" | grep -v '^$') <(tr ' ' '\n' <<<"${rps[$2]}" | grep -v '^$') |
+  paste -d ' ' <(words "${rps[$1]}") <(words "${rps[$2]}") |
     awk '{ r = $1 / $2; if (NR == 1 || r < lo) lo = r; if (NR == 1 || r > hi) hi = r; ahead += (r >= 1) }
          END { printf "%.2f to %.2f, at least 1.0 in %d of %d", lo, hi, ahead, NR }'
 }

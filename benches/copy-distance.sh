@@ -56,7 +56,8 @@ static void *drain(void *unused) {
 
 int main(int argc, char **argv) {
   enum { HEAD = 6, TAIL = 2 };
-  long WRITE = atol(argv[2]), DATA = WRITE - HEAD - TAIL;
+  long size = atol(argv[2]), data = size - HEAD - TAIL;
+  if (data <= 0 || size > (1 << 19)) { fprintf(stderr, "WRITE must be 9 to 524288\n"); return 1; }
   const char *cc = argc > 3 ? argv[3] : NULL;
   long distance = atol(argv[1]) % 4096;
   long offset = ((HEAD - distance) % 4096 + 4096) % 4096; /* source offset in its page */
@@ -72,18 +73,17 @@ int main(int argc, char **argv) {
   if (cc && setsockopt(writer, IPPROTO_TCP, TCP_CONGESTION, cc, strlen(cc))) { perror(cc); return 1; }
   pthread_t reader;
   pthread_create(&reader, NULL, drain, NULL);
-  if (DATA <= 0 || WRITE > (1 << 19)) { fprintf(stderr, "WRITE must be 9 to 524288\n"); return 1; }
   char *page = aligned_alloc(4096, 1 << 20);
   memset(page, 'x', 1 << 20);
   char head[HEAD] = {'f', 'f', 'f', '8', '\r', '\n'}, tail[TAIL] = {'\r', '\n'};
-  struct iovec parts[3] = {{head, HEAD}, {page + offset, DATA}, {tail, TAIL}};
+  struct iovec parts[3] = {{head, HEAD}, {page + offset, data}, {tail, TAIL}};
   struct rusage before, after;
   struct timespec start, end;
   clock_gettime(CLOCK_MONOTONIC, &start);
   getrusage(RUSAGE_THREAD, &before);
   for (long sent = 0; sent < (1L << 30);) {
     ssize_t n = writev(writer, parts, 3);
-    if (n != WRITE) { fprintf(stderr, "short write: %zd\n", n); return 1; }
+    if (n != size) { fprintf(stderr, "short write: %zd\n", n); return 1; }
     sent += n;
   }
   getrusage(RUSAGE_THREAD, &after);
