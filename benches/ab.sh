@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Two builds of the gateway side by side, for a change too small for
 # compare.sh's noise: both in front of one simulated Chime, wrk against each
-# in turn (A, B, A, B, ...), as in compare.sh (full pipeline, audit log to a
+# in turn (A, B, then B, A, ...), as in compare.sh (full pipeline, audit log to a
 # file, coalescing and the cache off, 32 connections). Prints each round's
 # requests/s and CPU per request (user, system), then the medians and B/A.
 #
@@ -31,7 +31,7 @@ for n in A B; do
 done
 machine
 for r in $(seq "$rounds"); do
-  for n in A B; do
+  for n in $(rotated $((r - 1)) A B); do
     g=${gpid[$n]}
     u0=$(cpu_ticks 14 "$g"); s0=$(cpu_ticks 15 "$g")
     out=$(wrk -t2 -c32 -d"${secs}s" -H "$key" "http://127.0.0.1:${gport[$n]}$target")

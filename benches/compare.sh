@@ -5,7 +5,8 @@
 #      the response cache off, so every request does the same work as in the
 #      peers), nginx and HAProxy doing the equivalent gate (access logs on),
 #      and the upstream directly, all in front of the same simulated Chime.
-#      wrk runs against each in turn, interleaved, for several rounds. The
+#      wrk runs against each in turn, interleaved, for several rounds, each
+#      round starting with the next contender in the list. The
 #      gateway runs twice: as `cargo build --release` builds it, and as
 #      benches/pgo.sh builds it with profile-guided optimisation
 #      ("gateway-pgo").
@@ -100,7 +101,7 @@ machine
 echo "== 1. throughput: $rounds rounds of ${secs}s, $conns connections, 2 wrk threads"
 declare -A rps p50 p99 utick stick ctick served
 for round in $(seq "$rounds"); do
-  for name in direct gateway gateway-pgo nginx haproxy; do
+  for name in $(rotated $((round - 1)) direct gateway gateway-pgo nginx haproxy); do
     # shellcheck disable=SC2086 # pids holds several for nginx
     user0=$(cpu_ticks 14 ${pids[$name]}); sys0=$(cpu_ticks 15 ${pids[$name]})
     chime0=$(( $(cpu_ticks 14 "${pids[direct]}") + $(cpu_ticks 15 "${pids[direct]}") ))
@@ -127,13 +128,14 @@ done
 echo "(CPU us/request: user and system time of that process alone, for 'direct' the simulated Chime's;"
 echo " Chime us/request: the simulated Chime's behind each, for the same requests)"
 n=$(med "${rps[nginx]}"); h=$(med "${rps[haproxy]}"); d=$(med "${rps[direct]}")
-# by_round A B -> the lowest and highest of A's req/s over B's in the same
-# round (each round runs every contender back to back), and in how many
-# rounds A was at least level
+# by_round A B -> A's req/s over B's in the same round (each round runs
+# every contender back to back): the lowest, the highest, their median, and
+# in how many rounds A was at least level
 by_round() {
-  paste -d ' ' <(words "${rps[$1]}") <(words "${rps[$2]}") |
-    awk '{ r = $1 / $2; if (NR == 1 || r < lo) lo = r; if (NR == 1 || r > hi) hi = r; ahead += (r >= 1) }
-         END { printf "%.2f to %.2f, at least 1.0 in %d of %d", lo, hi, ahead, NR }'
+  local r
+  r=$(paste -d ' ' <(words "${rps[$1]}") <(words "${rps[$2]}") | awk '{ printf "%.6f\n", $1 / $2 }' | sort -g)
+  awk -v m="$(median <<<"$r")" '{ v[NR] = $1; ahead += ($1 >= 1) }
+    END { printf "%.2f to %.2f (median %.2f), at least 1.0 in %d of %d", v[1], v[NR], m, ahead, NR }' <<<"$r"
 }
 for name in gateway gateway-pgo; do
   awk -v name="$name" -v g="$(med "${rps[$name]}")" -v n="$n" -v h="$h" -v d="$d" \
@@ -154,7 +156,7 @@ echo
 echo "== 1b. latency at the same load: $rounds rounds of ${secs}s, $conns connections, each waiting 1 ms between answer and next request"
 declare -A prps pp50 pp99
 for round in $(seq "$rounds"); do
-  for name in gateway gateway-pgo nginx haproxy; do
+  for name in $(rotated $((round - 1)) gateway gateway-pgo nginx haproxy); do
     run_wrk 2 "$conns" "${url[$name]}" benches/compare/paced.lua
     prps[$name]+="$r "; pp50[$name]+="$l50 "; pp99[$name]+="$l99 "
     echo "round $round $name: $r req/s, p50 $l50, p99 $l99"

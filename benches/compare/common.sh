@@ -33,6 +33,12 @@ gateway_config() {
   [ "$5" = on ] || printf '[cache]\nenabled = false\ncoalesce = false\n'
 }
 
+# rotated K WORD... -> the words one a line, starting from the K-th (from 0,
+# wrapping round): round K of an interleaved comparison runs its contenders
+# in this order, so that none always runs first, last or right after the
+# same other one while the machine's speed drifts
+rotated() { local k=$1 i; shift; for ((i = 0; i < $#; i++)); do echo "${@:$(( (k + i) % $# + 1 )):1}"; done; }
+
 # cpu_ticks FIELD PID... -> user (14) or system (15) CPU time, in clock ticks
 # (hz per second), of those processes
 cpu_ticks() { local f=$1 t=0 p; shift; for p in "$@"; do t=$((t + $(awk -v f="$f" '{print $f}' "/proc/$p/stat"))); done; echo "$t"; }
