@@ -17,7 +17,7 @@
 #     pages from one write to the next, so the distance then holds only
 #     where a page is filled again from its start
 #   CC=cubic bash benches/copy-distance.sh 4094   the writer's socket with
-#     that congestion control instead of the system's (README, "Streaming":
+#     that congestion control instead of the system's (benches/RESULTS.md, "Streaming":
 #     with BBR, a write of more than one segment costs several times more)
 #
 # The gateway places a full frame's data 8 bytes into its block (a

@@ -12,7 +12,7 @@ use libmimalloc_sys::{
 
 /// mimalloc instead of glibc's malloc: the request path allocates small,
 /// short-lived objects on two worker threads, where glibc's arena locks and
-/// consolidation showed up in profiles (README, "Performance").
+/// consolidation showed up in profiles (benches/RESULTS.md).
 ///
 /// Unlike the `mimalloc` crate's allocator, which passes every request to
 /// `mi_malloc_aligned`, this one calls `mi_malloc` when the alignment asked
@@ -91,7 +91,7 @@ const PURGE_DELAY: mi_option_t = 15;
 /// and kept about 180 MiB resident instead of 50 MiB. Purging at once (0)
 /// called `madvise` after about 7% of requests under load (`strace -c`) and
 /// cost roughly a tenth more CPU per request than the default; 10 ms keeps
-/// the memory figure with a third of those calls (README, "Performance").
+/// the memory figure with a third of those calls (benches/RESULTS.md).
 /// mimalloc's own `MIMALLOC_PURGE_DELAY`, when set, still wins, so the
 /// choice can be measured again with any load.
 #[allow(unsafe_code)]
@@ -112,7 +112,7 @@ pub(crate) fn return_freed_memory_promptly() {
 /// thread that freed the memory calls into it again, and a worker that
 /// went quiet after streaming 1 GiB kept about 6 MiB it had freed. With
 /// two workers taking streams in turn, each kept its own: +11 MiB stayed
-/// after four streams, +5–6 MiB with this (README, "Memory").
+/// after four streams, +5–6 MiB with this (benches/RESULTS.md, "Memory").
 #[allow(unsafe_code)]
 pub(crate) fn collect_freed_memory() {
     // SAFETY: no arguments beyond the flag; collects the calling thread's

@@ -5,7 +5,7 @@
 //! between them then live on one thread, so handing a request to the
 //! upstream connection and its answer back costs no cross-thread wake-up
 //! (with tokio's work-stealing runtime, these were a futex and a context
-//! switch per request: README, "Performance"). Each worker has its own
+//! switch per request: benches/RESULTS.md). Each worker has its own
 //! upstream connection pool ([`PerWorker`]); shared state (keys, limits,
 //! metrics, the cache) is thread-safe and shared by all.
 

@@ -4,7 +4,7 @@
 //! is handed to that task through a channel and the answer comes back
 //! through another, so every request paid for two hand-overs and a second
 //! task's polls (about a sixth of the gateway's instructions per request,
-//! README "Performance"). Here the request's task writes the request and
+//! benches/RESULTS.md). Here the request's task writes the request and
 //! reads the answer itself.
 //!
 //! What could go wrong in hand-written HTTP/1 is where one answer ends: a
@@ -38,13 +38,13 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// The size of a connection's read buffer: fixed instead of hyper's
 /// adaptive buffer, so the one buffer a connection reads into (body data
-/// is copied out of it, [`Frames`]) stays small and in cache (README
+/// is copied out of it, [`Frames`]) stays small and in cache (benches/RESULTS.md,
 /// "Memory": hyper's adaptive buffer grew to 400 KiB and was reallocated
 /// faster than it was purged). It grows only while more than this is
 /// needed at once (a long head). Reads of up to 128 KiB streamed 1 GiB in
 /// fewer reads (11.7k against 16.5k) and 5–10% faster, but a buffer of
 /// any other size than the frames' blocks ([`BLOCK`]) raised the peak RSS
-/// of a stream with the cache on by 4–6 MiB (README, "Memory").
+/// of a stream with the cache on by 4–6 MiB (benches/RESULTS.md, "Memory").
 const READ_SIZE: usize = 64 * 1024;
 /// The longest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -526,7 +526,7 @@ impl Body {
 /// the reads so far brought, so a short answer costs what it did. Later
 /// frames are gathered in blocks of [`BLOCK`] bytes, each frame until it
 /// is full ([`FULL_WRITE`] with its framing, or the rest of its block), the
-/// body ends, or nothing more has arrived (README, "Streaming"):
+/// body ends, or nothing more has arrived (benches/RESULTS.md, "Streaming"):
 /// - full frames are as few writes to the client as there can be, each
 ///   with the chunk framing the server adds ([`lead`]) one segment over
 ///   loopback;
@@ -542,7 +542,7 @@ impl Body {
 ///   and every block has the one size: frames as long as whatever each
 ///   read brought, each in an allocation of that size, spread over a
 ///   dozen of mimalloc's size classes, each with pages of its own in each
-///   worker (README, "Memory").
+///   worker (benches/RESULTS.md, "Memory").
 #[derive(Debug, Default)]
 struct Frames {
     /// The frame being gathered (what is written so far) and the room
@@ -579,7 +579,7 @@ const MIN_ROOM: usize = 4 * 1024;
 /// 65,463 over IPv6, with TCP timestamps). With BBR congestion control, a
 /// write of more than one segment cost four to five times the system time
 /// of one that fits (`WRITE=65483 bash benches/copy-distance.sh 4094`:
-/// 0.12 s per GiB against 0.60 s for 64 KiB; README, "Streaming"). A full
+/// 0.12 s per GiB against 0.60 s for 64 KiB; benches/RESULTS.md, "Streaming"). A full
 /// frame leaves its block's last 96 bytes unused (less than [`MIN_ROOM`]):
 /// over other links, whose segments are smaller, that is 0.15% more writes.
 const FULL_WRITE: usize = BLOCK - 96;

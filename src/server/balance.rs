@@ -6,7 +6,7 @@
 //! connections opening, a load generator starting), one worker can take
 //! most of them, and a keep-alive connection stays on its worker for its
 //! whole life: that worker's core saturates while another's has room
-//! (README "Performance"). So the worker that accepts a connection counts
+//! (benches/RESULTS.md). So the worker that accepts a connection counts
 //! it against the worker with the fewest open connections, itself when it
 //! is one of those, and hands it over when it is not.
 
