@@ -68,18 +68,33 @@ pub fn fit(mut resp: Response, headers_only: bool) -> Response {
 /// The body's size still shows, so a gateway-made document goes out with
 /// `Content-Length` rather than chunked.
 pub fn with_guard<G: Send + Unpin + 'static>(body: Body, guard: G) -> Body {
-    Guarded {
-        inner: body,
-        _guard: guard,
-    }
-    .boxed_unsync()
+    Guarded::new(body, guard).boxed_unsync()
 }
 
-/// [`with_guard`]'s body. (`map_frame` would do the holding, but hides the
-/// size: it cannot know what the mapping does to it.)
-struct Guarded<G> {
+/// [`with_guard`]'s body, unboxed where its type can be named (the
+/// connection's responses). (`map_frame` would do the holding, but hides
+/// the size: it cannot know what the mapping does to it.)
+pub struct Guarded<G> {
     inner: Body,
     _guard: G,
+}
+
+impl<G> std::fmt::Debug for Guarded<G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guarded")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<G> Guarded<G> {
+    /// `body`, holding `guard` until it is finished or dropped.
+    pub fn new(body: Body, guard: G) -> Self {
+        Guarded {
+            inner: body,
+            _guard: guard,
+        }
+    }
 }
 
 impl<G: Unpin> http_body::Body for Guarded<G> {

@@ -18,24 +18,27 @@
 //! after its in-flight requests at shutdown. Its [`Watchdog`] keeps these
 //! limits beside the HTTP server.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
+use futures_util::future::Either;
 use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
+use tower::util::Oneshot;
 use tower::ServiceExt;
 
-use super::idle::{Activity, ActivityIo, Limits, Quiet};
+use super::idle::{Activity, ActivityIo, Busy, Limits, Quiet};
 use super::stopped;
 use super::watchdog::{Alarm, Watchdog, Woke};
 use crate::body;
@@ -118,37 +121,92 @@ enum Finish {
     Close,
 }
 
-/// The future of one request through [`ConnService`].
-type Answer = Pin<Box<dyn std::future::Future<Output = Result<body::Response, Infallible>> + Send>>;
-
 /// The hyper service for one connection's requests: adds what the request
 /// path knows of the connection, tracks the request for idleness, and
 /// marks TLS answers with HSTS.
 #[derive(Clone)]
 struct ConnService {
-    svc: Stack,
+    /// The connection's copy of the worker's stack, called in place (see
+    /// [`call_ready`]); a cell because hyper calls its service through `&self`.
+    svc: RefCell<Stack>,
     tracker: Arc<Activity>,
     tls: bool,
 }
 
+/// The future of `S` answering one request `R`: its own, or, when `S` was
+/// not ready at once, a clone of it waiting to be.
+type Called<S, R> = Either<<S as tower::Service<R>>::Future, Oneshot<S, R>>;
+
+/// Calls `svc` with `req` in place when it is ready at once, which the
+/// stack always is (its layers shed load by refusing, not by waiting):
+/// no clone of every layer (a dozen reference counts up and down) and no
+/// copy of it in the request's future. Otherwise a clone waits for
+/// readiness and then answers, as tower's `oneshot` does.
+fn call_ready<S, R>(svc: &RefCell<S>, req: R) -> Called<S, R>
+where
+    S: tower::Service<R> + Clone,
+{
+    // The borrow ends here: a called service's future borrows nothing from it.
+    let mut svc = svc.borrow_mut();
+    match svc.poll_ready(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Ok(())) => Either::Left(svc.call(req)),
+        // Not ready, or failing: `oneshot` polls it again with the
+        // request's waker and passes the failure on.
+        _ => Either::Right(svc.clone().oneshot(req)),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One request's answer through [`ConnService`]. Named rather than
+    /// boxed: hyper keeps it in the connection's slot for the request in
+    /// flight.
+    struct Answer {
+        #[pin]
+        called: Called<Stack, Request<Incoming>>,
+        // Taken when the answer is ready, by the response's body.
+        busy: Option<Busy>,
+        headers_only: bool,
+        tls: bool,
+    }
+}
+
+/// A response as the connection sends it: its body holds the connection's
+/// busy mark until it is finished or dropped.
+type Sent = http::Response<body::Guarded<Option<Busy>>>;
+
+impl Future for Answer {
+    type Output = Result<Sent, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let resp = match std::task::ready!(this.called.poll(cx)) {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        };
+        let mut resp = body::fit(resp, *this.headers_only);
+        if *this.tls {
+            resp.headers_mut()
+                .insert(http::header::STRICT_TRANSPORT_SECURITY, HSTS.clone());
+        }
+        // Polled once more after this (which hyper does not do), the stack's
+        // future would say so first.
+        let busy = this.busy.take();
+        Poll::Ready(Ok(resp.map(|b| body::Guarded::new(b, busy))))
+    }
+}
+
 impl hyper::service::Service<Request<Incoming>> for ConnService {
-    type Response = body::Response;
+    type Response = Sent;
     type Error = Infallible;
     type Future = Answer;
 
     fn call(&self, req: Request<Incoming>) -> Answer {
-        let busy = self.tracker.begin_request();
-        let headers_only = body::headers_only(&req);
-        let fut = self.svc.clone().oneshot(req);
-        let tls = self.tls;
-        Box::pin(async move {
-            let mut resp = body::fit(fut.await?, headers_only);
-            if tls {
-                resp.headers_mut()
-                    .insert(http::header::STRICT_TRANSPORT_SECURITY, HSTS.clone());
-            }
-            Ok(resp.map(|b| body::with_guard(b, busy)))
-        })
+        Answer {
+            busy: Some(self.tracker.begin_request()),
+            headers_only: body::headers_only(&req),
+            tls: self.tls,
+            called: call_ready(&self.svc, req),
+        }
     }
 }
 
@@ -222,10 +280,10 @@ impl Conn {
     /// The hyper service for this connection's requests, over `svc`.
     fn service(&self, svc: Stack, activity: &Arc<Activity>) -> ConnService {
         ConnService {
-            svc: svc.for_client(Forwarding::new(
+            svc: RefCell::new(svc.for_client(Forwarding::new(
                 self.peer.ip(),
                 if self.tls { "https" } else { "http" },
-            )),
+            ))),
             tracker: Arc::clone(activity),
             tls: self.tls,
         }
@@ -448,5 +506,75 @@ mod tests {
         let mut out = String::new();
         p.read_to_string(&mut out).await.unwrap();
         assert_eq!(out, "abc");
+    }
+
+    /// Ready after `pending` more polls (then failing if `fail`), counting
+    /// its clones; answers twice the request.
+    struct Slow {
+        pending: Arc<std::sync::atomic::AtomicUsize>,
+        fail: bool,
+        clones: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Slow {
+        fn new(pending: usize, fail: bool) -> (RefCell<Self>, Arc<std::sync::atomic::AtomicUsize>) {
+            let clones = Arc::default();
+            let svc = Slow {
+                pending: Arc::new(pending.into()),
+                fail,
+                clones: Arc::clone(&clones),
+            };
+            (RefCell::new(svc), clones)
+        }
+    }
+
+    impl tower::Service<u32> for Slow {
+        type Response = u32;
+        type Error = &'static str;
+        type Future = std::future::Ready<Result<u32, &'static str>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), &'static str>> {
+            use std::sync::atomic::Ordering::SeqCst;
+            if self.pending.load(SeqCst) > 0 {
+                self.pending.fetch_sub(1, SeqCst);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(if self.fail { Err("broken") } else { Ok(()) })
+        }
+
+        fn call(&mut self, req: u32) -> Self::Future {
+            std::future::ready(Ok(req * 2))
+        }
+    }
+
+    impl Clone for Slow {
+        fn clone(&self) -> Self {
+            self.clones
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Slow {
+                pending: Arc::clone(&self.pending),
+                fail: self.fail,
+                clones: Arc::clone(&self.clones),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_ready_service_is_called_in_place_and_one_that_is_not_is_waited_for() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (ready, clones) = Slow::new(0, false);
+        assert_eq!(call_ready(&ready, 4).await, Ok(8));
+        assert!(matches!(call_ready(&ready, 1), Either::Left(_)));
+        assert_eq!(clones.load(SeqCst), 0, "called without a clone");
+
+        let (slow, clones) = Slow::new(2, false);
+        let called = call_ready(&slow, 5);
+        assert!(matches!(called, Either::Right(_)));
+        assert_eq!(called.await, Ok(10), "answered once ready");
+        assert_eq!(clones.load(SeqCst), 1, "one clone waited");
+
+        let (broken, _) = Slow::new(0, true);
+        assert_eq!(call_ready(&broken, 5).await, Err("broken"));
     }
 }
