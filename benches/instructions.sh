@@ -1,27 +1,34 @@
 #!/usr/bin/env bash
-# Instructions the gateway executes per proxied request, counted by
-# valgrind's callgrind: one worker, audit log to a file, coalescing and the
-# cache off (as in compare.sh), one keep-alive client. Unlike timings the
-# count does not depend on what else the machine is doing.
+# Instructions executed per proxied request, counted by valgrind's
+# callgrind: the gateway (one worker, audit log to a file, coalescing and
+# the cache off, as in compare.sh), then nginx and HAProxy with compare.sh's
+# configs (one worker or thread each, access log on), each behind the same
+# simulated Chime and sent the same requests by one keep-alive client.
+# Unlike timings the counts do not depend on what else the machine is doing.
 #
 #   bash benches/instructions.sh [requests]   (default 3000)
-#   CALLGRIND_OUT=cg.out bash benches/instructions.sh   keeps the profile,
-#   for `callgrind_annotate --inclusive=yes cg.out`
+#   PEERS=off bash benches/instructions.sh   the gateway only
+#   CALLGRIND_OUT=cg.out bash benches/instructions.sh   keeps the gateway's
+#   profile, for `callgrind_annotate --inclusive=yes cg.out`
 #   GATEWAY_BIN=target/pgo/release/chime-gateway bash benches/instructions.sh
 #   counts benches/pgo.sh's profile-guided build instead of `cargo build --release`'s
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-3000}
-command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+peers=${PEERS:-on}
+need="valgrind"
+[ "$peers" = off ] || need="$need nginx haproxy"
+for tool in $need; do
+  command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq $need >/dev/null; break; }
+done
 # shellcheck source=compare/common.sh
-. benches/compare/common.sh   # bin, work, port(), wait_ready(), keys.toml, key, target, gateway_config(), one_worker, fill()
-up=$(port); gw=$(port); admin=$(port)
+. benches/compare/common.sh   # bin, work, port(), keys.toml, key, target, gateway_config(), one_worker, fill(), machine()
+machine
+up=$(port)
 "$bin" simulate --listen "127.0.0.1:$up" >/dev/null &
-gateway_config main "$up" "$gw" "$admin" off | one_worker > "$work/g.toml"
-(cd "$work" && exec valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$bin" serve --config g.toml 2>"$work/valgrind.log") &
-wait_ready "$admin"
+
 client() {
-  python3 - "$gw" "$1" "$target" "$key" <<'PY'
+  python3 - "$1" "$2" "$target" "$key" <<'PY'
 import socket, sys
 port, n = int(sys.argv[1]), int(sys.argv[2])
 target, key = sys.argv[3], sys.argv[4]
@@ -40,10 +47,46 @@ for _ in range(n):
     buf = buf[length:]
 PY
 }
-client 300                       # warm up: connections, caches, the catalog
-callgrind_control -z >/dev/null 2>&1  # count from here
-client "$n"
-callgrind_control -d >/dev/null 2>&1
-[ -z "${CALLGRIND_OUT:-}" ] || cp "$work/cg.out.1" "$CALLGRIND_OUT"
-total=$(awk '/^summary:/ {print $2}' "$work/cg.out.1")
-echo "instructions per proxied request: $((total / n)) (callgrind, $n requests, 1 worker)"
+
+# count NAME PORT COMMAND... -> runs COMMAND (in $work) under callgrind,
+# waits until PORT answers HTTP, warms it up, then counts the instructions
+# of $n requests (every thread of the process) and prints them per request;
+# stops the process and leaves its profile in $work/NAME.cg
+count() {
+  local name=$1 p=$2 pid total
+  shift 2
+  (cd "$work" && exec valgrind --tool=callgrind --callgrind-out-file="$work/$name.out" "$@" >/dev/null 2>"$work/$name.valgrind") &
+  pid=$!
+  for _ in $(seq 120); do curl -s -o /dev/null "http://127.0.0.1:$p/" && break; sleep 0.5; done
+  client "$p" 300                           # warm up: connections, caches, the catalog
+  callgrind_control -z "$pid" >/dev/null 2>&1  # count from here
+  client "$p" "$n"
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  cp "$work/$name.out.1" "$work/$name.cg"
+  total=$(awk '/^summary:/ {print $2}' "$work/$name.cg")
+  echo "$name $((total / n))" >> "$work/counts"
+  printf '%-8s instructions per proxied request: %s (callgrind, %s requests, 1 worker)\n' "$name" "$((total / n))" "$n"
+}
+
+gw=$(port); admin=$(port)
+gateway_config main "$up" "$gw" "$admin" off | one_worker > "$work/g.toml"
+count gateway "$gw" "$bin" serve --config g.toml
+[ -z "${CALLGRIND_OUT:-}" ] || cp "$work/gateway.cg" "$CALLGRIND_OUT"
+[ "$peers" = off ] && exit 0
+
+# One worker, no master process, and no limit on a connection's requests
+# (nginx closes a keep-alive connection after 1,000 by default), so that the
+# one client's connection lasts the count.
+ngx=$(port)
+mkdir -p "$work/tmp"
+fill nginx.conf "$ngx" "$up" \
+  | sed -e 's/^worker_processes auto;/worker_processes 1;\nmaster_process off;/' \
+        -e 's/^http {/http {\n    keepalive_requests 1000000;/' > "$work/nginx.conf"
+count nginx "$ngx" nginx -c "$work/nginx.conf" -p "$work"
+
+hap=$(port)
+fill haproxy.cfg "$hap" "$up" | sed 's/^global/global\n    nbthread 1/' > "$work/haproxy.cfg"
+count haproxy "$hap" haproxy -f "$work/haproxy.cfg"
+
+awk '{c[$1] = $2} END {printf "gateway/nginx %.2f, gateway/HAProxy %.2f\n", c["gateway"] / c["nginx"], c["gateway"] / c["haproxy"]}' "$work/counts"

@@ -81,16 +81,18 @@ stream_peers() {
 }
 
 # stream_rounds ROUNDS NAME... -> streams the 1 GiB report through each
-# NAME in turn, ROUNDS times (via[NAME]: "PORT PID...", the PIDs whose CPU,
+# NAME in turn, ROUNDS times, each round in the order `rotated` gives it
+# (via[NAME]: "PORT PID...", the PIDs whose CPU,
 # with their children's, is counted: nginx's workers), printing each
 # stream's MiB/s and those processes' user and system seconds; then each
 # NAME's medians and its share of the first NAME's (direct). One stream
 # varies by about 15% from the next.
 stream_rounds() {
-  local rounds=$1 r n p pids u0 s0 u1 s1 speed size first=$2
+  local rounds=$1 r n p pids u0 s0 u1 s1 speed size first=$2 order
   shift
   for r in $(seq "$rounds"); do
-    for n in "$@"; do
+    mapfile -t order < <(rotated $((r - 1)) "$@")
+    for n in "${order[@]}"; do
       read -r p pids <<<"${via[$n]}"
       pids="$pids $({ pgrep -P "${pids// /,}" || true; } | tr '\n' ' ')"
       # shellcheck disable=SC2086 # the PIDs are separate words
