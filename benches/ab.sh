@@ -15,7 +15,9 @@ cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { sed -n '2,12p' "$0" >&2; exit 2; }
 declare -A build=([A]=$(realpath "$1") [B]=$(realpath "$2"))
 rounds=${3:-8}; secs=${4:-5}
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+# shellcheck source=compare/tools.sh
+. benches/compare/tools.sh   # install_missing()
+install_missing wrk
 GATEWAY_BIN=${build[A]}
 # shellcheck source=compare/common.sh
 . benches/compare/common.sh   # bin, work, port(), wait_ready(), cpu_ticks(), hz, keys.toml, key, target, gateway_config(), column_median(), machine()

@@ -21,9 +21,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}; rounds=${2:-3}; conns=${3:-32}
-for tool in nginx haproxy wrk curl; do
-  command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx haproxy wrk curl >/dev/null; break; }
-done
+# shellcheck source=compare/tools.sh
+. benches/compare/tools.sh   # install_missing()
+install_missing nginx haproxy wrk curl
 ulimit -n "$(ulimit -Hn)"   # 10,000 idle connections need more than the usual 1024
 bash benches/pgo.sh
 pgo_bin=$PWD/target/pgo/release/chime-gateway

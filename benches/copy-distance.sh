@@ -27,7 +27,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=compare/machine.sh
 . benches/compare/machine.sh   # machine()
-command -v gcc >/dev/null || { apt-get update -qq && apt-get install -y -qq gcc >/dev/null; }
+# shellcheck source=compare/tools.sh
+. benches/compare/tools.sh   # install_missing()
+install_missing gcc
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cat > "$work/copy.c" <<'EOF'

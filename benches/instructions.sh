@@ -16,13 +16,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-3000}
 peers=${PEERS:-on}
-need="valgrind"
-[ "$peers" = off ] || need="$need nginx haproxy"
-for tool in $need; do
-  command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq $need >/dev/null; break; }
-done
+# shellcheck source=compare/tools.sh
+. benches/compare/tools.sh   # install_missing()
+install_missing valgrind
+[ "$peers" = off ] || install_missing nginx haproxy
 # shellcheck source=compare/common.sh
-. benches/compare/common.sh   # bin, work, port(), keys.toml, key, target, gateway_config(), one_worker, fill(), machine()
+. benches/compare/common.sh   # bin, work, port(), wait_ready(), keys.toml, key, target, gateway_config(), one_worker, fill(), machine()
 machine
 up=$(port)
 "$bin" simulate --listen "127.0.0.1:$up" >/dev/null &
@@ -51,28 +50,27 @@ PY
 # count NAME PORT COMMAND... -> runs COMMAND (in $work) under callgrind,
 # waits until PORT answers HTTP, warms it up, then counts the instructions
 # of $n requests (every thread of the process) and prints them per request;
-# stops the process and leaves its profile in $work/NAME.cg
+# stops the process and leaves its profile in $work/NAME.out.1
 count() {
-  local name=$1 p=$2 pid total
+  local name=$1 p=$2 pid per
   shift 2
   (cd "$work" && exec valgrind --tool=callgrind --callgrind-out-file="$work/$name.out" "$@" >/dev/null 2>"$work/$name.valgrind") &
   pid=$!
-  for _ in $(seq 120); do curl -s -o /dev/null "http://127.0.0.1:$p/" && break; sleep 0.5; done
+  wait_ready "$p" ""
   client "$p" 300                           # warm up: connections, caches, the catalog
   callgrind_control -z "$pid" >/dev/null 2>&1  # count from here
   client "$p" "$n"
   callgrind_control -d "$pid" >/dev/null 2>&1
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  cp "$work/$name.out.1" "$work/$name.cg"
-  total=$(awk '/^summary:/ {print $2}' "$work/$name.cg")
-  echo "$name $((total / n))" >> "$work/counts"
-  printf '%-8s instructions per proxied request: %s (callgrind, %s requests, 1 worker)\n' "$name" "$((total / n))" "$n"
+  per=$(awk -v n="$n" '/^summary:/ {print int($2 / n)}' "$work/$name.out.1")
+  echo "$name $per" >> "$work/counts"
+  printf '%-8s instructions per proxied request: %s (callgrind, %s requests, 1 worker)\n' "$name" "$per" "$n"
 }
 
 gw=$(port); admin=$(port)
 gateway_config main "$up" "$gw" "$admin" off | one_worker > "$work/g.toml"
 count gateway "$gw" "$bin" serve --config g.toml
-[ -z "${CALLGRIND_OUT:-}" ] || cp "$work/gateway.cg" "$CALLGRIND_OUT"
+[ -z "${CALLGRIND_OUT:-}" ] || cp "$work/gateway.out.1" "$CALLGRIND_OUT"
 [ "$peers" = off ] && exit 0
 
 # One worker, no master process, and no limit on a connection's requests

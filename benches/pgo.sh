@@ -26,7 +26,9 @@ if [ -z "${PGO_REBUILD:-}" ] && [ -x "$built" ] && [ "$(cat target/pgo/inputs 2>
   exit 0
 fi
 rm -f target/pgo/inputs
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+# shellcheck source=compare/tools.sh
+. benches/compare/tools.sh   # install_missing()
+install_missing wrk
 profdata="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | awk '/^host:/ {print $2}')/bin/llvm-profdata"
 [ -x "$profdata" ] || rustup component add llvm-tools
 profiles=$PWD/target/pgo-generate/profiles

@@ -26,9 +26,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
 shift || true
-for tool in nginx haproxy curl; do
-  command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx haproxy curl >/dev/null; break; }
-done
+# shellcheck source=compare/tools.sh
+. benches/compare/tools.sh   # install_missing()
+install_missing nginx haproxy curl
 builds=("$@")
 [ ${#builds[@]} -gt 0 ] && GATEWAY_BIN=${builds[0]}
 # shellcheck source=compare/common.sh

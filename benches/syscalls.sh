@@ -6,9 +6,9 @@
 #   bash benches/syscalls.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for tool in nginx wrk strace; do
-  command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx wrk strace >/dev/null; break; }
-done
+# shellcheck source=compare/tools.sh
+. benches/compare/tools.sh   # install_missing()
+install_missing nginx wrk strace
 # shellcheck source=compare/common.sh
 . benches/compare/common.sh   # bin, work, port(), keys.toml, key, target, gateway_config(), one_worker, fill()
 up=$(port); gw=$(port); admin=$(port); ngx=$(port)

@@ -16,9 +16,10 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$work"' EXIT
 # port -> a free TCP port on 127.0.0.1
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# wait_ready ADMIN-PORT -> returns once that gateway's admin listener answers
-# (up to a minute: under valgrind or instrumented, start-up is slow)
-wait_ready() { for _ in $(seq 120); do curl -s -o /dev/null "http://127.0.0.1:$1/metrics" && return; sleep 0.5; done; }
+# wait_ready PORT [PATH] -> returns once http://127.0.0.1:PORT/PATH answers
+# with any HTTP response; by default PATH is a gateway's admin listener's
+# `metrics` (up to a minute: under valgrind or instrumented, start-up is slow)
+wait_ready() { for _ in $(seq 120); do curl -s -o /dev/null "http://127.0.0.1:$1/${2-metrics}" && return; sleep 0.5; done; }
 sed -n '/^\[\[user\]\]/,$p' config/demo-keys.toml > "$work/keys.toml"
 chmod 600 "$work/keys.toml"
 key='Authorization: Bearer b5c38d85-a042-4cef-8418-eb06752e346b'
