@@ -1,7 +1,12 @@
 //! The command line: check-config's verdicts and exit codes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/command.rs"]
+mod command;
+
 use std::process::Command;
+
+use command::success_stdout;
 
 fn gateway() -> Command {
     Command::new(env!("CARGO_BIN_EXE_chime-gateway"))
@@ -14,12 +19,7 @@ fn check_config_accepts_the_shipped_file_and_masks_secrets() {
         .env("CHIME_GATEWAY_LISTEN", "0.0.0.0:8443")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = success_stdout(out, "check-config of the shipped file");
     assert!(text.contains("OK"), "{text}");
     assert!(
         text.contains("address = \"0.0.0.0:8443\""),
@@ -38,12 +38,7 @@ fn check_config_accepts_the_shipped_file_and_masks_secrets() {
         )
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = success_stdout(out, "check-config with a service key");
     assert!(!text.contains("very-secret"), "{text}");
     assert!(text.contains("***"), "{text}");
 }

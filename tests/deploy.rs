@@ -1,6 +1,9 @@
 //! The deployment assets parse and say what they must (no cluster needed).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/command.rs"]
+mod command;
+
 use std::path::Path;
 
 use yaml_rust2::{Yaml, YamlLoader};
@@ -123,15 +126,7 @@ fn systemd_unit_verifies() {
         .arg(&copy)
         .output()
         .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "systemd-analyze verify:\n{report}"
-    );
+    command::assert_clean(&out, "systemd-analyze verify");
 }
 
 fn which(name: &str) -> Result<std::path::PathBuf, ()> {

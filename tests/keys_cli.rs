@@ -1,12 +1,13 @@
 //! Key lifecycle through the command line, against a key file on disk.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/command.rs"]
+mod command;
 #[path = "support/harness.rs"]
 mod harness;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 
 use chime_gateway::auth::ApiKey;
@@ -39,31 +40,17 @@ impl Site {
 
     fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let config = self.dir.path().join("gateway.toml");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chime-gateway"));
-        cmd.args(args)
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        {
-            let mut input = child.stdin.take().unwrap();
-            if let Some(text) = stdin {
-                input.write_all(text.as_bytes()).unwrap();
-            }
-        }
-        child.wait_with_output().unwrap()
+        command::run(
+            Command::new(env!("CARGO_BIN_EXE_chime-gateway"))
+                .args(args)
+                .arg("--config")
+                .arg(&config),
+            stdin,
+        )
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        command::success_stdout(self.run(args), &format!("{args:?}"))
     }
 
     fn store_at(&self, at: jiff::Timestamp) -> FileKeyStore {
@@ -175,11 +162,7 @@ async fn revoke_import_and_list() {
         &["keys", "import", "m2", "-"],
         Some(&format!("{}\n", harness::MANAGER)),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    command::assert_success(&out, "keys import m2 -");
     let ops_key = printed_key(&site.ok(&["keys", "generate", "ops"]));
 
     // The running gateway (demo keys) has used the doc key once.

@@ -1,6 +1,8 @@
 //! Metrics, audit log and trace propagation after scripted traffic.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/command.rs"]
+mod command;
 #[path = "support/harness.rs"]
 mod harness;
 
@@ -264,30 +266,11 @@ fn lint_exposition(text: &str) {
         }
     }
     if let Ok(promtool) = std::env::var("CHIME_GATEWAY_PROMTOOL") {
-        use std::io::Write;
-        let mut child = std::process::Command::new(promtool)
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run promtool");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let report = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let out = command::run(
+            std::process::Command::new(promtool).args(["check", "metrics"]),
+            Some(text),
         );
-        assert!(
-            out.status.success() && report.trim().is_empty(),
-            "promtool check metrics:\n{report}"
-        );
+        command::assert_clean(&out, "promtool check metrics");
     }
 }
 

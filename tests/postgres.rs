@@ -2,6 +2,8 @@
 //! CHIME_GATEWAY_TEST_POSTGRES, each test in a schema of its own.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/command.rs"]
+mod command;
 #[path = "support/cut_proxy.rs"]
 mod cut_proxy;
 #[path = "support/harness.rs"]
@@ -294,34 +296,15 @@ async fn key_commands_work_against_postgres() {
     )
     .unwrap();
     let run = |args: &[&str], stdin: Option<&str>| {
-        use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chime-gateway"))
-            .args(args)
-            .arg("--config")
-            .arg(&config)
-            .env("CHIME_GATEWAY_KEYS_POSTGRES_URL", &schema.url)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(text) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-        } else {
-            drop(child.stdin.take());
-        }
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = command::run(
+            Command::new(env!("CARGO_BIN_EXE_chime-gateway"))
+                .args(args)
+                .arg("--config")
+                .arg(&config)
+                .env("CHIME_GATEWAY_KEYS_POSTGRES_URL", &schema.url),
+            stdin,
         );
-        String::from_utf8(out.stdout).unwrap()
+        command::success_stdout(out, &format!("{args:?}"))
     };
     assert!(
         run(&["migrate"], None).contains("up to date"),
@@ -374,12 +357,8 @@ async fn key_commands_work_against_postgres() {
         .env("CHIME_GATEWAY_KEYS_POSTGRES_URL", &other.url)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("Merged 1 users and 2 new keys"));
+    let said = command::success_stdout(out, "keys import --from-file");
+    assert!(said.contains("Merged 1 users and 2 new keys"), "{said}");
     let loaded = other.admin().await.load().await.unwrap();
     assert_eq!(loaded.keys.len(), 2);
     assert_eq!(loaded.users[0].queues, vec![1, 3]);
