@@ -18,8 +18,9 @@ n=${1:-3000}
 peers=${PEERS:-on}
 # shellcheck source=compare/tools.sh
 . benches/compare/tools.sh   # install_missing()
-install_missing valgrind
-[ "$peers" = off ] || install_missing nginx haproxy
+tools=(valgrind)
+[ "$peers" = off ] || tools+=(nginx haproxy)
+install_missing "${tools[@]}"   # in one apt-get run
 # shellcheck source=compare/common.sh
 . benches/compare/common.sh   # bin, work, port(), wait_ready(), keys.toml, key, target, gateway_config(), one_worker, fill(), machine()
 machine

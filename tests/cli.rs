@@ -4,13 +4,7 @@
 #[path = "support/command.rs"]
 mod command;
 
-use std::process::Command;
-
-use command::success_stdout;
-
-fn gateway() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_chime-gateway"))
-}
+use command::{gateway, success_stdout};
 
 #[test]
 fn check_config_accepts_the_shipped_file_and_masks_secrets() {

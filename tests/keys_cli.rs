@@ -7,7 +7,7 @@ mod command;
 mod harness;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 
 use chime_gateway::auth::ApiKey;
@@ -41,10 +41,7 @@ impl Site {
     fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let config = self.dir.path().join("gateway.toml");
         command::run(
-            Command::new(env!("CARGO_BIN_EXE_chime-gateway"))
-                .args(args)
-                .arg("--config")
-                .arg(&config),
+            command::gateway().args(args).arg("--config").arg(&config),
             stdin,
         )
     }

@@ -9,7 +9,6 @@ mod cut_proxy;
 #[path = "support/harness.rs"]
 mod harness;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chime_gateway::auth::{ApiKey, Role};
@@ -297,7 +296,7 @@ async fn key_commands_work_against_postgres() {
     .unwrap();
     let run = |args: &[&str], stdin: Option<&str>| {
         let out = command::run(
-            Command::new(env!("CARGO_BIN_EXE_chime-gateway"))
+            command::gateway()
                 .args(args)
                 .arg("--config")
                 .arg(&config)
@@ -340,7 +339,7 @@ async fn key_commands_work_against_postgres() {
     };
     let file = dir.path().join("export.toml");
     std::fs::write(&file, &export).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chime-gateway"));
+    let mut cmd = command::gateway();
     std::fs::write(
         &config,
         format!(

@@ -6,6 +6,12 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+/// The gateway's binary, as cargo built it for these tests, ready for its
+/// arguments.
+pub fn gateway() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_chime-gateway"))
+}
+
 /// Runs `cmd` with `stdin` written to its standard input (`None`: closed at
 /// once) and collects its exit status and output.
 pub fn run(cmd: &mut Command, stdin: Option<&str>) -> Output {
