@@ -92,6 +92,11 @@ const PURGE_DELAY: mi_option_t = 15;
 /// called `madvise` after about 7% of requests under load (`strace -c`) and
 /// cost roughly a tenth more CPU per request than the default; 10 ms keeps
 /// the memory figure with a third of those calls (benches/RESULTS.md).
+/// Since the workers also collect once a second
+/// ([`collect_freed_memory`]), a quiet worker gives its memory back with
+/// mimalloc's default delay too: a trial at a07fc9e measured the same idle
+/// and streaming memory with either delay and no speed difference beyond
+/// the noise, so 10 ms stayed (benches/RESULTS.md, "Memory").
 /// mimalloc's own `MIMALLOC_PURGE_DELAY`, when set, still wins, so the
 /// choice can be measured again with any load.
 #[allow(unsafe_code)]

@@ -115,10 +115,7 @@ fn systemd_unit_verifies() {
     let copy = dir.path().join("chime-gateway.service");
     std::fs::write(
         &copy,
-        unit.replace(
-            "/usr/local/bin/chime-gateway",
-            env!("CARGO_BIN_EXE_chime-gateway"),
-        ),
+        unit.replace("/usr/local/bin/chime-gateway", command::GATEWAY),
     )
     .unwrap();
     let out = std::process::Command::new(analyze)

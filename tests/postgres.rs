@@ -339,7 +339,6 @@ async fn key_commands_work_against_postgres() {
     };
     let file = dir.path().join("export.toml");
     std::fs::write(&file, &export).unwrap();
-    let mut cmd = command::gateway();
     std::fs::write(
         &config,
         format!(
@@ -348,7 +347,7 @@ async fn key_commands_work_against_postgres() {
         ),
     )
     .unwrap();
-    let out = cmd
+    let out = command::gateway()
         .args(["keys", "import", "--from-file"])
         .arg(&file)
         .arg("--config")

@@ -6,10 +6,12 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-/// The gateway's binary, as cargo built it for these tests, ready for its
-/// arguments.
+/// The path of the gateway's binary, as cargo built it for these tests.
+pub const GATEWAY: &str = env!("CARGO_BIN_EXE_chime-gateway");
+
+/// The gateway's binary ([`GATEWAY`]), ready for its arguments.
 pub fn gateway() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_chime-gateway"))
+    Command::new(GATEWAY)
 }
 
 /// Runs `cmd` with `stdin` written to its standard input (`None`: closed at
