@@ -34,7 +34,7 @@ profdata="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | awk '/^host:/ {prin
 profiles=$PWD/target/pgo-generate/profiles
 rm -rf "$profiles"
 echo "== pgo: instrumented build"
-RUSTFLAGS="-Cprofile-generate=$profiles" cargo build --release -q --target-dir target/pgo-generate
+RUSTFLAGS="-Cprofile-generate=$profiles" cargo build --release --locked -q --target-dir target/pgo-generate
 GATEWAY_BIN=$PWD/target/pgo-generate/release/chime-gateway
 # shellcheck source=compare/common.sh
 . benches/compare/common.sh   # bin (that one), work, port(), wait_ready(), keys.toml, key, target, gateway_config()
@@ -62,6 +62,6 @@ wait "${trained[@]}" || true
 mkdir -p target/pgo
 "$profdata" merge -o target/pgo/chime-gateway.profdata "$profiles"
 echo "== pgo: optimised build"
-RUSTFLAGS="-Cprofile-use=$PWD/target/pgo/chime-gateway.profdata" cargo build --release -q --target-dir target/pgo
+RUSTFLAGS="-Cprofile-use=$PWD/target/pgo/chime-gateway.profdata" cargo build --release --locked -q --target-dir target/pgo
 echo "$inputs" > target/pgo/inputs
 echo "profile-guided gateway: $built"

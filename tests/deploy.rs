@@ -8,8 +8,13 @@ use std::path::Path;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
+/// A file or folder of the repository.
+fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
 fn deploy() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/deploy")
+    repo("config/deploy")
 }
 
 fn manifests() -> Vec<Yaml> {
@@ -134,4 +139,132 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
                 .find(|p| p.is_file())
         })
         .ok_or(())
+}
+
+/// The Dockerfile's instructions, comments dropped and continued lines joined.
+fn dockerfile() -> (String, Vec<String>) {
+    let text = std::fs::read_to_string(repo("Dockerfile")).unwrap();
+    let mut instructions = Vec::new();
+    let mut current = String::new();
+    for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        let (part, continued) = match line.trim_end().strip_suffix('\\') {
+            Some(part) => (part, true),
+            None => (line, false),
+        };
+        current.push_str(part.trim());
+        current.push(' ');
+        if !continued {
+            if !current.trim().is_empty() {
+                instructions.push(current.trim().to_owned());
+            }
+            current.clear();
+        }
+    }
+    (text, instructions)
+}
+
+/// `docker run` as the Dockerfile's header comment shows it, one string.
+fn documented_run(text: &str) -> String {
+    let mut run = String::new();
+    for line in text
+        .lines()
+        .skip_while(|l| !l.starts_with("# Run:"))
+        .map(|l| l.trim_start_matches('#').trim())
+    {
+        let part = line.trim_start_matches("Run:").trim();
+        run.push_str(part.trim_end_matches('\\'));
+        run.push(' ');
+        if !part.ends_with('\\') {
+            break;
+        }
+    }
+    run
+}
+
+/// The image, run as its header comment says, starts: the configuration it
+/// carries is valid with the environment the Dockerfile sets and the
+/// variables the run line adds, the published ports are the ones it listens
+/// on, and the health check asks the admin listener.
+#[test]
+fn docker_image_runs_as_documented() {
+    let (text, instructions) = dockerfile();
+    let mut env = std::collections::HashMap::new();
+    for instruction in &instructions {
+        if let Some(pairs) = instruction.strip_prefix("ENV ") {
+            for pair in pairs.split_whitespace() {
+                let (k, v) = pair.split_once('=').unwrap();
+                env.insert(k.to_owned(), v.to_owned());
+            }
+        }
+    }
+    let listen = env["CHIME_GATEWAY_LISTEN"].clone();
+    let admin = env["CHIME_GATEWAY_ADMIN_LISTEN"].clone();
+    assert!(listen.starts_with("0.0.0.0:") && admin.starts_with("0.0.0.0:"));
+    let port = |address: &str| address.rsplit_once(':').unwrap().1.to_owned();
+
+    let run = documented_run(&text);
+    assert!(run.starts_with("docker run "), "{run}");
+    let words: Vec<&str> = run.split_whitespace().collect();
+    let flags = |flag: &str| -> Vec<String> {
+        words
+            .windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].to_owned())
+            .collect()
+    };
+    let published = flags("-p");
+    assert!(
+        published.contains(&format!("{0}:{0}", port(&listen))),
+        "{run}"
+    );
+    // The admin listener is published on the host's loopback only.
+    assert!(
+        published.contains(&format!("127.0.0.1:{0}:{0}", port(&admin))),
+        "{run}"
+    );
+    let expose = instructions
+        .iter()
+        .find_map(|i| i.strip_prefix("EXPOSE "))
+        .unwrap();
+    assert_eq!(
+        expose.split_whitespace().collect::<Vec<_>>(),
+        [port(&listen), port(&admin)]
+    );
+    let health = instructions
+        .iter()
+        .find(|i| i.starts_with("HEALTHCHECK "))
+        .unwrap();
+    assert!(
+        health.contains(&format!("http://127.0.0.1:{}/healthz", port(&admin))),
+        "{health}"
+    );
+
+    // The configuration the image carries (the Dockerfile copies it there).
+    assert!(instructions
+        .iter()
+        .any(|i| i.ends_with("config/gateway.toml /etc/chime-gateway/gateway.toml")));
+    assert!(instructions.iter().any(|i| i.starts_with("COPY ")
+        && i.contains("--chmod=0600")
+        && i.ends_with("config/keys.toml /etc/chime-gateway/keys.toml")));
+    let config = std::fs::read_to_string(repo("config/gateway.toml")).unwrap();
+    let check = |env: &std::collections::HashMap<String, String>| {
+        chime_gateway::config::Config::from_toml(
+            &config,
+            "gateway.toml",
+            Path::new("/etc/chime-gateway"),
+            env,
+        )
+    };
+    // Without the run line's variables the admin API on every interface
+    // has no token, and the gateway refuses to start.
+    let refused = check(&env).unwrap_err().to_string();
+    assert!(refused.contains("admin.api"), "{refused}");
+    for assignment in flags("-e") {
+        let (name, _) = assignment.split_once('=').unwrap();
+        // The run line's values are shell expressions; any token will do.
+        env.insert(name.to_owned(), "0123456789abcdef0123456789abcdef".into());
+    }
+    let config = check(&env).unwrap();
+    assert_eq!(config.listen.address.to_string(), listen);
+    assert_eq!(config.admin.address.to_string(), admin);
 }
