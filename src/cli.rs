@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config, LogConfig, LogFormat, ProcessEnv};
 use crate::demo;
+use crate::probe;
 use crate::server::Gateway;
 
 /// Authenticating, ACL-enforcing reverse proxy for Chime's reporting API.
@@ -69,6 +70,20 @@ pub enum Command {
         /// A postgres:// URL instead of the configured store.
         #[arg(long)]
         store: Option<String>,
+    },
+    /// Ask this host's gateway, on its admin listener, whether it is alive:
+    /// exit 0 if it is, 1 if not (a container's health check).
+    Probe {
+        /// Configuration file (names the admin listener).
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Ask whether it is ready for traffic (`/readyz`) instead of alive
+        /// (`/healthz`).
+        #[arg(long)]
+        ready: bool,
+        /// Give up after this long (`2s`).
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
     /// Run the gateway in front of a built-in simulated Chime, with demo keys.
     Demo {
@@ -227,6 +242,36 @@ async fn run(command: Command) -> ExitCode {
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start");
                     eprintln!("chime-gateway: cannot start: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Probe {
+            config,
+            ready,
+            timeout,
+        } => {
+            // A health check's exit codes are 0 and 1 only (Docker keeps 2):
+            // a configuration the probe cannot read is a failed check too.
+            let config = match Config::load(&config, &ProcessEnv) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("chime-gateway: invalid configuration: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let check = if ready {
+                probe::Check::Ready
+            } else {
+                probe::Check::Alive
+            };
+            match probe::probe(config.admin.address, check, timeout).await {
+                Ok(body) => {
+                    println!("{body}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("chime-gateway: {e}");
                     ExitCode::FAILURE
                 }
             }

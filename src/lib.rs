@@ -30,6 +30,7 @@ pub mod listing;
 pub mod metrics;
 pub mod observe;
 pub mod percent;
+pub mod probe;
 pub mod proxy;
 pub mod ratelimit;
 pub mod readiness;

@@ -3,6 +3,8 @@
 
 #[path = "support/command.rs"]
 mod command;
+#[path = "support/harness.rs"]
+mod harness;
 
 use command::{gateway, success_stdout};
 
@@ -127,4 +129,51 @@ fn serve_refuses_to_start_on_a_broken_key_file() {
     owner_only(&dir.path().join("keys.toml"));
     let err = serve_refuses(dir.path(), "");
     assert!(err.contains("keys.toml") && err.contains("nobody"), "{err}");
+}
+
+/// `probe` against a live gateway: exit 0 and the answer while it serves,
+/// 1 (never Docker's reserved 2) once it has stopped or when the
+/// configuration is unreadable. The admin address is given as a container
+/// gives it, on every interface, and asked on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_exits_0_while_the_gateway_serves_and_1_otherwise() {
+    let mut h = harness::Harness::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gw.toml");
+    std::fs::write(&config, "").unwrap();
+    let admin = format!("0.0.0.0:{}", h.admin.port());
+    let probe = |config: &std::path::Path, extra: &[&str]| {
+        let mut cmd = tokio::process::Command::from(gateway());
+        cmd.args(["probe", "--config", config.to_str().unwrap()])
+            .args(extra)
+            .env("CHIME_GATEWAY_ADMIN_LISTEN", &admin)
+            .env(
+                "CHIME_GATEWAY_ADMIN_TOKEN",
+                "0123456789abcdef0123456789abcdef",
+            );
+        async move { cmd.output().await.unwrap() }
+    };
+
+    let out = probe(&config, &[]).await;
+    assert_eq!(success_stdout(out, "probe").trim(), r#"{"status":"ok"}"#);
+    let out = probe(&config, &["--ready"]).await;
+    let ready: serde_json::Value =
+        serde_json::from_str(&success_stdout(out, "probe --ready")).unwrap();
+    assert_eq!(ready["ready"], true, "{ready}");
+
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "[listen]\nidle_timeout = \"forever\"\n").unwrap();
+    let out = probe(&broken, &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("listen.idle_timeout"), "{err}");
+
+    h.begin_shutdown().await.unwrap();
+    let out = probe(&config, &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("cannot connect") && err.contains(&format!("127.0.0.1:{}", h.admin.port())),
+        "{err}"
+    );
 }
