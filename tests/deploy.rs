@@ -79,25 +79,59 @@ fn kubernetes_manifests_are_complete() {
         .iter()
         .all(|p| p["targetPort"].as_str() != Some("admin")));
 
-    // The embedded gateway configuration is valid for the gateway itself.
+    // The embedded gateway configuration is valid for the gateway itself,
+    // in the environment the pod gives it: the image's `ENV`, then the
+    // container's `env` and the Secret's variables over it. Its listeners
+    // are the ports the probes and the Service use.
+    let mut env = image_env();
+    for var in container["env"].as_vec().unwrap() {
+        env.insert(
+            var["name"].as_str().unwrap().to_owned(),
+            var["value"].as_str().unwrap().to_owned(),
+        );
+    }
+    let secret = docs
+        .iter()
+        .find(|d| d["metadata"]["name"].as_str() == Some("chime-gateway-env"))
+        .unwrap();
+    assert_eq!(
+        container["envFrom"][0]["secretRef"]["name"].as_str(),
+        Some("chime-gateway-env")
+    );
+    for (name, value) in secret["stringData"].as_hash().unwrap() {
+        env.insert(
+            name.as_str().unwrap().to_owned(),
+            value.as_str().unwrap().to_owned(),
+        );
+    }
     let config = kind(&docs, "ConfigMap")["data"]["gateway.toml"]
         .as_str()
         .unwrap();
-    let env: std::collections::HashMap<String, String> = [
-        ("CHIME_GATEWAY_KEYS_POSTGRES_URL", "postgres://u@db/chime"),
-        ("CHIME_GATEWAY_REDIS_URL", "redis://redis:6379"),
-        ("CHIME_GATEWAY_ADMIN_TOKEN", "an-admin-token-of-some-length"),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect();
-    chime_gateway::config::Config::from_toml(
+    let config = chime_gateway::config::Config::from_toml(
         config,
         "configmap",
         Path::new("/etc/chime-gateway"),
         &env,
     )
     .unwrap();
+    let container_port = |name: &str| {
+        container["ports"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"].as_str() == Some(name))
+            .and_then(|p| p["containerPort"].as_i64())
+            .unwrap_or_else(|| panic!("no container port {name}"))
+    };
+    assert_eq!(
+        i64::from(config.listen.address.port()),
+        container_port("https")
+    );
+    assert_eq!(
+        i64::from(config.admin.address.port()),
+        container_port("admin")
+    );
+    assert!(config.tls.files.is_some(), "the Service exposes HTTPS only");
 }
 
 #[test]
@@ -163,6 +197,20 @@ fn dockerfile() -> (String, Vec<String>) {
     (text, instructions)
 }
 
+/// The environment the image sets (`ENV`).
+fn image_env() -> std::collections::HashMap<String, String> {
+    let mut env = std::collections::HashMap::new();
+    for instruction in &dockerfile().1 {
+        if let Some(pairs) = instruction.strip_prefix("ENV ") {
+            for pair in pairs.split_whitespace() {
+                let (k, v) = pair.split_once('=').unwrap();
+                env.insert(k.to_owned(), v.to_owned());
+            }
+        }
+    }
+    env
+}
+
 /// `docker run` as the Dockerfile's header comment shows it, one string.
 fn documented_run(text: &str) -> String {
     let mut run = String::new();
@@ -188,15 +236,7 @@ fn documented_run(text: &str) -> String {
 #[test]
 fn docker_image_runs_as_documented() {
     let (text, instructions) = dockerfile();
-    let mut env = std::collections::HashMap::new();
-    for instruction in &instructions {
-        if let Some(pairs) = instruction.strip_prefix("ENV ") {
-            for pair in pairs.split_whitespace() {
-                let (k, v) = pair.split_once('=').unwrap();
-                env.insert(k.to_owned(), v.to_owned());
-            }
-        }
-    }
+    let mut env = image_env();
     let listen = env["CHIME_GATEWAY_LISTEN"].clone();
     let admin = env["CHIME_GATEWAY_ADMIN_LISTEN"].clone();
     assert!(listen.starts_with("0.0.0.0:") && admin.starts_with("0.0.0.0:"));
