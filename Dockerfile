@@ -10,8 +10,10 @@
 # The admin listener answers on all of the container's interfaces (for the
 # orchestrator's probes), so its API needs the token: without one the gateway
 # refuses to start. Mounted key files must be mode 0600/0640 and readable by
-# uid 10001. For TLS mount the certificate and key and set [tls] in
-# gateway.toml.
+# uid 10001. Mounted read-only as above, the key file cannot be edited from
+# the key page (503 key_store_unavailable): mount its folder writable by uid
+# 10001 for that, or use the PostgreSQL key store. For TLS mount the
+# certificate and key and set [tls] in gateway.toml.
 
 FROM rust:1-bookworm AS build
 ARG PGO=1

@@ -140,11 +140,49 @@ fn systemd_unit_verifies() {
     for directive in [
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
-        "DynamicUser=yes",
+        "User=chime-gateway",
+        "StateDirectory=chime-gateway",
+        "RestartPreventExitStatus=2",
+        "SystemCallErrorNumber=EPERM",
         "ExecReload=",
     ] {
         assert!(unit.contains(directive), "{directive}");
     }
+    // The install steps in the header move the key file into the state
+    // directory, the one place the unit lets the gateway write (the key page
+    // edits the file): the shipped config, edited by their `sed`, says so.
+    let sed = unit
+        .lines()
+        .find_map(|l| l.trim_start_matches(['#', ' ']).strip_prefix("sed 's#"))
+        .expect("the header's sed");
+    let (from, rest) = sed.split_once('#').unwrap();
+    let (to, _) = rest.split_once('#').unwrap();
+    let from = from.strip_prefix('^').unwrap();
+    let shipped = std::fs::read_to_string(repo("config/gateway.toml")).unwrap();
+    assert_eq!(shipped.lines().filter(|l| l.starts_with(from)).count(), 1);
+    let installed: String = shipped
+        .lines()
+        .map(|l| match l.strip_prefix(from) {
+            Some(rest) => format!("{to}{rest}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    let config = chime_gateway::config::Config::from_toml(
+        &installed,
+        "gateway.toml",
+        Path::new("/etc/chime-gateway"),
+        &std::collections::HashMap::new(),
+    )
+    .unwrap();
+    match config.keys.source {
+        chime_gateway::config::KeySource::File(path) => {
+            assert_eq!(path, Path::new("/var/lib/chime-gateway/keys.toml"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(unit.contains(
+        "ExecStart=/usr/local/bin/chime-gateway serve --config /etc/chime-gateway/gateway.toml"
+    ));
     let Ok(analyze) = which("systemd-analyze") else {
         use std::io::Write;
         let _ = writeln!(std::io::stderr(), "skipped: systemd-analyze not installed");

@@ -153,12 +153,27 @@ async fn lock_beside(path: &Path) -> Result<std::fs::File, BoxError> {
 async fn lock_within(path: &Path, wait: std::time::Duration) -> Result<std::fs::File, BoxError> {
     let lock = lock_path(path);
     let shown = lock.display().to_string();
+    let key_file = path.to_owned();
     let waiting = tokio::task::spawn_blocking(move || {
         let mut open = std::fs::OpenOptions::new();
         open.create(true).truncate(false).write(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
-        open.open(&lock).and_then(|f| f.lock().map(|()| f))
+        let file = open.open(&lock)?;
+        // The lock file belongs to whoever owns the key file, as the key
+        // file keeps its owner across edits (`KeyFile::save`): root running
+        // `keys` first must not leave a lock the gateway's own user cannot
+        // open for its next edit. Only when they differ (the gateway's
+        // systemd unit filters out chown); only root can give a file away,
+        // and for anyone else the lock works the same without.
+        #[cfg(unix)]
+        if let (Ok(owner), Ok(made)) = (std::fs::metadata(&key_file), file.metadata()) {
+            use std::os::unix::fs::MetadataExt;
+            if (made.uid(), made.gid()) != (owner.uid(), owner.gid()) {
+                let _ = std::os::unix::fs::fchown(&file, Some(owner.uid()), Some(owner.gid()));
+            }
+        }
+        file.lock().map(|()| file)
     });
     // On a timeout the blocking thread still gets the lock eventually, and
     // lets go at once, since nobody takes the file.
@@ -275,6 +290,25 @@ mod tests {
             .map(|u| u.name)
             .collect();
         assert_eq!(names, ["first", "second"], "neither edit lost");
+    }
+
+    /// Root's `keys` command takes the lock first: the lock file it leaves
+    /// belongs to the key file's owner, who takes it for the next edit.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_lock_file_belongs_to_the_key_files_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        KeyFile::default().save(&path).unwrap();
+        if let Err(e) = std::os::unix::fs::chown(&path, Some(4242), Some(4343)) {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "skipped: not root ({e})");
+            return;
+        }
+        drop(lock_beside(&path).await.unwrap());
+        let lock = std::fs::metadata(lock_path(&path)).unwrap();
+        assert_eq!((lock.uid(), lock.gid()), (4242, 4343));
     }
 
     /// (A paused clock cannot run the wait out: tokio does not advance it

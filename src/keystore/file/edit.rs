@@ -103,7 +103,12 @@ impl KeyFile {
         }
     }
 
-    /// Writes the file atomically (temporary file, fsync, rename) with mode 0600.
+    /// Writes the file atomically (temporary file, fsync, rename). A new
+    /// file gets mode 0600; a file replaced keeps its owner, its group and
+    /// its owner and group read and write bits (at most 0660, never anything
+    /// for other users), so that root editing the key file of a gateway that
+    /// runs as its own user (the systemd unit's, the image's) leaves the
+    /// gateway able to read it.
     pub fn save(&self, path: &Path) -> Result<(), KeyFileError> {
         let file = path.display().to_string();
         let err = |what: &str, e: std::io::Error| KeyFileError {
@@ -124,9 +129,25 @@ impl KeyFile {
             .map_err(|e| err("cannot create a temporary file", e))?;
         #[cfg(unix)]
         {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o600))
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            let before = std::fs::metadata(path).ok();
+            let mode = before.as_ref().map_or(0o600, |m| m.mode() & 0o660);
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
                 .map_err(|e| err("cannot set permissions", e))?;
+            if let Some(m) = before {
+                let made = tmp
+                    .as_file()
+                    .metadata()
+                    .map_err(|e| err("cannot read the temporary file", e))?;
+                // Only when they differ: the gateway editing its own file
+                // makes no call (its systemd unit filters out chown). Root's
+                // edit gives the file back; anyone else's is refused here
+                // rather than leaving a file its gateway cannot read.
+                if (made.uid(), made.gid()) != (m.uid(), m.gid()) {
+                    std::os::unix::fs::fchown(tmp.as_file(), Some(m.uid()), Some(m.gid()))
+                        .map_err(|e| err("cannot keep the file's owner and group", e))?;
+                }
+            }
         }
         tmp.write_all(text.as_bytes())
             .map_err(|e| err("cannot write", e))?;
@@ -435,6 +456,48 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         // Only the key file is left in the directory: no temporary leftovers.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// A gateway running as its own user reads a key file that root edits:
+    /// the file keeps its owner, group and mode, but never gives other
+    /// users any access.
+    #[cfg(unix)]
+    #[test]
+    fn saving_over_a_file_keeps_its_owner_group_and_mode() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        let mut f = file();
+        let now = t("2026-01-01T00:00:00Z");
+        f.generate("m1", now, None, None).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        for (before, after) in [
+            (0o640, 0o640),
+            (0o600, 0o600),
+            (0o644, 0o640),
+            (0o4777, 0o660),
+        ] {
+            f.save(&path).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(before)).unwrap();
+            f.save(&path).unwrap();
+            assert_eq!(mode(&path), after, "{before:o}");
+        }
+        // Owned by another user (only root can make it so, and only root
+        // can then keep it so): that owner and group stay.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        match std::os::unix::fs::chown(&path, Some(4242), Some(4343)) {
+            Ok(()) => {
+                f.save(&path).unwrap();
+                let m = std::fs::metadata(&path).unwrap();
+                assert_eq!((m.uid(), m.gid()), (4242, 4343));
+                assert_eq!(mode(&path), 0o600);
+            }
+            Err(e) => {
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "skipped the other owner: {e}");
+            }
+        }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }
