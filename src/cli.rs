@@ -212,26 +212,33 @@ fn serve_main(command: Command) -> ExitCode {
     runtime.block_on(run(command))
 }
 
+/// The exit status of `serve` and `check-config` for a configuration they
+/// refuse (the systemd unit does not restart on it).
+const REFUSED_CONFIG: u8 = 2;
+
+/// The configuration at `path` with the process's environment over it; on
+/// an error, says why and gives `refused` as the exit status.
+fn load(path: &std::path::Path, refused: u8) -> Result<Config, ExitCode> {
+    Config::load(path, &ProcessEnv).map_err(|e| {
+        eprintln!("chime-gateway: invalid configuration: {e}");
+        ExitCode::from(refused)
+    })
+}
+
 #[allow(clippy::print_stdout)]
 async fn run(command: Command) -> ExitCode {
     match command {
-        Command::CheckConfig { config } => match Config::load(&config, &ProcessEnv) {
+        Command::CheckConfig { config: path } => match load(&path, REFUSED_CONFIG) {
             Ok(c) => {
-                println!("# {}: OK\n{}", config.display(), c.to_masked_toml());
+                println!("# {}: OK\n{}", path.display(), c.to_masked_toml());
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("chime-gateway: invalid configuration: {e}");
-                ExitCode::from(2)
-            }
+            Err(code) => code,
         },
         Command::Serve { config } => {
-            let config = match Config::load(&config, &ProcessEnv) {
+            let config = match load(&config, REFUSED_CONFIG) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("chime-gateway: invalid configuration: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             init_tracing(&config.log);
             match Gateway::bind(config).await {
@@ -253,19 +260,16 @@ async fn run(command: Command) -> ExitCode {
         } => {
             // A health check's exit codes are 0 and 1 only (Docker keeps 2):
             // a configuration the probe cannot read is a failed check too.
-            let config = match Config::load(&config, &ProcessEnv) {
+            let config = match load(&config, 1) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("chime-gateway: invalid configuration: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             let check = if ready {
                 probe::Check::Ready
             } else {
                 probe::Check::Alive
             };
-            match probe::probe(config.admin.address, check, timeout).await {
+            match probe::get(config.admin.address, check.path(), timeout).await {
                 Ok(body) => {
                     println!("{body}");
                     ExitCode::SUCCESS

@@ -1,8 +1,9 @@
-//! `chime-gateway probe`: asks the admin listener of the gateway on this
-//! host whether it is alive (`/healthz`) or ready for traffic (`/readyz`),
-//! so that a container's health check needs no HTTP client in the image.
-//! The answer's body is the probe's output, which the container engine
-//! keeps beside the verdict.
+//! Asking the admin listener of the gateway on this host: `chime-gateway
+//! probe` asks whether it is alive (`/healthz`) or ready for traffic
+//! (`/readyz`), so that a container's health check needs no HTTP client in
+//! the image (the answer's body is the probe's output, which the container
+//! engine keeps beside the verdict), and `keys list` asks when keys were
+//! last used (`/keys/last-used`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -26,7 +27,8 @@ pub enum Check {
 }
 
 impl Check {
-    fn path(self) -> &'static str {
+    /// The admin path that answers it.
+    pub fn path(self) -> &'static str {
         match self {
             Check::Alive => "/healthz",
             Check::Ready => "/readyz",
@@ -63,15 +65,15 @@ pub fn target(admin: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, admin.port())
 }
 
-/// Asks the admin listener bound to `admin`; the answer's body when it
-/// says 200, within `timeout` in all.
-pub async fn probe(
+/// `GET path` from the admin listener bound to `admin`: the answer's body
+/// when it says 200, within `timeout` in all.
+pub async fn get(
     admin: SocketAddr,
-    check: Check,
+    path: &'static str,
     timeout: Duration,
 ) -> Result<String, ProbeError> {
     let addr = target(admin);
-    match tokio::time::timeout(timeout, exchange(addr, check.path())).await {
+    match tokio::time::timeout(timeout, exchange(addr, path)).await {
         Ok(answer) => answer,
         Err(_) => Err(ProbeError::TimedOut(addr, timeout)),
     }
@@ -92,27 +94,25 @@ async fn exchange(addr: SocketAddr, path: &'static str) -> Result<String, ProbeE
     if let Ok(host) = http::HeaderValue::from_str(&addr.to_string()) {
         request.headers_mut().insert(http::header::HOST, host);
     }
-    let answer = sender.send_request(request).await.map_err(broke);
-    let answer = match answer {
-        Ok(response) => {
-            let status = response.status();
-            let body = Limited::new(response.into_body(), MAX_BODY).collect().await;
-            // A body cut short or too long still leaves the status to report.
-            let body = body.map(|b| b.to_bytes()).unwrap_or_default();
-            let body = String::from_utf8_lossy(&body).trim().to_owned();
-            if status == StatusCode::OK {
-                Ok(body)
-            } else {
-                Err(ProbeError::Status {
-                    addr,
-                    path,
-                    status,
-                    body,
-                })
-            }
+    let answer = async {
+        let response = sender.send_request(request).await.map_err(broke)?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_BODY).collect().await;
+        // A body cut short or too long still leaves the status to report.
+        let body = body.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = String::from_utf8_lossy(&body).trim().to_owned();
+        if status == StatusCode::OK {
+            Ok(body)
+        } else {
+            Err(ProbeError::Status {
+                addr,
+                path,
+                status,
+                body,
+            })
         }
-        Err(e) => Err(e),
-    };
+    }
+    .await;
     driver.abort();
     answer
 }
@@ -139,14 +139,19 @@ mod tests {
     }
 
     /// A listener that answers every connection with `answer` once it has
-    /// read a request head (`None`: accepts and never answers).
-    async fn listener(answer: Option<&'static str>) -> SocketAddr {
+    /// read a request head (`None`: accepts and never answers), and the
+    /// request lines it read.
+    async fn listener(
+        answer: Option<&'static str>,
+    ) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
+        let (asked, heard) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             loop {
                 let (mut stream, _) = socket.accept().await.unwrap();
+                let asked = asked.clone();
                 tokio::spawn(async move {
                     let mut head = Vec::new();
                     let mut buf = [0u8; 1024];
@@ -156,8 +161,8 @@ mod tests {
                             Ok(n) => head.extend_from_slice(&buf[..n]),
                         }
                     }
-                    let text = String::from_utf8(head).unwrap();
-                    assert!(text.starts_with("GET /"), "{text}");
+                    let text = String::from_utf8_lossy(&head);
+                    let _ = asked.send(text.lines().next().unwrap_or_default().to_owned());
                     match answer {
                         Some(answer) => {
                             let _ = stream.write_all(answer.as_bytes()).await;
@@ -167,30 +172,32 @@ mod tests {
                 });
             }
         });
-        addr
+        (addr, heard)
     }
 
     #[tokio::test]
     async fn a_200_is_healthy_and_its_body_the_output() {
-        let addr = listener(Some(
+        let (addr, mut heard) = listener(Some(
             "HTTP/1.1 200 OK\r\ncontent-length: 15\r\n\r\n{\"status\":\"ok\"}",
         ))
         .await;
-        let body = probe(addr, Check::Alive, Duration::from_secs(5))
+        let body = get(addr, Check::Alive.path(), Duration::from_secs(5))
             .await
             .unwrap();
         assert_eq!(body, "{\"status\":\"ok\"}");
+        assert_eq!(heard.recv().await.unwrap(), "GET /healthz HTTP/1.1");
     }
 
     #[tokio::test]
     async fn any_other_status_is_unhealthy_and_says_why() {
-        let addr = listener(Some(
+        let (addr, mut heard) = listener(Some(
             "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 16\r\n\r\n{\"ready\":false}\n",
         ))
         .await;
-        let e = probe(addr, Check::Ready, Duration::from_secs(5))
+        let e = get(addr, Check::Ready.path(), Duration::from_secs(5))
             .await
             .unwrap_err();
+        assert_eq!(heard.recv().await.unwrap(), "GET /readyz HTTP/1.1");
         assert!(
             matches!(e, ProbeError::Status { status, path: "/readyz", .. } if status == 503),
             "{e}"
@@ -204,8 +211,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_garbled_answer_is_unhealthy() {
-        let addr = listener(Some("SSH-2.0-OpenSSH\r\n\r\n")).await;
-        let e = probe(addr, Check::Alive, Duration::from_secs(5))
+        let (addr, _) = listener(Some("SSH-2.0-OpenSSH\r\n\r\n")).await;
+        let e = get(addr, Check::Alive.path(), Duration::from_secs(5))
             .await
             .unwrap_err();
         assert!(matches!(e, ProbeError::Exchange(..)), "{e}");
@@ -219,7 +226,7 @@ mod tests {
             .local_addr()
             .unwrap();
         // The listener is dropped: nothing accepts on that port now.
-        let e = probe(addr, Check::Alive, Duration::from_secs(5))
+        let e = get(addr, Check::Alive.path(), Duration::from_secs(5))
             .await
             .unwrap_err();
         assert!(matches!(e, ProbeError::Connect(a, _) if a == addr), "{e}");
@@ -227,8 +234,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_listener_that_never_answers_times_out() {
-        let addr = listener(None).await;
-        let e = probe(addr, Check::Alive, Duration::from_secs(2))
+        let (addr, _) = listener(None).await;
+        let e = get(addr, Check::Alive.path(), Duration::from_secs(2))
             .await
             .unwrap_err();
         assert!(

@@ -83,7 +83,7 @@ fn kubernetes_manifests_are_complete() {
     // in the environment the pod gives it: the image's `ENV`, then the
     // container's `env` and the Secret's variables over it. Its listeners
     // are the ports the probes and the Service use.
-    let mut env = image_env();
+    let mut env = image_env(&dockerfile().1);
     for var in container["env"].as_vec().unwrap() {
         env.insert(
             var["name"].as_str().unwrap().to_owned(),
@@ -235,10 +235,11 @@ fn dockerfile() -> (String, Vec<String>) {
     (text, instructions)
 }
 
-/// The environment the image sets (`ENV`).
-fn image_env() -> std::collections::HashMap<String, String> {
+/// The environment the image sets: the `ENV` among the Dockerfile's
+/// `instructions`.
+fn image_env(instructions: &[String]) -> std::collections::HashMap<String, String> {
     let mut env = std::collections::HashMap::new();
-    for instruction in &dockerfile().1 {
+    for instruction in instructions {
         if let Some(pairs) = instruction.strip_prefix("ENV ") {
             for pair in pairs.split_whitespace() {
                 let (k, v) = pair.split_once('=').unwrap();
@@ -274,7 +275,7 @@ fn documented_run(text: &str) -> String {
 #[test]
 fn docker_image_runs_as_documented() {
     let (text, instructions) = dockerfile();
-    let mut env = image_env();
+    let mut env = image_env(&instructions);
     let listen = env["CHIME_GATEWAY_LISTEN"].clone();
     let admin = env["CHIME_GATEWAY_ADMIN_LISTEN"].clone();
     assert!(listen.starts_with("0.0.0.0:") && admin.starts_with("0.0.0.0:"));

@@ -346,41 +346,19 @@ pub(super) fn run_users(
 
 /// Asks the running gateway's admin listener when keys were last used.
 fn fetch_last_used(cfg: &Config) -> Result<HashMap<String, String>, String> {
-    let mut addr = cfg.admin.address;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let fetch = async move {
-        use http_body_util::BodyExt;
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<http_body_util::Empty<bytes::Bytes>>();
-        let uri: http::Uri = format!("http://{addr}/keys/last-used")
-            .parse()
-            .map_err(|e| format!("{e}"))?;
-        let resp = client.get(uri).await.map_err(|e| format!("{e}"))?;
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("{e}"))?
-            .to_bytes();
-        let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| format!("{e}"))?;
-        let mut map = HashMap::new();
-        for k in doc["keys"].as_array().into_iter().flatten() {
-            if let (Some(fp), Some(at)) = (k["fingerprint"].as_str(), k["last_used"].as_str()) {
-                map.insert(fp.to_owned(), at.to_owned());
-            }
-        }
-        Ok::<_, String>(map)
-    };
-    block_on(async move {
-        let answer = tokio::time::timeout(Duration::from_secs(1), fetch)
-            .await
-            .map_err(|_| format!("no answer from the gateway's admin listener at {addr}"))?;
-        answer.map_err(|e| format!("gateway's admin listener at {addr} not reachable ({e})").into())
+    let admin = cfg.admin.address;
+    let body = block_on(async move {
+        Ok(crate::probe::get(admin, "/keys/last-used", Duration::from_secs(1)).await?)
     })
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    let doc: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("{e}"))?;
+    let mut map = HashMap::new();
+    for k in doc["keys"].as_array().into_iter().flatten() {
+        if let (Some(fp), Some(at)) = (k["fingerprint"].as_str(), k["last_used"].as_str()) {
+            map.insert(fp.to_owned(), at.to_owned());
+        }
+    }
+    Ok(map)
 }
 
 fn render_list(

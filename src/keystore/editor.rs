@@ -163,15 +163,11 @@ async fn lock_within(path: &Path, wait: std::time::Duration) -> Result<std::fs::
         // The lock file belongs to whoever owns the key file, as the key
         // file keeps its owner across edits (`KeyFile::save`): root running
         // `keys` first must not leave a lock the gateway's own user cannot
-        // open for its next edit. Only when they differ (the gateway's
-        // systemd unit filters out chown); only root can give a file away,
-        // and for anyone else the lock works the same without.
+        // open for its next edit. Only root can give a file away; for
+        // anyone else the lock works the same without.
         #[cfg(unix)]
-        if let (Ok(owner), Ok(made)) = (std::fs::metadata(&key_file), file.metadata()) {
-            use std::os::unix::fs::MetadataExt;
-            if (made.uid(), made.gid()) != (owner.uid(), owner.gid()) {
-                let _ = std::os::unix::fs::fchown(&file, Some(owner.uid()), Some(owner.gid()));
-            }
+        if let Ok(owner) = std::fs::metadata(&key_file) {
+            let _ = crate::keystore::file::edit::give_to_owner_of(&file, &owner);
         }
         file.lock().map(|()| file)
     });

@@ -134,19 +134,12 @@ impl KeyFile {
             let mode = before.as_ref().map_or(0o600, |m| m.mode() & 0o660);
             std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
                 .map_err(|e| err("cannot set permissions", e))?;
+            // Root's edit gives the file back; anyone else's that would
+            // change the owner is refused here rather than leaving a file
+            // its gateway cannot read.
             if let Some(m) = before {
-                let made = tmp
-                    .as_file()
-                    .metadata()
-                    .map_err(|e| err("cannot read the temporary file", e))?;
-                // Only when they differ: the gateway editing its own file
-                // makes no call (its systemd unit filters out chown). Root's
-                // edit gives the file back; anyone else's is refused here
-                // rather than leaving a file its gateway cannot read.
-                if (made.uid(), made.gid()) != (m.uid(), m.gid()) {
-                    std::os::unix::fs::fchown(tmp.as_file(), Some(m.uid()), Some(m.gid()))
-                        .map_err(|e| err("cannot keep the file's owner and group", e))?;
-                }
+                give_to_owner_of(tmp.as_file(), &m)
+                    .map_err(|e| err("cannot keep the file's owner and group", e))?;
             }
         }
         tmp.write_all(text.as_bytes())
@@ -336,6 +329,23 @@ impl KeyFile {
         }
         Ok(revoked)
     }
+}
+
+/// Gives `file` the owner and group of the file `owner` describes, the key
+/// file's, when they differ: root's edit of a file its gateway's own user
+/// owns. When they are the same (the gateway editing its own file) it makes
+/// no call at all, since the gateway's systemd unit filters out chown.
+#[cfg(unix)]
+pub(crate) fn give_to_owner_of(
+    file: &std::fs::File,
+    owner: &std::fs::Metadata,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let made = file.metadata()?;
+    if (made.uid(), made.gid()) == (owner.uid(), owner.gid()) {
+        return Ok(());
+    }
+    std::os::unix::fs::fchown(file, Some(owner.uid()), Some(owner.gid()))
 }
 
 #[cfg(test)]
