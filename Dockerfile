@@ -12,10 +12,10 @@
 # refuses to start. Mounted key files must be mode 0600/0640 and readable by
 # uid 10001. Mounted read-only as above, the key file cannot be edited from
 # the key page (503 key_store_unavailable): mount its folder writable by uid
-# 10001, with the key file owned by 10001:10001, for that (a key file in a
-# group the gateway is not in cannot keep that group, and the edit is
-# refused), or use the PostgreSQL key store. For TLS mount the
-# certificate and key and set [tls] in gateway.toml.
+# 10001, with the key file owned by uid 10001, for that (a key file in a
+# group the gateway is not in cannot keep that group: the first edit leaves
+# it 10001:10001, mode 0600), or use the PostgreSQL key store. For TLS mount
+# the certificate and key and set [tls] in gateway.toml.
 
 FROM rust:1-bookworm AS build
 ARG PGO=1

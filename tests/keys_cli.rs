@@ -215,3 +215,41 @@ fn list_says_when_the_gateway_is_not_running() {
     assert!(list.contains("m1") && list.contains("no key"), "{list}");
     assert!(list.contains("last used: unknown"), "{list}");
 }
+
+/// An owner who is not a member of the key file's group (one root gave it)
+/// can still edit it: the edit cannot keep that group, so the file becomes
+/// owner-only rather than open to the owner's own group.
+#[cfg(unix)]
+#[tokio::test]
+async fn an_owner_outside_the_files_group_still_edits_it() {
+    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    let site = Site::new("127.0.0.1:1");
+    site.ok(&["users", "add", "m1", "--role", "manager", "--queues", "1"]);
+    let keys = site.keys_path();
+    // Only root can give files away, so only root can set this up.
+    if let Err(e) = chown(site.dir.path(), Some(NOBODY), Some(NOBODY)) {
+        eprintln!("skipped: needs root to give the files to another user: {e}");
+        return;
+    }
+    chown(&keys, Some(NOBODY), Some(4343)).unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o640)).unwrap();
+
+    let config = site.dir.path().join("gateway.toml");
+    let out = command::run(
+        command::gateway()
+            .args(["keys", "generate", "m1", "--config"])
+            .arg(&config)
+            .uid(NOBODY)
+            .gid(NOBODY),
+        None,
+    );
+    let said = command::success_stdout(out, "keys generate as the file's owner");
+    let key = printed_key(&said);
+    let m = std::fs::metadata(&keys).unwrap();
+    assert_eq!((m.uid(), m.gid()), (NOBODY, NOBODY));
+    assert_eq!(m.permissions().mode() & 0o7777, 0o600);
+    let store = site.store_at(jiff::Timestamp::now());
+    assert!(valid(&store, &key).await);
+}

@@ -2,7 +2,7 @@
 //! and the admin API go through. A key file is rewritten atomically (mode
 //! 0600), one edit at a time: within this process by a mutex, and across
 //! processes (a `keys` command while a gateway's admin API edits the same
-//! file) by an exclusive lock on a `.{name}.lock` file beside it.
+//! file) by an exclusive lock on the folder it is in.
 //! PostgreSQL edits run in one transaction under an advisory lock and reach
 //! every gateway through the change triggers.
 
@@ -13,6 +13,7 @@ use jiff::Timestamp;
 
 use crate::auth::KeyHash;
 use crate::config::KeySource;
+use crate::keystore::file::edit::folder_of;
 use crate::keystore::file::{KeyFile, KeyRecord};
 use crate::keystore::postgres::admin::PgAdmin;
 use crate::BoxError;
@@ -131,53 +132,33 @@ impl KeyEditor {
     }
 }
 
-/// The lock file for edits of `path`: `.{name}.lock` in the same directory
-/// (the key file itself is replaced by each save, so it cannot carry the lock).
-fn lock_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map_or_else(|| "keys".into(), |n| n.to_string_lossy());
-    path.with_file_name(format!(".{name}.lock"))
-}
-
 /// How long an edit waits for another process's edit of the same file
 /// (edits take milliseconds; a holder this slow is stuck).
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Waits, at most [`LOCK_WAIT`], for the exclusive lock on `path`'s lock
-/// file (on a blocking thread); held until the returned file is dropped.
+/// Waits, at most [`LOCK_WAIT`], for the exclusive lock on `path`'s folder
+/// (on a blocking thread); held until the returned handle is dropped.
 async fn lock_beside(path: &Path) -> Result<std::fs::File, BoxError> {
     lock_within(path, LOCK_WAIT).await
 }
 
 async fn lock_within(path: &Path, wait: std::time::Duration) -> Result<std::fs::File, BoxError> {
-    let lock = lock_path(path);
-    let shown = lock.display().to_string();
-    let key_file = path.to_owned();
+    // The key file itself cannot carry the lock, as each save replaces it; a
+    // lock file beside it would need the key file's owner, which root's
+    // first edit cannot know when the owner is changed afterwards. Anyone
+    // who may edit the key file can read its folder, as saving writes there.
+    let dir = folder_of(path).to_owned();
+    let shown = dir.display().to_string();
     let waiting = tokio::task::spawn_blocking(move || {
-        let mut open = std::fs::OpenOptions::new();
-        open.create(true).truncate(false).write(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
-        let file = open.open(&lock)?;
-        // The lock file belongs to whoever owns the key file, as the key
-        // file keeps its owner across edits (`KeyFile::save`): root running
-        // `keys` first must not leave a lock the gateway's own user cannot
-        // open for its next edit. Only root can give a file away; for
-        // anyone else the lock works the same without.
-        #[cfg(unix)]
-        if let Ok(owner) = std::fs::metadata(&key_file) {
-            let _ = crate::keystore::file::edit::give_to_owner_of(&file, &owner);
-        }
-        file.lock().map(|()| file)
+        let folder = std::fs::File::open(&dir)?;
+        folder.lock().map(|()| folder)
     });
     // On a timeout the blocking thread still gets the lock eventually, and
-    // lets go at once, since nobody takes the file.
+    // lets go at once, since nobody takes the handle.
     match tokio::time::timeout(wait, waiting).await {
-        Ok(locked) => Ok(locked?.map_err(|e| format!("cannot lock {shown}: {e}"))?),
+        Ok(locked) => Ok(locked?.map_err(|e| format!("cannot lock the key file's folder {shown}: {e}"))?),
         Err(_) => Err(format!(
-            "{shown} is held by another edit of the key file for over {:?}; nothing changed, try again",
-            wait
+            "the key file's folder {shown} is locked by another edit for over {wait:?}; nothing changed, try again"
         )
         .into()),
     }
@@ -244,17 +225,9 @@ mod tests {
     use super::*;
     use crate::auth::Role;
 
-    #[test]
-    fn the_lock_file_sits_beside_the_key_file() {
-        assert_eq!(
-            lock_path(Path::new("/etc/cg/keys.toml")),
-            Path::new("/etc/cg/.keys.toml.lock")
-        );
-    }
-
     /// Two editors of one file stand for two processes (`keys` and a
     /// gateway's admin API): each has its own in-process mutex, so only the
-    /// lock file keeps their edits apart.
+    /// folder's lock keeps their edits apart.
     #[tokio::test]
     async fn an_edit_waits_for_another_process_holding_the_lock() {
         let dir = tempfile::tempdir().unwrap();
@@ -288,38 +261,19 @@ mod tests {
         assert_eq!(names, ["first", "second"], "neither edit lost");
     }
 
-    /// Root's `keys` command takes the lock first: the lock file it leaves
-    /// belongs to the key file's owner, who takes it for the next edit.
-    #[cfg(unix)]
-    #[tokio::test]
-    async fn the_lock_file_belongs_to_the_key_files_owner() {
-        use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("keys.toml");
-        KeyFile::default().save(&path).unwrap();
-        if let Err(e) = std::os::unix::fs::chown(&path, Some(4242), Some(4343)) {
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "skipped: not root ({e})");
-            return;
-        }
-        drop(lock_beside(&path).await.unwrap());
-        let lock = std::fs::metadata(lock_path(&path)).unwrap();
-        assert_eq!((lock.uid(), lock.gid()), (4242, 4343));
-    }
-
     /// (A paused clock cannot run the wait out: tokio does not advance it
     /// while a blocking task is in flight. So the wait is short and real.)
     #[tokio::test]
     async fn a_stuck_holder_gives_an_error_not_a_hang() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys.toml");
-        let held = std::fs::File::create(lock_path(&path)).unwrap();
+        let held = std::fs::File::open(dir.path()).unwrap();
         held.lock().unwrap();
         let err = lock_within(&path, Duration::from_millis(50))
             .await
             .unwrap_err()
             .to_string();
-        assert!(err.contains("held by another edit"), "{err}");
+        assert!(err.contains("locked by another edit"), "{err}");
         drop(held);
     }
 }

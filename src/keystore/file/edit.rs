@@ -108,7 +108,8 @@ impl KeyFile {
     /// its owner and group read and write bits (at most 0660, never anything
     /// for other users), so that root editing the key file of a gateway that
     /// runs as its own user (the systemd unit's, the image's) leaves the
-    /// gateway able to read it.
+    /// gateway able to read it. An owner who is not in the file's group
+    /// cannot give it that group, so their edit leaves it owner-only (0600).
     pub fn save(&self, path: &Path) -> Result<(), KeyFileError> {
         let file = path.display().to_string();
         let err = |what: &str, e: std::io::Error| KeyFileError {
@@ -119,10 +120,7 @@ impl KeyFile {
             file: file.clone(),
             message: e.message,
         })?;
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let dir = folder_of(path);
         let mut tmp = tempfile::Builder::new()
             .prefix(".keys-")
             .tempfile_in(dir)
@@ -131,16 +129,23 @@ impl KeyFile {
         {
             use std::os::unix::fs::{MetadataExt, PermissionsExt};
             let before = std::fs::metadata(path).ok();
-            let mode = before.as_ref().map_or(0o600, |m| m.mode() & 0o660);
-            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
-                .map_err(|e| err("cannot set permissions", e))?;
             // Root's edit gives the file back; anyone else's that would
             // change the owner is refused here rather than leaving a file
-            // its gateway cannot read.
-            if let Some(m) = before {
-                give_to_owner_of(tmp.as_file(), &m)
-                    .map_err(|e| err("cannot keep the file's owner and group", e))?;
-            }
+            // its gateway cannot read. An owner outside the file's group
+            // keeps the file but not its group, and then the group bits
+            // would open it to the editor's own group: owner-only instead.
+            let group = match &before {
+                Some(m) => give_to_owner_of(tmp.as_file(), m)
+                    .map_err(|e| err("cannot keep the file's owner and group", e))?,
+                None => Group::Kept,
+            };
+            let mode = match (&before, group) {
+                (None, _) => 0o600,
+                (Some(m), Group::Kept) => m.mode() & 0o660,
+                (Some(m), Group::NotKept) => m.mode() & 0o600,
+            };
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
+                .map_err(|e| err("cannot set permissions", e))?;
         }
         tmp.write_all(text.as_bytes())
             .map_err(|e| err("cannot write", e))?;
@@ -331,21 +336,47 @@ impl KeyFile {
     }
 }
 
+/// The folder the key file at `path` is in, where its saves write their
+/// temporary file and whose lock keeps edits apart.
+pub(crate) fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Whether [`give_to_owner_of`] gave the file its group as well as its owner.
+#[cfg(unix)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Group {
+    Kept,
+    /// The editor owns the file but is not a member of its group, so only
+    /// root could give the group back; the file keeps the editor's own.
+    NotKept,
+}
+
 /// Gives `file` the owner and group of the file `owner` describes, the key
 /// file's, when they differ: root's edit of a file its gateway's own user
 /// owns. When they are the same (the gateway editing its own file) it makes
 /// no call at all, since the gateway's systemd unit filters out chown.
+///
+/// An owner who is not in the file's group may still edit it: the group is
+/// then [`Group::NotKept`]. Anyone else whose file would change owner gets
+/// the error (only root can give a file away).
 #[cfg(unix)]
-pub(crate) fn give_to_owner_of(
-    file: &std::fs::File,
-    owner: &std::fs::Metadata,
-) -> std::io::Result<()> {
+fn give_to_owner_of(file: &std::fs::File, owner: &std::fs::Metadata) -> std::io::Result<Group> {
     use std::os::unix::fs::MetadataExt;
     let made = file.metadata()?;
     if (made.uid(), made.gid()) == (owner.uid(), owner.gid()) {
-        return Ok(());
+        return Ok(Group::Kept);
     }
-    std::os::unix::fs::fchown(file, Some(owner.uid()), Some(owner.gid()))
+    if made.uid() == owner.uid() {
+        return match std::os::unix::fs::fchown(file, None, Some(owner.gid())) {
+            Ok(()) => Ok(Group::Kept),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(Group::NotKept),
+            Err(e) => Err(e),
+        };
+    }
+    std::os::unix::fs::fchown(file, Some(owner.uid()), Some(owner.gid())).map(|()| Group::Kept)
 }
 
 #[cfg(test)]
@@ -441,6 +472,15 @@ mod tests {
         assert_eq!(f.users[0].role, Role::Admin);
         assert_eq!(f.users[0].queues, vec![2, 3]);
         assert_eq!(f.users[0].tier, "partner");
+    }
+
+    #[test]
+    fn a_bare_file_name_is_in_the_current_folder() {
+        assert_eq!(
+            folder_of(Path::new("/etc/cg/keys.toml")),
+            Path::new("/etc/cg")
+        );
+        assert_eq!(folder_of(Path::new("keys.toml")), Path::new("."));
     }
 
     #[test]
