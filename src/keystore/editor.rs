@@ -98,7 +98,7 @@ impl KeyEditor {
         match self {
             KeyEditor::File { path, lock } => {
                 let _one_at_a_time = lock.lock().await;
-                let _across_processes = lock_beside(path).await?;
+                let _across_processes = lock_folder_of(path).await?;
                 let mut file = KeyFile::load(path)?;
                 let out = op(&mut file)?;
                 file.save(path)?;
@@ -138,7 +138,7 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Waits, at most [`LOCK_WAIT`], for the exclusive lock on `path`'s folder
 /// (on a blocking thread); held until the returned handle is dropped.
-async fn lock_beside(path: &Path) -> Result<std::fs::File, BoxError> {
+async fn lock_folder_of(path: &Path) -> Result<std::fs::File, BoxError> {
     lock_within(path, LOCK_WAIT).await
 }
 
@@ -233,7 +233,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys.toml");
         KeyFile::default().save(&path).unwrap();
-        let held = lock_beside(&path).await.unwrap();
+        let held = lock_folder_of(&path).await.unwrap();
         let other = KeyEditor::file(path.clone());
         let add = |name: &'static str| {
             move |f: &mut KeyFile| Ok(f.add_user(name, Role::Admin, vec![], "default")?)
