@@ -98,6 +98,11 @@ impl KeyEditor {
         match self {
             KeyEditor::File { path, lock } => {
                 let _one_at_a_time = lock.lock().await;
+                // A key file reached through a symbolic link is edited where
+                // it lies: saving onto the link would replace it with a
+                // file and leave the real one stale, and editors that name
+                // it by different links must take the same lock.
+                let path = &std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
                 let _across_processes = lock_folder_of(path).await?;
                 let mut file = KeyFile::load(path)?;
                 let out = op(&mut file)?;
@@ -259,6 +264,34 @@ mod tests {
             .map(|u| u.name)
             .collect();
         assert_eq!(names, ["first", "second"], "neither edit lost");
+    }
+
+    /// An edit through a symbolic link changes the file it points to, in
+    /// its own folder, and leaves the link in place.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn an_edit_through_a_link_changes_the_linked_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("state").join("keys.toml");
+        std::fs::create_dir(real.parent().unwrap()).unwrap();
+        KeyFile::default().save(&real).unwrap();
+        let link = dir.path().join("keys.toml");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        KeyEditor::file(link.clone())
+            .edit(|f| Ok(f.add_user("a", Role::Admin, vec![], "default")?))
+            .await
+            .unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(KeyFile::load(&real).unwrap().users.len(), 1);
+        // The temporary file went to the real file's folder, and is gone.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        assert_eq!(
+            std::fs::read_dir(real.parent().unwrap()).unwrap().count(),
+            1
+        );
     }
 
     /// (A paused clock cannot run the wait out: tokio does not advance it
