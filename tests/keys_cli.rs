@@ -38,12 +38,17 @@ impl Site {
         self.run_with_stdin(args, None)
     }
 
+    /// The gateway's binary with `args` and this site's `--config`.
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = command::gateway();
+        cmd.args(args)
+            .arg("--config")
+            .arg(self.dir.path().join("gateway.toml"));
+        cmd
+    }
+
     fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let config = self.dir.path().join("gateway.toml");
-        command::run(
-            command::gateway().args(args).arg("--config").arg(&config),
-            stdin,
-        )
+        command::run(&mut self.command(args), stdin)
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -236,11 +241,8 @@ async fn an_owner_outside_the_files_group_still_edits_it() {
     chown(&keys, Some(NOBODY), Some(4343)).unwrap();
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o640)).unwrap();
 
-    let config = site.dir.path().join("gateway.toml");
     let out = command::run(
-        command::gateway()
-            .args(["keys", "generate", "m1", "--config"])
-            .arg(&config)
+        site.command(&["keys", "generate", "m1"])
             .uid(NOBODY)
             .gid(NOBODY),
         None,

@@ -134,15 +134,14 @@ impl KeyFile {
             // its gateway cannot read. An owner outside the file's group
             // keeps the file but not its group, and then the group bits
             // would open it to the editor's own group: owner-only instead.
-            let group = match &before {
-                Some(m) => give_to_owner_of(tmp.as_file(), m)
-                    .map_err(|e| err("cannot keep the file's owner and group", e))?,
-                None => Group::Kept,
-            };
-            let mode = match (&before, group) {
-                (None, _) => 0o600,
-                (Some(m), Group::Kept) => m.mode() & 0o660,
-                (Some(m), Group::NotKept) => m.mode() & 0o600,
+            let mode = match &before {
+                None => 0o600,
+                Some(m) => match give_to_owner_of(tmp.as_file(), m)
+                    .map_err(|e| err("cannot keep the file's owner and group", e))?
+                {
+                    Group::Kept => m.mode() & 0o660,
+                    Group::NotKept => m.mode() & 0o600,
+                },
             };
             std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
                 .map_err(|e| err("cannot set permissions", e))?;
@@ -369,14 +368,13 @@ fn give_to_owner_of(file: &std::fs::File, owner: &std::fs::Metadata) -> std::io:
     if (made.uid(), made.gid()) == (owner.uid(), owner.gid()) {
         return Ok(Group::Kept);
     }
-    if made.uid() == owner.uid() {
-        return match std::os::unix::fs::fchown(file, None, Some(owner.gid())) {
-            Ok(()) => Ok(Group::Kept),
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(Group::NotKept),
-            Err(e) => Err(e),
-        };
+    match std::os::unix::fs::fchown(file, Some(owner.uid()), Some(owner.gid())) {
+        Ok(()) => Ok(Group::Kept),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && made.uid() == owner.uid() => {
+            Ok(Group::NotKept)
+        }
+        Err(e) => Err(e),
     }
-    std::os::unix::fs::fchown(file, Some(owner.uid()), Some(owner.gid())).map(|()| Group::Kept)
 }
 
 #[cfg(test)]
