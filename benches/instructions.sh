@@ -5,6 +5,8 @@
 # configs (one worker or thread each, access log on), each behind the same
 # simulated Chime and sent the same requests by one keep-alive client.
 # Unlike timings the counts do not depend on what else the machine is doing.
+# Each also gets its clock reads per request, which callgrind's count leaves
+# out (see clock_reads below).
 #
 #   bash benches/instructions.sh [requests]   (default 3000)
 #   PEERS=off bash benches/instructions.sh   the gateway only
@@ -66,6 +68,26 @@ count() {
   per=$(awk -v n="$n" '/^summary:/ {print int($2 / n)}' "$work/$name.out.1")
   echo "$name $per" >> "$work/counts"
   printf '%-8s instructions per proxied request: %s (callgrind, %s requests, 1 worker)\n' "$name" "$per" "$n"
+  printf '%-8s clock reads per proxied request: %s\n' "$name" "$(clock_reads "$work/$name.out.1" "$n")"
+}
+
+# clock_reads PROFILE N -> calls to clock_gettime, gettimeofday and time per
+# request, and how many of them came through Rust's std (Instant::now and
+# SystemTime::now: precise readings, each a read of the time-stamp counter
+# through the vDSO, some 24 ns); the gateway's other calls are its coarse
+# clock's (src/clock/coarse.rs, about 5 ns). callgrind counts each as a few
+# instructions: under valgrind they are system calls, which it does not see.
+clock_reads() {
+  callgrind_annotate --tree=caller --threshold=100 "$1" 2>/dev/null | awk -v n="$2" '
+    / < .*\(([0-9,]+)x\)/ {
+      c = $0; sub(/.*\(/, "", c); sub(/x\).*/, "", c); gsub(",", "", c)
+      calls += c
+      if ($0 ~ /Timespec>::now/) std += c
+      next
+    }
+    / \* / { if ($0 ~ /:_*(clock_gettime|gettimeofday|time)[@ ]/) { total += calls; precise += std }; calls = 0; std = 0; next }
+    { calls = 0; std = 0 }
+    END { printf "%.1f (%.1f of them precise readings through std)\n", total / n, precise / n }'
 }
 
 gw=$(port); admin=$(port)

@@ -5,6 +5,8 @@ use std::sync::Mutex;
 
 use jiff::Timestamp;
 
+pub mod coarse;
+
 /// A source of the current time.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Now.

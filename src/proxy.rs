@@ -39,7 +39,7 @@ mod upstream_request;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, IF_NONE_MATCH};
@@ -305,14 +305,16 @@ impl Inner {
                 return Ok(resp);
             }
         }
-        let started = Instant::now();
-        let (mut resp, answer, served, exchanged_for) = match key {
+        // tokio's clock, so that an exchange of our own starts its deadline
+        // from this reading and its time is ours (one reading each, not two).
+        let started = tokio::time::Instant::now();
+        let (mut resp, answer, served, exchanged_for, waited) = match key {
             // Nobody can join this answer or keep a copy of it: it streams
             // straight from the upstream connection, without a flight.
             None => {
-                let (head, body) = self.alone(upstream_req, typed).await?;
+                let (head, body, took) = self.alone(upstream_req, typed, started).await?;
                 let resp = head.into_response(body::empty());
-                (resp, Answer::Alone(body), Served::Upstream, None)
+                (resp, Answer::Alone(body), Served::Upstream, None, took)
             }
             Some(key) => {
                 let (mut reader, mut pump, served) =
@@ -320,12 +322,13 @@ impl Inner {
                 let mut head = Head::clone(&*reader.head(pump.as_mut()).await?);
                 let exchanged_for = head.request_id.take();
                 let resp = head.into_response(body::empty());
-                (resp, Answer::Flight { reader, pump }, served, exchanged_for)
+                let waited = started.elapsed();
+                let answer = Answer::Flight { reader, pump };
+                (resp, answer, served, exchanged_for, waited)
             }
         };
         if let Some(trace) = trace {
-            let seconds = started.elapsed().as_secs_f64();
-            trace.set_upstream(resp.status(), seconds, served, exchanged_for);
+            trace.set_upstream(resp.status(), waited.as_secs_f64(), served, exchanged_for);
         }
         resp.headers_mut().insert(&X_CACHE, served.header_value());
         mark_ignored(&mut resp, typed)?;
@@ -359,17 +362,19 @@ impl Inner {
     }
 
     /// One exchange whose answer only this request reads: the upstream
-    /// slot and the circuit breaker as for a flight, then the answer's head
-    /// and its body, which holds the slot until it ends.
+    /// slot and the circuit breaker as for a flight, then the answer's head,
+    /// its body, which holds the slot until it ends, and how long the head
+    /// took since `started` (when the request set out for the upstream).
     async fn alone(
         &self,
         req: UpstreamRequest,
         typed: &GatewayRequest,
-    ) -> Result<(Head, answer::Alone), BoxError> {
+        started: tokio::time::Instant,
+    ) -> Result<(Head, answer::Alone, Duration), BoxError> {
         let slot = self.limiter.upstream_slot()?;
         self.admit()?;
-        let (head, body) = self.exchange(req, typed.target.kind()).await?;
-        Ok((head, answer::Alone::new(body, slot)))
+        let (head, body, took) = self.exchange(req, typed.target.kind(), started).await?;
+        Ok((head, answer::Alone::new(body, slot), took))
     }
 
     /// Lets the request through the circuit breaker, or says when to retry.
@@ -436,11 +441,11 @@ impl Inner {
         store: Option<(ResponseCache, UpstreamKey, std::time::Duration)>,
     ) {
         let sent = tokio::select! {
-            sent = self.exchange(req, kind) => sent,
+            sent = self.exchange(req, kind, tokio::time::Instant::now()) => sent,
             () = leader.abandoned() => return,
         };
         let (mut head, mut incoming) = match sent {
-            Ok(answer) => answer,
+            Ok((head, incoming, _took)) => (head, incoming),
             Err(err) => return leader.fail(err),
         };
         head.request_id = id;
@@ -488,17 +493,16 @@ impl Inner {
         }
     }
 
-    /// One upstream exchange (the pool tries a failed connect once more):
-    /// the answer's head, cleaned of hop-by-hop and banner headers, and its
-    /// body.
+    /// One upstream exchange (the pool tries a failed connect once more),
+    /// its deadline counted from `started`: the answer's head, cleaned of
+    /// hop-by-hop and banner headers, its body, and how long the head took
+    /// since `started`.
     async fn exchange(
         &self,
         req: UpstreamRequest,
         kind: RouteKind,
-    ) -> Result<(Head, UpstreamBody), UpstreamError> {
-        // tokio's clock (the same one, except in tests with time paused),
-        // so the deadline needs no second reading of it.
-        let started = tokio::time::Instant::now();
+        started: tokio::time::Instant,
+    ) -> Result<(Head, UpstreamBody, Duration), UpstreamError> {
         // A timeout too long to add (humantime parses "1000000years") is
         // as good as none: tokio's own `timeout` uses 30 years then.
         let deadline = started
@@ -536,9 +540,10 @@ impl Inner {
         };
         self.readiness.upstream_answered();
         self.breaker.success();
+        let took = started.elapsed();
         // Every kind a typed request has reaches the upstream, so has this series.
         if let Some(h) = &self.metrics.route(kind).upstream {
-            h.observe(started.elapsed().as_secs_f64());
+            h.observe(took.as_secs_f64());
         }
         let (mut parts, body) = resp.into_parts();
         headers::clean_response_headers(&mut parts.headers);
@@ -547,7 +552,7 @@ impl Inner {
             headers: parts.headers,
             request_id: None,
         };
-        Ok((head, body))
+        Ok((head, body, took))
     }
 
     fn trip(&self) {

@@ -7,6 +7,7 @@ mod command;
 mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use chime_gateway::audit::AuditTarget;
 use chime_gateway::ratelimit::Tier;
@@ -185,6 +186,50 @@ async fn one_audit_line_per_request_with_its_decision() {
         "no user for a request without a key"
     );
     assert_eq!(lines[2]["queue"], 2);
+}
+
+/// How long Chime took is read once, from when the request set out for it,
+/// whether the request runs alone or leads a flight: in the audit line and
+/// the upstream histogram it is at least Chime's delay and at most the
+/// whole request's time.
+#[tokio::test]
+async fn the_upstream_time_covers_chimes_delay() {
+    let delay = Duration::from_millis(200);
+    for coalesce in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = dir.path().join("audit.log");
+        let h = Harness::start_with(|c| {
+            c.cache.enabled = false;
+            c.cache.coalesce = coalesce;
+            c.audit.target = AuditTarget::File(audit.clone());
+        })
+        .await;
+        h.sim.set_behavior(Behavior::Slow(delay));
+        assert_eq!(h.get_as(MANAGER, &report()).await.status, StatusCode::OK);
+        h.state.audit.flush().await;
+        let text = std::fs::read_to_string(&audit).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        let upstream = line["upstream_seconds"].as_f64().unwrap();
+        let whole = line["seconds"].as_f64().unwrap();
+        assert!(
+            upstream >= delay.as_secs_f64() && upstream <= whole,
+            "coalesce = {coalesce}: {line}"
+        );
+        let m = h.metrics_text();
+        let sum: f64 = m
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(r#"chime_gateway_upstream_duration_seconds_sum{route="report"} "#)
+            })
+            .unwrap()
+            .parse()
+            .unwrap();
+        // The audit line keeps microseconds.
+        assert!(
+            sum >= delay.as_secs_f64() && sum <= upstream + 1e-6,
+            "coalesce = {coalesce}: histogram {sum}, audit {upstream}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::clock::coarse::Tick;
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::uri::{Authority, Scheme};
@@ -42,7 +43,6 @@ use hyper::client::conn::http2;
 use hyper_util::client::legacy::connect::Connection;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus::IntCounter;
-use tokio::time::Instant;
 use tower::ServiceExt;
 
 use super::client::Connector;
@@ -110,16 +110,18 @@ struct State {
     reaping: bool,
 }
 
+/// An HTTP/1 connection put back, and when (coarse: its timeout is
+/// seconds, and every request takes and puts one).
 #[derive(Debug)]
 struct Idle {
     conn: h1::Conn,
-    since: Instant,
+    since: Tick,
 }
 
 impl Idle {
     /// Whether it has been idle for `timeout` by `now`.
-    fn expired(&self, now: Instant, timeout: Duration) -> bool {
-        now.duration_since(self.since) >= timeout
+    fn expired(&self, now: Tick, timeout: Duration) -> bool {
+        now.saturating_duration_since(self.since) >= timeout
     }
 }
 
@@ -250,7 +252,7 @@ impl Shared {
             }
             state.h2 = None;
         }
-        let now = Instant::now();
+        let now = Tick::now();
         while let Some(mut idle) = state.idle.pop() {
             if idle.expired(now, self.idle_timeout) {
                 // The newest has expired, so have all below it.
@@ -294,7 +296,7 @@ impl Shared {
         }
         state.idle.push(Idle {
             conn,
-            since: Instant::now(),
+            since: Tick::now(),
         });
         if !state.reaping {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -340,16 +342,20 @@ async fn reap(pool: Weak<Shared>) {
             let Some(pool) = pool.upgrade() else { return };
             let mut state = pool.state();
             match state.idle.first() {
-                Some(oldest) => oldest.since + pool.idle_timeout,
+                Some(oldest) => oldest.since.saturating_add(pool.idle_timeout),
                 None => {
                     state.reaping = false;
                     return;
                 }
             }
         };
-        tokio::time::sleep_until(next).await;
+        // Past already (the task ran late): no timer, straight to work.
+        let wait = next.saturating_duration_since(Tick::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         let Some(pool) = pool.upgrade() else { return };
-        let now = Instant::now();
+        let now = Tick::now();
         pool.state()
             .idle
             .retain_mut(|i| !i.expired(now, pool.idle_timeout) && i.conn.is_open());
@@ -690,7 +696,7 @@ mod tests {
         {
             let mut state = pool.shared.state();
             let idle = &mut state.idle[0];
-            idle.since = idle.since.checked_sub(Duration::from_secs(2)).unwrap();
+            idle.since = idle.since.saturating_sub(Duration::from_secs(2));
         }
         assert!(
             pool.shared.take_idle().is_none(),

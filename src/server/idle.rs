@@ -15,22 +15,26 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Instant;
 
-/// Last activity and in-flight requests of one connection.
+use crate::clock::coarse::Tick;
+
+/// Last activity and in-flight requests of one connection. Its times are
+/// coarse ([`Tick`]): every request moves bytes several times, and the
+/// limits they are held to are seconds.
 #[derive(Debug)]
 pub(super) struct Activity {
-    origin: Instant,
-    last_nanos: AtomicU64,
+    /// When a byte last moved or a request began or ended ([`Tick::to_nanos`]).
+    last: AtomicU64,
     in_flight: AtomicUsize,
     /// Requests started on this connection so far.
     started: AtomicU64,
     /// When the first byte after the last request's start arrived
     /// (`NO_HEAD` if none has): the start of the next request head.
-    head_nanos: AtomicU64,
+    head: AtomicU64,
 }
 
-/// `head_nanos` when no byte of a next request has arrived.
+/// `head` when no byte of a next request has arrived (no reading is this
+/// late: 584 years after boot).
 const NO_HEAD: u64 = u64::MAX;
 
 /// Why a connection went quiet.
@@ -80,42 +84,36 @@ impl Drop for Busy {
 impl Activity {
     pub(super) fn new() -> Self {
         Activity {
-            origin: Instant::now(),
-            last_nanos: AtomicU64::new(0),
+            last: AtomicU64::new(Tick::now().to_nanos()),
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
-            head_nanos: AtomicU64::new(NO_HEAD),
+            head: AtomicU64::new(NO_HEAD),
         }
     }
 
-    /// Now, as nanoseconds since the connection began.
-    fn nanos(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(NO_HEAD - 1)
-    }
-
-    fn touch(&self) -> u64 {
-        let nanos = self.nanos();
-        self.last_nanos.store(nanos, Ordering::Relaxed);
-        nanos
+    fn touch(&self) -> Tick {
+        let now = Tick::now();
+        self.last.store(now.to_nanos(), Ordering::Relaxed);
+        now
     }
 
     /// Bytes arrived from the client: the first since the last request
     /// started begins the next request's head.
     fn received(&self) {
-        let nanos = self.touch();
-        self.head_begun(nanos);
+        let now = self.touch();
+        self.head_begun(now);
     }
 
     /// Bytes of a next head are buffered (read with an earlier request's,
     /// then left when the connection was parked): its clock runs from now
     /// unless it runs already.
     pub(super) fn head_buffered(&self) {
-        self.head_begun(self.nanos());
+        self.head_begun(Tick::now());
     }
 
-    fn head_begun(&self, nanos: u64) {
-        if self.head_nanos.load(Ordering::Relaxed) == NO_HEAD {
-            self.head_nanos.store(nanos, Ordering::Relaxed);
+    fn head_begun(&self, at: Tick) {
+        if self.head.load(Ordering::Relaxed) == NO_HEAD {
+            self.head.store(at.to_nanos(), Ordering::Relaxed);
         }
     }
 
@@ -127,7 +125,7 @@ impl Activity {
     pub(super) fn begin_request(self: &Arc<Self>) -> Busy {
         self.started.fetch_add(1, Ordering::SeqCst);
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.head_nanos.store(NO_HEAD, Ordering::Relaxed);
+        self.head.store(NO_HEAD, Ordering::Relaxed);
         self.touch();
         Busy(Arc::clone(self))
     }
@@ -138,16 +136,15 @@ impl Activity {
     /// report — or, with `limits.head`, has had a request head begun and
     /// unfinished for that long.
     pub(super) async fn quiet(&self, limits: Limits) -> Quiet {
-        let at = |nanos: u64| self.origin + Duration::from_nanos(nanos);
         loop {
-            let last = at(self.last_nanos.load(Ordering::Relaxed));
+            let last = Tick::from_nanos(self.last.load(Ordering::Relaxed));
             let busy = self.in_flight.load(Ordering::SeqCst) > 0;
             let (limit, quiet) = if busy {
                 (limits.stall, Quiet::Stalled)
             } else {
                 (limits.idle, Quiet::Idle)
             };
-            let now = Instant::now();
+            let now = Tick::now();
             // A head that begins while this sleeps wakes nothing, so the
             // sleep is at most the head limit too: such a head is caught
             // within one more head limit (within the idle limit, `park_after`
@@ -156,17 +153,16 @@ impl Activity {
                 .idle
                 .min(limits.stall)
                 .min(limits.head.unwrap_or(Duration::MAX));
-            let mut wake = now
-                .checked_add(every)
-                .unwrap_or(now + Duration::from_secs(86_400));
-            let head = self.head_nanos.load(Ordering::Relaxed);
+            let mut wake = now.saturating_add(every);
+            let head = self.head.load(Ordering::Relaxed);
             // A head's limit is not checked while a response is in flight.
             let head_limit = limits.head.filter(|_| !busy && head != NO_HEAD);
             let deadlines = [
-                last.checked_add(limit).map(|d| (d, quiet)),
-                head_limit
-                    .and_then(|limit| at(head).checked_add(limit))
-                    .map(|d| (d, Quiet::SlowHead)),
+                Some((last.saturating_add(limit), quiet)),
+                head_limit.map(|limit| {
+                    let begun = Tick::from_nanos(head);
+                    (begun.saturating_add(limit), Quiet::SlowHead)
+                }),
             ];
             for (deadline, why) in deadlines.into_iter().flatten() {
                 if now >= deadline {
@@ -176,7 +172,7 @@ impl Activity {
             }
             // Wake at the first deadline, or sooner to notice a request
             // that started meanwhile (its limit may be shorter).
-            tokio::time::sleep_until(wake).await;
+            tokio::time::sleep(wake.saturating_duration_since(now)).await;
         }
     }
 }
@@ -255,6 +251,7 @@ impl<T: AsyncWrite> AsyncWrite for ActivityIo<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::time::Instant;
 
     fn limits(idle: Duration, stall: Duration) -> Limits {
         Limits {
