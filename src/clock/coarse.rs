@@ -16,6 +16,13 @@ use std::time::Duration;
 
 use rustix::time::{clock_gettime, ClockId, Timespec};
 
+/// The coarse monotonic clock where the kernel has one; elsewhere the
+/// precise one, which is only slower.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+const COARSE: ClockId = ClockId::MonotonicCoarse;
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+const COARSE: ClockId = ClockId::Monotonic;
+
 /// A reading of the monotonic clock, in nanoseconds since boot; a coarse
 /// one lags a precise one by less than a tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -36,7 +43,7 @@ impl Tick {
 
     /// The kernel's coarse monotonic clock.
     fn coarse() -> Tick {
-        Tick::from_timespec(clock_gettime(ClockId::MonotonicCoarse))
+        Tick::from_timespec(clock_gettime(COARSE))
     }
 
     fn from_timespec(t: Timespec) -> Tick {
