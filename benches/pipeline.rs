@@ -173,5 +173,20 @@ fn decision(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, parse, auth, decision, limiter, full_stack);
+/// One reading of each clock a request reads: the precise monotonic clock
+/// (tokio's and std's `Instant`), the wall clock (jiff's `Timestamp`, for
+/// the window's "now", key validity and the audit line) and the coarse
+/// clock (`src/clock/coarse.rs`, for idleness and the pool's idle age).
+fn clocks(c: &mut Criterion) {
+    use chime_gateway::clock::coarse::Tick;
+    c.bench_function("clock read, precise (Instant::now)", |b| {
+        b.iter(std::time::Instant::now)
+    });
+    c.bench_function("clock read, wall (Timestamp::now)", |b| {
+        b.iter(jiff::Timestamp::now)
+    });
+    c.bench_function("clock read, coarse (Tick::now)", |b| b.iter(Tick::now));
+}
+
+criterion_group!(benches, parse, auth, decision, limiter, full_stack, clocks);
 criterion_main!(benches);

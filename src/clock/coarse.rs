@@ -5,7 +5,8 @@
 //! Each request moves bytes several times, and a precise reading
 //! (`Instant::now`, the time-stamp counter read through the vDSO) costs
 //! about 24 ns on the 2-core machines the benchmarks run on, against about
-//! 5 ns for the coarse clock, which the kernel keeps at each tick.
+//! 5 ns for the coarse clock, which the kernel keeps at each tick
+//! (`cargo bench --bench pipeline -- "clock read"`).
 //! (callgrind does not see either: under valgrind they are system calls,
 //! so `benches/instructions.sh` counts them apart.)
 //!
