@@ -175,8 +175,9 @@ fn decision(c: &mut Criterion) {
 
 /// One reading of each clock a request reads: the precise monotonic clock
 /// (tokio's and std's `Instant`), the wall clock (jiff's `Timestamp`, for
-/// the window's "now", key validity and the audit line) and the coarse
-/// clock (`src/clock/coarse.rs`, for idleness and the pool's idle age).
+/// the window's "now", a bounded key's validity and the audit line) and the
+/// coarse clocks (`src/clock/coarse.rs`: monotonic for idleness and the
+/// pool's idle age, wall for a key's last use).
 fn clocks(c: &mut Criterion) {
     use chime_gateway::clock::coarse::Tick;
     c.bench_function("clock read, precise (Instant::now)", |b| {
@@ -186,6 +187,9 @@ fn clocks(c: &mut Criterion) {
         b.iter(jiff::Timestamp::now)
     });
     c.bench_function("clock read, coarse (Tick::now)", |b| b.iter(Tick::now));
+    c.bench_function("clock read, coarse wall (coarse::wall)", |b| {
+        b.iter(chime_gateway::clock::coarse::wall)
+    });
 }
 
 criterion_group!(benches, parse, auth, decision, limiter, full_stack, clocks);

@@ -11,6 +11,12 @@ pub mod coarse;
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Now.
     fn now(&self) -> Timestamp;
+
+    /// Now to within a kernel tick (1 to 4 ms), for what is kept in whole
+    /// seconds; [`Clock::now`] unless the clock has a cheaper reading.
+    fn now_coarse(&self) -> Timestamp {
+        self.now()
+    }
 }
 
 /// The system clock.
@@ -20,6 +26,10 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         Timestamp::now()
+    }
+
+    fn now_coarse(&self) -> Timestamp {
+        coarse::wall()
     }
 }
 

@@ -1,6 +1,7 @@
-//! The monotonic clock at the kernel tick's resolution (1 to 4 ms), for
-//! what is measured in seconds: when a client connection last moved a byte,
-//! how long an upstream connection has sat idle.
+//! The monotonic and wall clocks at the kernel tick's resolution (1 to 4
+//! ms), for what is measured in seconds: when a client connection last
+//! moved a byte, how long an upstream connection has sat idle, when a key
+//! was last used.
 //!
 //! Each request moves bytes several times, and a precise reading
 //! (`Instant::now`, the time-stamp counter read through the vDSO) costs
@@ -17,12 +18,24 @@ use std::time::Duration;
 
 use rustix::time::{clock_gettime, ClockId, Timespec};
 
-/// The coarse monotonic clock where the kernel has one; elsewhere the
-/// precise one, which is only slower.
+/// The coarse monotonic and wall clocks where the kernel has them;
+/// elsewhere the precise ones, which are only slower.
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
 const COARSE: ClockId = ClockId::MonotonicCoarse;
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
 const COARSE: ClockId = ClockId::Monotonic;
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+const COARSE_WALL: ClockId = ClockId::RealtimeCoarse;
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+const COARSE_WALL: ClockId = ClockId::Realtime;
+
+/// The wall clock to within a tick, for what is kept in whole seconds (a
+/// key's last use).
+pub fn wall() -> jiff::Timestamp {
+    let t = clock_gettime(COARSE_WALL);
+    let nanos = i32::try_from(t.tv_nsec).unwrap_or(0);
+    jiff::Timestamp::new(t.tv_sec, nanos).unwrap_or_else(|_| jiff::Timestamp::now())
+}
 
 /// A reading of the monotonic clock, in nanoseconds since boot; a coarse
 /// one lags a precise one by less than a tick.
@@ -136,6 +149,19 @@ mod tests {
             Duration::from_secs(1)
         );
         assert_eq!(c.saturating_duration_since(Tick::of(a)), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_coarse_wall_clock_lags_the_precise_one_by_less_than_a_tick() {
+        for _ in 0..1000 {
+            let coarse = wall();
+            let precise = jiff::Timestamp::now();
+            let lag = precise.duration_since(coarse);
+            assert!(
+                lag >= jiff::SignedDuration::ZERO && lag < jiff::SignedDuration::from_millis(50),
+                "lag {lag:?}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

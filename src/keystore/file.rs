@@ -108,10 +108,18 @@ struct Entry {
 }
 
 impl Entry {
-    fn valid_at(&self, now: Timestamp) -> bool {
-        !self.disabled
-            && self.not_before.is_none_or(|t| now >= t)
-            && self.expires_at.is_none_or(|t| now < t)
+    /// Whether the key may be used now. Only a key with a time bound reads
+    /// `clock`, precisely: most keys have none, and a reading is the
+    /// dearest part of a lookup.
+    fn valid(&self, clock: &dyn Clock) -> bool {
+        if self.disabled {
+            return false;
+        }
+        if self.not_before.is_none() && self.expires_at.is_none() {
+            return true;
+        }
+        let now = clock.now();
+        self.not_before.is_none_or(|t| now >= t) && self.expires_at.is_none_or(|t| now < t)
     }
 
     /// Records a use at `now`. Written only when the second changed: the
@@ -338,12 +346,11 @@ impl FileKeyStore {
     }
 
     /// The principal for `hash` if its key is valid now, recording the use
-    /// (one clock reading and one index lookup for both).
+    /// (in whole seconds, so from the coarse clock).
     fn find(&self, hash: &KeyHash) -> Option<Principal> {
-        let now = self.clock.now();
         let index = self.current();
-        let entry = index.by_hash.get(hash).filter(|e| e.valid_at(now))?;
-        entry.mark_used(now);
+        let entry = index.by_hash.get(hash).filter(|e| e.valid(&*self.clock))?;
+        entry.mark_used(self.clock.now_coarse());
         Some(entry.principal.clone())
     }
 }
@@ -382,7 +389,7 @@ impl KeyStore for FileKeyStore {
 
     fn touch(&self, hash: &KeyHash) {
         if let Some(e) = self.current().by_hash.get(hash) {
-            e.mark_used(self.clock.now());
+            e.mark_used(self.clock.now_coarse());
         }
     }
 
@@ -459,6 +466,49 @@ mod tests {
         assert!(lookup(&store, DOC_KEY).await.is_none(), "at expiry");
         let store = FileKeyStore::embedded(&file_for(DOC_KEY, "disabled = true\n"), c).unwrap();
         assert!(lookup(&store, DOC_KEY).await.is_none(), "disabled");
+    }
+
+    /// A clock that counts its precise and its coarse readings.
+    #[derive(Debug, Default)]
+    struct Counting {
+        precise: std::sync::atomic::AtomicUsize,
+        coarse: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Clock for Counting {
+        fn now(&self) -> Timestamp {
+            self.precise.fetch_add(1, Ordering::SeqCst);
+            "2026-02-01T00:00:00Z".parse().unwrap()
+        }
+
+        fn now_coarse(&self) -> Timestamp {
+            self.coarse.fetch_add(1, Ordering::SeqCst);
+            self.now()
+        }
+    }
+
+    /// A lookup reads the precise clock only for a key with a time bound;
+    /// its use is recorded from the coarse one.
+    #[tokio::test]
+    async fn only_a_key_with_a_time_bound_reads_the_precise_clock() {
+        let readings = |c: &Counting| {
+            let precise = c.precise.load(Ordering::SeqCst);
+            let coarse = c.coarse.load(Ordering::SeqCst);
+            // The coarse reading of the test clock is a precise one too.
+            (precise - coarse, coarse)
+        };
+        let c = Arc::new(Counting::default());
+        let store = FileKeyStore::embedded(&file_for(DOC_KEY, ""), c.clone()).unwrap();
+        assert!(lookup(&store, DOC_KEY).await.is_some());
+        // Two lookups: `lookup` asks both ways.
+        assert_eq!(readings(&c), (0, 2));
+        let bounded = file_for(DOC_KEY, "expires_at = \"2026-03-01T00:00:00Z\"\n");
+        let c = Arc::new(Counting::default());
+        let store = FileKeyStore::embedded(&bounded, c.clone()).unwrap();
+        assert!(lookup(&store, DOC_KEY).await.is_some());
+        assert_eq!(readings(&c), (2, 2));
+        store.touch(&ApiKey::parse(DOC_KEY).unwrap().hash());
+        assert_eq!(readings(&c), (2, 3));
     }
 
     #[tokio::test]

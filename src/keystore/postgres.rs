@@ -289,7 +289,8 @@ impl KeyStore for PgKeyStore {
     }
 
     fn touch(&self, hash: &KeyHash) {
-        let now = self.clock.now().as_second();
+        // Kept in whole seconds: the coarse clock is enough.
+        let now = self.clock.now_coarse().as_second();
         self.pending_use
             .lock()
             .unwrap_or_else(|p| p.into_inner())

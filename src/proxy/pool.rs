@@ -31,7 +31,6 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::clock::coarse::Tick;
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::uri::{Authority, Scheme};
@@ -48,6 +47,7 @@ use tower::ServiceExt;
 use super::client::Connector;
 use super::h1;
 use super::upstream_request::UpstreamRequest;
+use crate::clock::coarse::Tick;
 use crate::BoxError;
 
 /// Why an upstream request got no response.
