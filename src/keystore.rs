@@ -13,6 +13,27 @@ pub mod postgres;
 use jiff::Timestamp;
 
 use crate::auth::{Fingerprint, KeyHash, Principal};
+use crate::clock::Clock;
+
+/// Whether a key may be used now: not disabled, and now within
+/// `[not_before, expires_at)`. `clock` is read, precisely, only for a key
+/// with a bound: most keys have none, and a reading is the dearest part of
+/// a lookup in the key file.
+pub(crate) fn usable(
+    disabled: bool,
+    not_before: Option<Timestamp>,
+    expires_at: Option<Timestamp>,
+    clock: &dyn Clock,
+) -> bool {
+    if disabled {
+        return false;
+    }
+    if not_before.is_none() && expires_at.is_none() {
+        return true;
+    }
+    let now = clock.now();
+    not_before.is_none_or(|t| now >= t) && expires_at.is_none_or(|t| now < t)
+}
 
 /// A key store could not answer (as opposed to "no such key").
 #[derive(Debug, Clone, thiserror::Error)]

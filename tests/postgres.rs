@@ -51,6 +51,15 @@ impl Schema {
             .await
             .unwrap();
     }
+
+    /// Sets `assignments` (SQL) on `key`'s row, as an operator might by hand.
+    async fn set_on_key(&self, key: &ApiKey, assignments: &str) {
+        self.sql(&format!(
+            "UPDATE {{s}}.keys SET {assignments} WHERE sha256 = decode('{}', 'hex')",
+            key.hash().to_hex()
+        ))
+        .await;
+    }
 }
 
 impl Drop for Schema {
@@ -153,12 +162,7 @@ async fn revocations_reach_every_instance_within_a_second() {
         b.get_as(second.expose(), &report()).await.status,
         StatusCode::OK
     );
-    schema
-        .sql(&format!(
-            "UPDATE {{s}}.keys SET disabled = true WHERE sha256 = decode('{}', 'hex')",
-            second.hash().to_hex()
-        ))
-        .await;
+    schema.set_on_key(&second, "disabled = true").await;
     refused_within(&b, &second, Duration::from_secs(1)).await;
 
     // Scope changes too: the user loses queue 1.
@@ -191,6 +195,43 @@ async fn revocations_reach_every_instance_within_a_second() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A key is refused outside its window, `not_before` to `expires_at`, as
+/// the key file's are: set with plain SQL, each reaches the gateway.
+#[tokio::test]
+async fn keys_outside_their_window_are_refused() {
+    let Some(schema) = Schema::new().await else {
+        return;
+    };
+    let mut admin = schema.admin().await;
+    let h = gateway(&schema.url, &schema.name, Duration::from_secs(30)).await;
+    for (column, moved) in [
+        ("expires_at", "now() - interval '1 minute'"),
+        ("not_before", "now() + interval '1 hour'"),
+    ] {
+        let key = new_key(&mut admin, "m1").await;
+        assert_eq!(
+            h.get_as(key.expose(), &report()).await.status,
+            StatusCode::OK
+        );
+        schema
+            .set_on_key(&key, &format!("{column} = {moved}"))
+            .await;
+        refused_within(&h, &key, Duration::from_secs(1)).await;
+    }
+    // A window around now lets it in.
+    let key = new_key(&mut admin, "m1").await;
+    schema
+        .set_on_key(
+            &key,
+            "not_before = now() - interval '1 minute', expires_at = now() + interval '1 hour'",
+        )
+        .await;
+    assert_eq!(
+        h.get_as(key.expose(), &report()).await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]

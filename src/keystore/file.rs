@@ -108,20 +108,6 @@ struct Entry {
 }
 
 impl Entry {
-    /// Whether the key may be used now. Only a key with a time bound reads
-    /// `clock`, precisely: most keys have none, and a reading is the
-    /// dearest part of a lookup.
-    fn valid(&self, clock: &dyn Clock) -> bool {
-        if self.disabled {
-            return false;
-        }
-        if self.not_before.is_none() && self.expires_at.is_none() {
-            return true;
-        }
-        let now = clock.now();
-        self.not_before.is_none_or(|t| now >= t) && self.expires_at.is_none_or(|t| now < t)
-    }
-
     /// Records a use at `now`. Written only when the second changed: the
     /// workers' requests with one key do not take turns owning its cache
     /// line.
@@ -349,7 +335,10 @@ impl FileKeyStore {
     /// (in whole seconds, so from the coarse clock).
     fn find(&self, hash: &KeyHash) -> Option<Principal> {
         let index = self.current();
-        let entry = index.by_hash.get(hash).filter(|e| e.valid(&*self.clock))?;
+        let entry = index
+            .by_hash
+            .get(hash)
+            .filter(|e| super::usable(e.disabled, e.not_before, e.expires_at, &*self.clock))?;
         entry.mark_used(self.clock.now_coarse());
         Some(entry.principal.clone())
     }
@@ -468,22 +457,27 @@ mod tests {
         assert!(lookup(&store, DOC_KEY).await.is_none(), "disabled");
     }
 
-    /// A clock that counts its precise and its coarse readings.
+    /// A clock stopped at 2026-02-01 that counts its precise and its
+    /// coarse readings.
     #[derive(Debug, Default)]
     struct Counting {
         precise: std::sync::atomic::AtomicUsize,
         coarse: std::sync::atomic::AtomicUsize,
     }
 
+    impl Counting {
+        const AT: Timestamp = Timestamp::constant(1_769_904_000, 0);
+    }
+
     impl Clock for Counting {
         fn now(&self) -> Timestamp {
             self.precise.fetch_add(1, Ordering::SeqCst);
-            "2026-02-01T00:00:00Z".parse().unwrap()
+            Counting::AT
         }
 
         fn now_coarse(&self) -> Timestamp {
             self.coarse.fetch_add(1, Ordering::SeqCst);
-            self.now()
+            Counting::AT
         }
     }
 
@@ -492,10 +486,10 @@ mod tests {
     #[tokio::test]
     async fn only_a_key_with_a_time_bound_reads_the_precise_clock() {
         let readings = |c: &Counting| {
-            let precise = c.precise.load(Ordering::SeqCst);
-            let coarse = c.coarse.load(Ordering::SeqCst);
-            // The coarse reading of the test clock is a precise one too.
-            (precise - coarse, coarse)
+            (
+                c.precise.load(Ordering::SeqCst),
+                c.coarse.load(Ordering::SeqCst),
+            )
         };
         let c = Arc::new(Counting::default());
         let store = FileKeyStore::embedded(&file_for(DOC_KEY, ""), c.clone()).unwrap();

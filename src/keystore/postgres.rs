@@ -184,13 +184,10 @@ impl PgKeyStore {
             .await
             .map_err(unavailable)?;
         let Some(row) = row else { return Ok(None) };
-        let now = self.clock.now();
         let not_before: Option<Timestamp> = row.get(3);
         let expires_at: Option<Timestamp> = row.get(4);
         let disabled: bool = row.get(5);
-        let valid =
-            !disabled && not_before.is_none_or(|t| now >= t) && expires_at.is_none_or(|t| now < t);
-        if !valid {
+        if !super::usable(disabled, not_before, expires_at, &*self.clock) {
             return Ok(None);
         }
         let role = match row.get::<_, &str>(1) {
