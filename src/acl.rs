@@ -132,7 +132,7 @@ mod tests {
         let route = crate::route::match_path(path).unwrap();
         let options = crate::request::RequestOptions::default();
         let ctx = crate::request::ParseContext {
-            now: "2020-01-02T00:00:00Z".parse().unwrap(),
+            now: crate::request::Now::at("2020-01-02T00:00:00Z".parse().unwrap()),
             accept_csv: false,
             options: &options,
         };

@@ -842,7 +842,7 @@ impl Validator<'_> {
             crate::request::time::evaluate(
                 expr,
                 crate::request::time::End::Start,
-                jiff::Timestamp::now(),
+                jiff::Timestamp::now,
                 &jiff::tz::TimeZone::UTC,
             )
             .map_err(|problem| self.err("request.default_start", format!("`{expr}` {problem}")))?;

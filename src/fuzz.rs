@@ -120,7 +120,7 @@ pub(crate) fn parse(
     }
     let route = crate::route::match_path(path)?;
     let ctx = ParseContext {
-        now: NOW,
+        now: crate::request::Now::at(NOW),
         accept_csv,
         options,
     };

@@ -668,7 +668,7 @@ mod tests {
         let catalog = crate::catalog::Catalog::new(&crate::catalog::builtin());
         let options = crate::request::RequestOptions::default();
         let ctx = crate::request::ParseContext {
-            now: "2020-12-31T00:00:00Z".parse().unwrap(),
+            now: crate::request::Now::at("2020-12-31T00:00:00Z".parse().unwrap()),
             accept_csv: false,
             options: &options,
         };

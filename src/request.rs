@@ -9,8 +9,11 @@
 //! request's extensions; nothing downstream looks at the raw query again,
 //! and the upstream receives only [`GatewayRequest::upstream_path_and_query`].
 
+mod instant;
 mod query;
 pub mod time;
+
+pub use instant::write as instant_text;
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -212,14 +215,47 @@ impl Default for RequestOptions {
 }
 
 /// What a parse needs besides the request target.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct ParseContext<'a> {
     /// Now, for relative times and the window limit.
-    pub now: Timestamp,
+    pub now: Now<'a>,
     /// The client sent `Accept: text/csv`.
     pub accept_csv: bool,
     /// Options.
     pub options: &'a RequestOptions,
+}
+
+/// "Now" for one parse, read from the clock only when the request needs it:
+/// a window given as two instants (what scheduled report jobs send) needs
+/// no reading at all, and a relative one needs the same reading for
+/// `start` and `stop`.
+#[derive(Debug)]
+pub struct Now<'a>(NowSource<'a>);
+
+#[derive(Debug)]
+enum NowSource<'a> {
+    Fixed(Timestamp),
+    Clock(&'a dyn crate::clock::Clock, std::cell::OnceCell<Timestamp>),
+}
+
+impl<'a> Now<'a> {
+    /// Always `ts`.
+    pub fn at(ts: Timestamp) -> Self {
+        Now(NowSource::Fixed(ts))
+    }
+
+    /// `clock`'s reading at the first [`Now::get`].
+    pub fn from_clock(clock: &'a dyn crate::clock::Clock) -> Self {
+        Now(NowSource::Clock(clock, std::cell::OnceCell::new()))
+    }
+
+    /// Now.
+    pub fn get(&self) -> Timestamp {
+        match &self.0 {
+            NowSource::Fixed(ts) => *ts,
+            NowSource::Clock(clock, read) => *read.get_or_init(|| clock.now()),
+        }
+    }
 }
 
 /// Whether an `Accept` header asks for CSV (`text/csv` with a non-zero q).
@@ -257,44 +293,6 @@ pub fn write_instant(out: &mut String, ts: Timestamp) {
             let _ = write!(out, "{}", ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"));
         }
     }
-}
-
-/// `00` to `99`, two bytes each.
-static DIGIT_PAIRS: [u8; 200] = {
-    let mut pairs = [0u8; 200];
-    let mut n = 0;
-    while n < 100 {
-        pairs[2 * n] = b'0' + (n / 10) as u8;
-        pairs[2 * n + 1] = b'0' + (n % 10) as u8;
-        n += 1;
-    }
-    pairs
-};
-
-/// `ts` as [`format_instant`] writes it, on the stack, when its year has
-/// four digits (two digits at a time from a table: it runs up to five
-/// times per request, for the canonical query and the audit line, and
-/// `strftime` showed up in profiles).
-pub fn instant_text(ts: Timestamp) -> Option<[u8; 24]> {
-    let dt = jiff::tz::Offset::UTC.to_datetime(ts);
-    let year = usize::try_from(dt.year()).ok().filter(|y| *y <= 9999)?;
-    let mut text = *b"0000-00-00T00:00:00.000Z";
-    // `n` is below 100 at every call.
-    let mut pair = |at: usize, n: usize| {
-        text[at..at + 2].copy_from_slice(&DIGIT_PAIRS[2 * n..2 * n + 2]);
-    };
-    let small = |n: i8| usize::from(n.unsigned_abs());
-    pair(0, year / 100);
-    pair(2, year % 100);
-    pair(5, small(dt.month()));
-    pair(8, small(dt.day()));
-    pair(11, small(dt.hour()));
-    pair(14, small(dt.minute()));
-    pair(17, small(dt.second()));
-    let millis = usize::try_from(dt.subsec_nanosecond().unsigned_abs() / 1_000_000).ok()?;
-    pair(21, millis % 100);
-    text[20] = b'0' + (millis / 100) as u8;
-    Some(text)
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters, `:` and `/`
@@ -491,7 +489,7 @@ pub fn parse(
 ) -> Result<GatewayRequest, BoxError> {
     let options = RequestOptions::default();
     let ctx = ParseContext {
-        now: Timestamp::now(),
+        now: Now::from_clock(&crate::clock::SystemClock),
         accept_csv: false,
         options: &options,
     };
@@ -589,7 +587,7 @@ fn parse_params(
                 })
             }
         };
-        let start = time::evaluate(&start_raw, time::End::Start, ctx.now, &tz)
+        let start = time::evaluate(&start_raw, time::End::Start, || ctx.now.get(), &tz)
             .map_err(|problem| bad(start_name, &problem))?;
         params.start = Some(start);
         match stop {
@@ -597,7 +595,7 @@ fn parse_params(
             // stop, so the gateway drops it and says so in a response header.
             Some((name, _)) if !rules.stop => ignored.push(name.as_str()),
             Some((name, v)) => {
-                let stop = time::evaluate(&v, time::End::Stop, ctx.now, &tz)
+                let stop = time::evaluate(&v, time::End::Stop, || ctx.now.get(), &tz)
                     .map_err(|problem| bad(name, &problem))?;
                 if start > stop {
                     return Err(bad(name, "must not be before start"));
@@ -614,7 +612,7 @@ fn parse_params(
             }
             _ => ctx.options.max_window,
         };
-        let until = params.stop.unwrap_or(ctx.now).max(start);
+        let until = params.stop.unwrap_or_else(|| ctx.now.get()).max(start);
         if rules.stop && until.duration_since(start) > limit {
             return Err(QueryError::BadValue {
                 name: if params.stop.is_some() {
@@ -683,7 +681,7 @@ impl Gate for Parse {
             .remove::<RouteMatch>()
             .ok_or("parse reached without a route")?;
         let ctx = ParseContext {
-            now: self.clock.now(),
+            now: Now::from_clock(&*self.clock),
             accept_csv: accepts_csv(req.headers()),
             options: &self.options,
         };

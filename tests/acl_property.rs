@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chime_gateway::acl::decide;
 use chime_gateway::auth::{ApiKey, Principal, Role};
 use chime_gateway::catalog::{builtin, Catalog};
-use chime_gateway::request::{self, GatewayRequest, ParseContext, RequestOptions};
+use chime_gateway::request::{self, GatewayRequest, Now, ParseContext, RequestOptions};
 use chime_gateway::route::match_path;
 use chime_gateway::simulator::bind_like_aspnet;
 use proptest::prelude::*;
@@ -102,7 +102,7 @@ const ROUTES: [&str; 4] = [
 fn parse(path: &str, raw: &str) -> Result<GatewayRequest, chime_gateway::BoxError> {
     let options = RequestOptions::default();
     let ctx = ParseContext {
-        now: "2020-12-15T00:00:00Z".parse().unwrap(),
+        now: Now::at("2020-12-15T00:00:00Z".parse().unwrap()),
         accept_csv: false,
         options: &options,
     };
@@ -185,7 +185,7 @@ proptest! {
         use chime_gateway::request::time::{evaluate, End};
         let tz = jiff::tz::TimeZoneDatabase::bundled().get(zone).unwrap();
         let now: jiff::Timestamp = "2024-03-10T06:59:59.999Z".parse().unwrap();
-        if let Ok(ts) = evaluate(&raw, if stop { End::Stop } else { End::Start }, now, &tz) {
+        if let Ok(ts) = evaluate(&raw, if stop { End::Stop } else { End::Start }, || now, &tz) {
             prop_assert!(ts >= jiff::Timestamp::UNIX_EPOCH);
             prop_assert!(ts.to_zoned(jiff::tz::TimeZone::UTC).year() <= 9999);
         }

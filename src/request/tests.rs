@@ -395,6 +395,8 @@ fn instants_format_like_strftime() {
         )
         .unwrap();
         assert_eq!(super::format_instant(ts), slow(ts));
+        // Its date is remembered now; the text is the same.
+        assert_eq!(super::format_instant(ts), slow(ts));
         secs += step;
     }
     for edge in [
@@ -563,4 +565,40 @@ mod canonical_form {
             crate::fuzz::request_target(path, Some(&query), accept_csv, &options);
         }
     }
+}
+
+/// "Now" is read only for what needs it, and once per parse: a window of
+/// two instants reads nothing.
+#[test]
+fn now_is_read_only_when_the_window_needs_it() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Debug, Default)]
+    struct Counting(AtomicUsize);
+
+    impl crate::clock::Clock for Counting {
+        fn now(&self) -> Timestamp {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            "2020-12-15T12:00:00Z".parse().unwrap()
+        }
+    }
+
+    let catalog = Catalog::new(&crate::catalog::builtin());
+    let options = RequestOptions::default();
+    let readings = |query: &str| {
+        let clock = Counting::default();
+        let route = crate::route::match_path("/Chime/Report/InboundVsAnsweredChats").unwrap();
+        let ctx = ParseContext {
+            now: Now::from_clock(&clock),
+            accept_csv: false,
+            options: &options,
+        };
+        parse_with(&route, Some(query), &catalog, &ctx).unwrap();
+        clock.0.load(Ordering::SeqCst)
+    };
+    let absolute = "queueId=1&start=2020-11-01T04:00:00.000Z&stop=2020-11-02T04:59:59.999Z";
+    assert_eq!(readings(absolute), 0);
+    assert_eq!(readings("queueId=1&start=today-1d&stop=now"), 1);
+    assert_eq!(readings("queueId=1&start=2020-12-01T00:00:00Z"), 1);
+    assert_eq!(readings("queueId=1&start=2020-12-01"), 1);
 }

@@ -35,6 +35,14 @@ use jiff::civil::{Date, DateTime};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Span, Timestamp, ToSpan, Unit, Zoned};
 
+// `YYYY-MM-DDTHH:MM:SS.fffZ` or `YYYY-MM-DDTHH:MM:SSZ` from 1970 on: the
+// form Chime's clients and the gateway itself write. It is an instant, in
+// range and whole milliseconds, so it is its own value for either end, and
+// reading it on the stack costs a fraction of jiff's general parser.
+// Anything else (other spellings, invalid dates, `:60`) is `None` and goes
+// through `evaluate_any`.
+use super::instant::read as canonical_instant;
+
 /// Which end of the window a value is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -55,57 +63,19 @@ enum Value {
 const MAX_OFFSETS: usize = 4;
 const MAX_AMOUNT: i64 = 999_999;
 
-/// Evaluates `raw` for `end`, with `now` and `tz` for zone-relative forms.
+/// Evaluates `raw` for `end`, with `now` and `tz` for zone-relative forms;
+/// `now` is called only for a form other than the canonical instant.
 /// The error is the problem, for a 400 that names the parameter.
-pub fn evaluate(raw: &str, end: End, now: Timestamp, tz: &TimeZone) -> Result<Timestamp, String> {
+pub fn evaluate(
+    raw: &str,
+    end: End,
+    now: impl FnOnce() -> Timestamp,
+    tz: &TimeZone,
+) -> Result<Timestamp, String> {
     match canonical_instant(raw) {
         Some(ts) => Ok(ts),
-        None => evaluate_any(raw, end, now, tz),
+        None => evaluate_any(raw, end, now(), tz),
     }
-}
-
-/// `YYYY-MM-DDTHH:MM:SS.fffZ` or `YYYY-MM-DDTHH:MM:SSZ` in the years
-/// 1970–9999: the form Chime's clients and the gateway itself write, read
-/// digit by digit. It is an instant, in range and whole milliseconds, so
-/// it is its own value for either end; jiff's general parser cost five
-/// times as much. Anything else (other spellings, invalid dates, `:60`)
-/// is `None` and goes through [`evaluate_any`].
-fn canonical_instant(raw: &str) -> Option<Timestamp> {
-    let b = raw.as_bytes();
-    let millis = match b.len() {
-        20 => false,
-        24 => true,
-        _ => return None,
-    };
-    let punctuated = b[4] == b'-'
-        && b[7] == b'-'
-        && b[10] == b'T'
-        && b[13] == b':'
-        && b[16] == b':'
-        && b[b.len() - 1] == b'Z'
-        && (!millis || b[19] == b'.');
-    if !punctuated {
-        return None;
-    }
-    let number = |at: std::ops::Range<usize>| {
-        b[at].iter().try_fold(0i32, |n, &d| {
-            d.is_ascii_digit().then(|| n * 10 + i32::from(d - b'0'))
-        })
-    };
-    let year = i16::try_from(number(0..4)?).ok()?;
-    let small = |at| i8::try_from(number(at)?).ok();
-    let (month, day) = (small(5..7)?, small(8..10)?);
-    let (hour, minute, second) = (small(11..13)?, small(14..16)?, small(17..19)?);
-    let nanos = if millis {
-        number(20..23)? * 1_000_000
-    } else {
-        0
-    };
-    if year < 1970 || second > 59 {
-        return None;
-    }
-    let civil = DateTime::new(year, month, day, hour, minute, second, nanos).ok()?;
-    jiff::tz::Offset::UTC.to_timestamp(civil).ok()
 }
 
 /// [`evaluate`] for every spelling.
