@@ -14,8 +14,38 @@ work=$(mktemp -d)
 # The jobs are waited for before the directory goes: nginx and HAProxy write
 # their logs and temporary files into it until they have exited.
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$work"' EXIT
-# port -> a free TCP port on 127.0.0.1
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# port -> a free TCP port on 127.0.0.1 that no other call in this run has
+# given. It is below the kernel's ephemeral range: a port from that range
+# (what binding port 0 gives) could be taken by one of the run's outgoing
+# connections before its listener binds it, and nginx once failed to start
+# so (bind: Address already in use).
+port() {
+  python3 - "$work/ports" <<'PY'
+import random, socket, sys
+given = sys.argv[1]
+try:
+    taken = set(open(given).read().split())
+except FileNotFoundError:
+    taken = set()
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+top = low if low > 11000 else 65536
+while True:
+    p = random.randrange(10000, top)
+    if str(p) in taken:
+        continue
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    break
+with open(given, "a") as f:
+    f.write(f"{p}\n")
+print(p)
+PY
+}
 # wait_ready PORT [PATH] -> returns once http://127.0.0.1:PORT/PATH answers
 # with any HTTP response; by default PATH is a gateway's admin listener's
 # `metrics` (up to a minute: under valgrind or instrumented, start-up is slow)
