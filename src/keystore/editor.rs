@@ -82,7 +82,10 @@ impl KeyEditor {
     /// Every user and key (hashes only).
     pub async fn read(&self) -> Result<KeyFile, BoxError> {
         match self {
-            KeyEditor::File { path, .. } => Ok(KeyFile::load(path)?),
+            KeyEditor::File { path, .. } => {
+                let path = path.clone();
+                off_thread(move || Ok(KeyFile::load(&path)?)).await
+            }
             KeyEditor::Postgres { url, schema } => {
                 PgAdmin::connect(url, schema).await?.load().await
             }
@@ -102,11 +105,19 @@ impl KeyEditor {
                 // it lies: saving onto the link would replace it with a
                 // file and leave the real one stale, and editors that name
                 // it by different links must take the same lock.
-                let path = &std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
-                let _across_processes = lock_folder_of(path).await?;
-                let mut file = KeyFile::load(path)?;
+                let path = path.clone();
+                let path = off_thread(move || {
+                    Ok(std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone()))
+                })
+                .await?;
+                let _across_processes = lock_folder_of(&path).await?;
+                let mut file = {
+                    let path = path.clone();
+                    off_thread(move || Ok(KeyFile::load(&path)?)).await?
+                };
+                // Only the change itself runs here: it is work in memory.
                 let out = op(&mut file)?;
-                file.save(path)?;
+                off_thread(move || Ok(file.save(&path)?)).await?;
                 Ok(out)
             }
             KeyEditor::Postgres { url, schema } => {
@@ -135,6 +146,16 @@ impl KeyEditor {
                 .collect(),
         ))
     }
+}
+
+/// Runs `work` (the key file's reads, writes and fsyncs) on tokio's
+/// blocking pool, so that a slow disk or a key path on a stalled network
+/// mount holds up only this edit, not the runtime that also serves the
+/// admin API and the gateway's upkeep.
+async fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, BoxError> + Send + 'static,
+) -> Result<T, BoxError> {
+    tokio::task::spawn_blocking(work).await?
 }
 
 /// How long an edit waits for another process's edit of the same file
@@ -264,6 +285,58 @@ mod tests {
             .map(|u| u.name)
             .collect();
         assert_eq!(names, ["first", "second"], "neither edit lost");
+    }
+
+    /// A key file that is slow to read (here a named pipe, fed only when
+    /// the test says so) holds up only its edit: the runtime, with one
+    /// thread, goes on running the test meanwhile. Were the file read on
+    /// the runtime's thread, the test could not say so, and the feeder
+    /// would find it stalled after 2 s (and feed the pipe anyway, so that
+    /// the test fails rather than hangs).
+    #[cfg(unix)]
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_slow_key_file_does_not_stall_the_runtime() {
+        use std::io::Write as _;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        let made = std::process::Command::new("mkfifo")
+            .args(["-m", "600"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (at_pipe, reader_waits) = tokio::sync::oneshot::channel();
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let feeder = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                // Opening a pipe for writing returns once a reader has it open.
+                let mut pipe = std::fs::File::options().write(true).open(&path).unwrap();
+                at_pipe.send(()).unwrap();
+                let stalled = wait.recv_timeout(Duration::from_secs(2)).is_err();
+                pipe.write_all(b"").unwrap();
+                stalled
+            })
+        };
+        let editor = KeyEditor::file(path.clone());
+        let edit = tokio::spawn(async move {
+            editor
+                .edit(|f| Ok(f.add_user("a", Role::Admin, vec![], "default")?))
+                .await
+        });
+        tokio::time::timeout(Duration::from_secs(5), reader_waits)
+            .await
+            .expect("the edit never read the key file")
+            .unwrap();
+        // The edit is waiting on the pipe, and this task runs.
+        let _ = go.send(());
+        edit.await.unwrap().unwrap();
+        assert!(
+            !feeder.join().unwrap(),
+            "the runtime stalled while the key file was read"
+        );
+        assert_eq!(KeyFile::load(&path).unwrap().users.len(), 1);
     }
 
     /// An edit through a symbolic link changes the file it points to, in
