@@ -101,15 +101,8 @@ impl KeyEditor {
         match self {
             KeyEditor::File { path, lock } => {
                 let _one_at_a_time = lock.lock().await;
-                // A key file reached through a symbolic link is edited where
-                // it lies: saving onto the link would replace it with a
-                // file and leave the real one stale, and editors that name
-                // it by different links must take the same lock.
                 let path = path.clone();
-                let path = off_thread(move || {
-                    Ok(std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone()))
-                })
-                .await?;
+                let path = off_thread(move || where_it_lies(&path)).await?;
                 let _across_processes = lock_folder_of(&path).await?;
                 let mut file = {
                     let path = path.clone();
@@ -146,6 +139,41 @@ impl KeyEditor {
                 .collect(),
         ))
     }
+}
+
+/// Where the key file named `path` is (or is to be made), with every
+/// symbolic link resolved. A key file reached through a link is edited
+/// where it lies: saving onto the link would replace it with a file and
+/// leave the real one stale, and editors that name it by different links
+/// must take the same lock. A link to a file not made yet makes it where
+/// the link points, so the link then leads to it.
+fn where_it_lies(path: &Path) -> Result<PathBuf, BoxError> {
+    // As many links in a chain as Linux follows (its `MAXSYMLINKS`).
+    const MAX_LINKS: usize = 40;
+    let mut path = path.to_owned();
+    for _ in 0..=MAX_LINKS {
+        if let Ok(real) = std::fs::canonicalize(&path) {
+            return Ok(real);
+        }
+        match std::fs::read_link(&path) {
+            // Relative to the link's own folder.
+            Ok(target) => path = folder_of(&path).join(target),
+            // Not there, and not a link: it is made here, in its folder as
+            // resolved (when that exists; else saving says it is missing).
+            Err(_) => {
+                let folder = std::fs::canonicalize(folder_of(&path));
+                return Ok(match (folder, path.file_name()) {
+                    (Ok(folder), Some(name)) => folder.join(name),
+                    _ => path,
+                });
+            }
+        }
+    }
+    Err(format!(
+        "the key path {} goes through more than {MAX_LINKS} symbolic links",
+        path.display()
+    )
+    .into())
 }
 
 /// Runs `work` (the key file's reads, writes and fsyncs) on tokio's
@@ -365,6 +393,52 @@ mod tests {
             std::fs::read_dir(real.parent().unwrap()).unwrap().count(),
             1
         );
+    }
+
+    /// A link to a key file not made yet: the edit makes the file where
+    /// the link points, through a chain of links, and leaves the links.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn an_edit_through_a_dangling_link_makes_the_file_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let real = state.join("keys.toml");
+        let middle = dir.path().join("middle.toml");
+        std::os::unix::fs::symlink("state/keys.toml", &middle).unwrap();
+        let link = dir.path().join("keys.toml");
+        std::os::unix::fs::symlink(&middle, &link).unwrap();
+        KeyEditor::file(link.clone())
+            .edit(|f| Ok(f.add_user("a", Role::Admin, vec![], "default")?))
+            .await
+            .unwrap();
+        for l in [&link, &middle] {
+            let kind = std::fs::symlink_metadata(l).unwrap().file_type();
+            assert!(kind.is_symlink(), "{} was replaced", l.display());
+        }
+        assert_eq!(KeyFile::load(&real).unwrap().users.len(), 1);
+        assert_eq!(KeyFile::load(&link).unwrap().users.len(), 1);
+    }
+
+    /// Links that lead back to themselves are an error, not a loop.
+    #[cfg(unix)]
+    #[test]
+    fn a_circle_of_links_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::os::unix::fs::symlink(&b, &a).unwrap();
+        std::os::unix::fs::symlink(&a, &b).unwrap();
+        let err = where_it_lies(&a).unwrap_err().to_string();
+        assert!(err.contains("more than 40 symbolic links"), "{err}");
+    }
+
+    /// A key file not made yet, named without a link, is made where named.
+    #[test]
+    fn a_new_key_file_is_made_where_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        let real = std::fs::canonicalize(dir.path()).unwrap().join("keys.toml");
+        assert_eq!(where_it_lies(&path).unwrap(), real);
     }
 
     /// (A paused clock cannot run the wait out: tokio does not advance it
