@@ -279,6 +279,11 @@ mod tests {
     use super::*;
     use crate::auth::Role;
 
+    /// The edit the tests make: admin `a` added.
+    fn add_a(f: &mut KeyFile) -> Result<(), BoxError> {
+        Ok(f.add_user("a", Role::Admin, vec![], "default")?)
+    }
+
     /// Two editors of one file stand for two processes (`keys` and a
     /// gateway's admin API): each has its own in-process mutex, so only the
     /// folder's lock keeps their edits apart.
@@ -348,11 +353,7 @@ mod tests {
             })
         };
         let editor = KeyEditor::file(path.clone());
-        let edit = tokio::spawn(async move {
-            editor
-                .edit(|f| Ok(f.add_user("a", Role::Admin, vec![], "default")?))
-                .await
-        });
+        let edit = tokio::spawn(async move { editor.edit(add_a).await });
         tokio::time::timeout(Duration::from_secs(5), reader_waits)
             .await
             .expect("the edit never read the key file")
@@ -378,10 +379,7 @@ mod tests {
         KeyFile::default().save(&real).unwrap();
         let link = dir.path().join("keys.toml");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        KeyEditor::file(link.clone())
-            .edit(|f| Ok(f.add_user("a", Role::Admin, vec![], "default")?))
-            .await
-            .unwrap();
+        KeyEditor::file(link.clone()).edit(add_a).await.unwrap();
         assert!(std::fs::symlink_metadata(&link)
             .unwrap()
             .file_type()
@@ -408,10 +406,7 @@ mod tests {
         std::os::unix::fs::symlink("state/keys.toml", &middle).unwrap();
         let link = dir.path().join("keys.toml");
         std::os::unix::fs::symlink(&middle, &link).unwrap();
-        KeyEditor::file(link.clone())
-            .edit(|f| Ok(f.add_user("a", Role::Admin, vec![], "default")?))
-            .await
-            .unwrap();
+        KeyEditor::file(link.clone()).edit(add_a).await.unwrap();
         for l in [&link, &middle] {
             let kind = std::fs::symlink_metadata(l).unwrap().file_type();
             assert!(kind.is_symlink(), "{} was replaced", l.display());
