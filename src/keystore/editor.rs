@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use jiff::Timestamp;
 
@@ -31,7 +32,7 @@ pub enum KeyEditor {
         /// Its path.
         path: PathBuf,
         /// Serialises read-modify-write cycles within this process.
-        lock: tokio::sync::Mutex<()>,
+        lock: Arc<tokio::sync::Mutex<()>>,
     },
     /// The PostgreSQL key store.
     Postgres {
@@ -49,7 +50,7 @@ impl KeyEditor {
     pub fn file(path: PathBuf) -> KeyEditor {
         KeyEditor::File {
             path,
-            lock: tokio::sync::Mutex::new(()),
+            lock: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -100,17 +101,25 @@ impl KeyEditor {
     ) -> Result<R, BoxError> {
         match self {
             KeyEditor::File { path, lock } => {
-                let _one_at_a_time = lock.lock().await;
+                let one_at_a_time = lock.clone().lock_owned().await;
                 let path = path.clone();
                 let path = off_thread(move || where_it_lies(&path)).await?;
-                let _across_processes = lock_folder_of(&path).await?;
+                let across_processes = lock_folder_of(&path).await?;
                 let mut file = {
                     let path = path.clone();
                     off_thread(move || Ok(KeyFile::load(&path)?)).await?
                 };
                 // Only the change itself runs here: it is work in memory.
                 let out = op(&mut file)?;
-                off_thread(move || Ok(file.save(&path)?)).await?;
+                off_thread(move || {
+                    // Both locks are held until the file is saved, even when
+                    // the edit's caller goes away meanwhile (an admin client
+                    // that disconnects): the next edit reads what this one
+                    // wrote, never the file from before it.
+                    let _held = (one_at_a_time, across_processes);
+                    Ok(file.save(&path)?)
+                })
+                .await?;
                 Ok(out)
             }
             KeyEditor::Postgres { url, schema } => {
