@@ -1,6 +1,7 @@
 //! Time as a dependency, so expiry and relative windows are testable with a
 //! fixed "now".
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use jiff::Timestamp;
@@ -33,24 +34,52 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that says what it is told (tests).
+/// A clock that says what it is told, and counts how often it is read
+/// (tests).
 #[derive(Debug)]
-pub struct FixedClock(Mutex<Timestamp>);
+pub struct FixedClock {
+    at: Mutex<Timestamp>,
+    precise: AtomicUsize,
+    coarse: AtomicUsize,
+}
 
 impl FixedClock {
     /// A clock stopped at `at`.
     pub fn new(at: Timestamp) -> Self {
-        FixedClock(Mutex::new(at))
+        FixedClock {
+            at: Mutex::new(at),
+            precise: AtomicUsize::new(0),
+            coarse: AtomicUsize::new(0),
+        }
     }
 
     /// Moves the clock to `at`.
     pub fn set(&self, at: Timestamp) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = at;
+        *self.at.lock().unwrap_or_else(|p| p.into_inner()) = at;
+    }
+
+    /// How many times it was read so far: precisely ([`Clock::now`]) and
+    /// coarsely ([`Clock::now_coarse`]).
+    pub fn readings(&self) -> (usize, usize) {
+        (
+            self.precise.load(Ordering::SeqCst),
+            self.coarse.load(Ordering::SeqCst),
+        )
+    }
+
+    fn read(&self) -> Timestamp {
+        *self.at.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl Clock for FixedClock {
     fn now(&self) -> Timestamp {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.precise.fetch_add(1, Ordering::SeqCst);
+        self.read()
+    }
+
+    fn now_coarse(&self) -> Timestamp {
+        self.coarse.fetch_add(1, Ordering::SeqCst);
+        self.read()
     }
 }

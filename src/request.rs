@@ -230,31 +230,31 @@ pub struct ParseContext<'a> {
 /// no reading at all, and a relative one needs the same reading for
 /// `start` and `stop`.
 #[derive(Debug)]
-pub struct Now<'a>(NowSource<'a>);
-
-#[derive(Debug)]
-enum NowSource<'a> {
-    Fixed(Timestamp),
-    Clock(&'a dyn crate::clock::Clock, std::cell::OnceCell<Timestamp>),
+pub struct Now<'a> {
+    clock: &'a dyn crate::clock::Clock,
+    read: std::cell::OnceCell<Timestamp>,
 }
 
 impl<'a> Now<'a> {
-    /// Always `ts`.
+    /// Always `ts` (its clock is never read).
     pub fn at(ts: Timestamp) -> Self {
-        Now(NowSource::Fixed(ts))
+        Now {
+            clock: &crate::clock::SystemClock,
+            read: std::cell::OnceCell::from(ts),
+        }
     }
 
     /// `clock`'s reading at the first [`Now::get`].
     pub fn from_clock(clock: &'a dyn crate::clock::Clock) -> Self {
-        Now(NowSource::Clock(clock, std::cell::OnceCell::new()))
+        Now {
+            clock,
+            read: std::cell::OnceCell::new(),
+        }
     }
 
     /// Now.
     pub fn get(&self) -> Timestamp {
-        match &self.0 {
-            NowSource::Fixed(ts) => *ts,
-            NowSource::Clock(clock, read) => *read.get_or_init(|| clock.now()),
-        }
+        *self.read.get_or_init(|| self.clock.now())
     }
 }
 

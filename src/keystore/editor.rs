@@ -83,10 +83,7 @@ impl KeyEditor {
     /// Every user and key (hashes only).
     pub async fn read(&self) -> Result<KeyFile, BoxError> {
         match self {
-            KeyEditor::File { path, .. } => {
-                let path = path.clone();
-                off_thread(move || Ok(KeyFile::load(&path)?)).await
-            }
+            KeyEditor::File { path, .. } => load(path.clone()).await,
             KeyEditor::Postgres { url, schema } => {
                 PgAdmin::connect(url, schema).await?.load().await
             }
@@ -105,10 +102,7 @@ impl KeyEditor {
                 let path = path.clone();
                 let path = off_thread(move || where_it_lies(&path)).await?;
                 let across_processes = lock_folder_of(&path).await?;
-                let mut file = {
-                    let path = path.clone();
-                    off_thread(move || Ok(KeyFile::load(&path)?)).await?
-                };
+                let mut file = load(path.clone()).await?;
                 // Only the change itself runs here: it is work in memory.
                 let out = op(&mut file)?;
                 off_thread(move || {
@@ -183,6 +177,11 @@ fn where_it_lies(path: &Path) -> Result<PathBuf, BoxError> {
         path.display()
     )
     .into())
+}
+
+/// [`KeyFile::load`] of `path`, off the runtime's thread.
+async fn load(path: PathBuf) -> Result<KeyFile, BoxError> {
+    off_thread(move || Ok(KeyFile::load(&path)?)).await
 }
 
 /// Runs `work` (the key file's reads, writes and fsyncs) on tokio's
@@ -436,13 +435,19 @@ mod tests {
         assert!(err.contains("more than 40 symbolic links"), "{err}");
     }
 
-    /// A key file not made yet, named without a link, is made where named.
+    /// A key file not made yet is made where named, in its folder as
+    /// resolved: named through a linked folder, it goes into the real one.
+    #[cfg(unix)]
     #[test]
     fn a_new_key_file_is_made_where_named() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("keys.toml");
-        let real = std::fs::canonicalize(dir.path()).unwrap().join("keys.toml");
-        assert_eq!(where_it_lies(&path).unwrap(), real);
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let linked = dir.path().join("etc");
+        std::os::unix::fs::symlink(&state, &linked).unwrap();
+        let real = std::fs::canonicalize(&state).unwrap().join("keys.toml");
+        assert_eq!(where_it_lies(&linked.join("keys.toml")).unwrap(), real);
+        assert_eq!(where_it_lies(&state.join("keys.toml")).unwrap(), real);
     }
 
     /// (A paused clock cannot run the wait out: tokio does not advance it

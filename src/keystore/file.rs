@@ -457,52 +457,23 @@ mod tests {
         assert!(lookup(&store, DOC_KEY).await.is_none(), "disabled");
     }
 
-    /// A clock stopped at 2026-02-01 that counts its precise and its
-    /// coarse readings.
-    #[derive(Debug, Default)]
-    struct Counting {
-        precise: std::sync::atomic::AtomicUsize,
-        coarse: std::sync::atomic::AtomicUsize,
-    }
-
-    impl Counting {
-        const AT: Timestamp = Timestamp::constant(1_769_904_000, 0);
-    }
-
-    impl Clock for Counting {
-        fn now(&self) -> Timestamp {
-            self.precise.fetch_add(1, Ordering::SeqCst);
-            Counting::AT
-        }
-
-        fn now_coarse(&self) -> Timestamp {
-            self.coarse.fetch_add(1, Ordering::SeqCst);
-            Counting::AT
-        }
-    }
-
     /// A lookup reads the precise clock only for a key with a time bound;
     /// its use is recorded from the coarse one.
     #[tokio::test]
     async fn only_a_key_with_a_time_bound_reads_the_precise_clock() {
-        let readings = |c: &Counting| {
-            (
-                c.precise.load(Ordering::SeqCst),
-                c.coarse.load(Ordering::SeqCst),
-            )
-        };
-        let c = Arc::new(Counting::default());
+        let clock = || Arc::new(FixedClock::new("2026-02-01T00:00:00Z".parse().unwrap()));
+        let c = clock();
         let store = FileKeyStore::embedded(&file_for(DOC_KEY, ""), c.clone()).unwrap();
         assert!(lookup(&store, DOC_KEY).await.is_some());
         // Two lookups: `lookup` asks both ways.
-        assert_eq!(readings(&c), (0, 2));
+        assert_eq!(c.readings(), (0, 2));
         let bounded = file_for(DOC_KEY, "expires_at = \"2026-03-01T00:00:00Z\"\n");
-        let c = Arc::new(Counting::default());
+        let c = clock();
         let store = FileKeyStore::embedded(&bounded, c.clone()).unwrap();
         assert!(lookup(&store, DOC_KEY).await.is_some());
-        assert_eq!(readings(&c), (2, 2));
+        assert_eq!(c.readings(), (2, 2));
         store.touch(&ApiKey::parse(DOC_KEY).unwrap().hash());
-        assert_eq!(readings(&c), (2, 3));
+        assert_eq!(c.readings(), (2, 3));
     }
 
     #[tokio::test]

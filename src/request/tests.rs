@@ -571,22 +571,10 @@ mod canonical_form {
 /// two instants reads nothing.
 #[test]
 fn now_is_read_only_when_the_window_needs_it() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    #[derive(Debug, Default)]
-    struct Counting(AtomicUsize);
-
-    impl crate::clock::Clock for Counting {
-        fn now(&self) -> Timestamp {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            "2020-12-15T12:00:00Z".parse().unwrap()
-        }
-    }
-
     let catalog = Catalog::new(&crate::catalog::builtin());
     let options = RequestOptions::default();
     let readings = |query: &str| {
-        let clock = Counting::default();
+        let clock = crate::clock::FixedClock::new("2020-12-15T12:00:00Z".parse().unwrap());
         let route = crate::route::match_path("/Chime/Report/InboundVsAnsweredChats").unwrap();
         let ctx = ParseContext {
             now: Now::from_clock(&clock),
@@ -594,7 +582,7 @@ fn now_is_read_only_when_the_window_needs_it() {
             options: &options,
         };
         parse_with(&route, Some(query), &catalog, &ctx).unwrap();
-        clock.0.load(Ordering::SeqCst)
+        clock.readings().0
     };
     let absolute = "queueId=1&start=2020-11-01T04:00:00.000Z&stop=2020-11-02T04:59:59.999Z";
     assert_eq!(readings(absolute), 0);
